@@ -1,0 +1,101 @@
+/*
+ * config: every switch luo reads, in one place (the kernel's Kconfig and boot options).
+ *
+ * Lifecycle: resolveConfig() is called once by whoever boots luo; explicit options win over
+ * environment variables, which win over defaults. A malformed value raises LuoError EINVAL
+ * naming the variable. docs/configuration.md lists the same table for users.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { fail } from './errors.js';
+
+export type OnCorrupt = 'panic' | 'cold';
+
+export interface LuoConfig {
+  /** Service name; names the runtime directory. */
+  name: string;
+  /** Runtime directory: control socket, state file, debug/. */
+  rundir: string;
+  /** `liveupdate=`: when false luo stays UNDEFINED and refuses preservation. */
+  enabled: boolean;
+  /** CONFIG_LIVEUPDATE_SYSFS_API: write <rundir>/state. */
+  stateFile: boolean;
+  /** CONFIG_LIVEUPDATE_SELFTESTS: expose the selftest hooks (FREEZE trigger, dummy subsystems). */
+  selftests: boolean;
+  /** CONFIG_KEXEC_HANDOVER_DEBUG: write DTBs under <rundir>/debug/{out,in}/. */
+  khoDebug: boolean;
+  /** Virtual size of the arena memfd (sparse: only touched pages cost memory). */
+  arenaSize: number;
+  /** What a corrupt handover does at boot: exit with a fatal error (kernel panic) or boot cold. */
+  onCorrupt: OnCorrupt;
+}
+
+/** The environment variables, with their meaning (the source of docs/configuration.md). */
+export const ENV = {
+  LUO_NAME: 'service name (default: the main script\'s base name)',
+  LUO_RUNDIR: 'runtime directory (default: /run/luo/<name> for root, else $XDG_RUNTIME_DIR/luo/<name>, else <tmpdir>/luo-<uid>/<name>)',
+  LUO_ENABLE: 'liveupdate= : 1/0, y/n, on/off (default on)',
+  LUO_STATE_FILE: 'write <rundir>/state (default on)',
+  LUO_SELFTESTS: 'selftest hooks (default off; never in production)',
+  LUO_KHO_DEBUG: 'write handover DTBs under <rundir>/debug/ (default off)',
+  LUO_ARENA_SIZE: 'arena size in bytes, or with a K/M/G/T suffix (default 64G, sparse)',
+  LUO_ON_CORRUPT: 'panic (default) or cold: what a corrupt handover does at boot',
+  LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
+} as const;
+
+export const DEFAULT_ARENA_SIZE = 64 * 2 ** 30;
+
+/** kstrtobool: 1/0, y/n, on/off, true/false (case-insensitive). */
+export function parseBool(v: string, what: string): boolean {
+  const s = v.trim().toLowerCase();
+  if (['1', 'y', 'yes', 'on', 'true'].includes(s)) return true;
+  if (['0', 'n', 'no', 'off', 'false'].includes(s)) return false;
+  throw fail('EINVAL', `${what}=${JSON.stringify(v)} is not a boolean (use 1/0, y/n, on/off)`);
+}
+
+export function parseSize(v: string, what: string): number {
+  const m = /^\s*(\d+)\s*([kmgt]?)i?b?\s*$/i.exec(v);
+  if (!m) throw fail('EINVAL', `${what}=${JSON.stringify(v)} is not a size`);
+  const mul = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const n = Number(m[1]) * mul;
+  if (!Number.isSafeInteger(n) || n <= 0) throw fail('EINVAL', `${what}=${v} is out of range`);
+  return n;
+}
+
+export function defaultName(): string {
+  const main = process.argv[1];
+  return main ? path.basename(main).replace(/\.[cm]?[jt]s$/, '') : 'node';
+}
+
+/** The runtime directory per DESIGN §4. */
+export function defaultRundir(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0) return path.join('/run/luo', name);
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'luo', name);
+  return path.join(os.tmpdir(), `luo-${uid}`, name);
+}
+
+export function validName(name: string): string {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name) || name === '.' || name === '..') {
+    throw fail('EINVAL', `service name ${JSON.stringify(name)}: use 1-64 of A-Z a-z 0-9 . _ -`);
+  }
+  return name;
+}
+
+export function resolveConfig(opts: Partial<LuoConfig> = {}, env: NodeJS.ProcessEnv = process.env): LuoConfig {
+  const bool = (o: boolean | undefined, key: keyof typeof ENV, def: boolean): boolean =>
+    o ?? (env[key] !== undefined && env[key] !== '' ? parseBool(env[key]!, key) : def);
+  const name = validName(opts.name ?? env.LUO_NAME ?? defaultName());
+  const onCorrupt = opts.onCorrupt ?? (env.LUO_ON_CORRUPT || 'panic');
+  if (onCorrupt !== 'panic' && onCorrupt !== 'cold') throw fail('EINVAL', `LUO_ON_CORRUPT=${onCorrupt}: use panic or cold`);
+  return {
+    name,
+    rundir: path.resolve(opts.rundir ?? env.LUO_RUNDIR ?? defaultRundir(name, env)),
+    enabled: bool(opts.enabled, 'LUO_ENABLE', true),
+    stateFile: bool(opts.stateFile, 'LUO_STATE_FILE', true),
+    selftests: bool(opts.selftests, 'LUO_SELFTESTS', false),
+    khoDebug: bool(opts.khoDebug, 'LUO_KHO_DEBUG', false),
+    arenaSize: opts.arenaSize ?? (env.LUO_ARENA_SIZE ? parseSize(env.LUO_ARENA_SIZE, 'LUO_ARENA_SIZE') : DEFAULT_ARENA_SIZE),
+    onCorrupt,
+  };
+}

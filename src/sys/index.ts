@@ -1,0 +1,6 @@
+/*
+ * sys: the OS layer. The only code in luo that calls libc (libc.ts) or builds views over raw
+ * memory (mapping.ts). See each file's header for its lifecycle.
+ */
+export * from './libc.js';
+export { Mapping, MAX_VIEW } from './mapping.js';

@@ -1,0 +1,199 @@
+/*
+ * sys/libc: the only module that calls libc (through koffi). Everything else in luo goes
+ * through the typed wrappers exported here.
+ *
+ * Lifecycle: the library is loaded once, lazily, on the first call. Every wrapper checks the
+ * C result; a failure raises SysError carrying the errno name and the call, and has no other
+ * effect (no partial state is kept here). Loading fails loudly (the error names koffi and
+ * libc) on a platform without glibc's libc.so.6; luo is Linux-only.
+ *
+ * Raw pointers never leave this directory: mapped memory is reached only through
+ * `Mapping` (sys/mapping.ts), which guarantees that no view outlives its mapping.
+ */
+import koffi from 'koffi';
+import fs from 'node:fs';
+import { SysError } from '../errors.js';
+
+type Fn = (...args: unknown[]) => unknown;
+interface Libc {
+  memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
+  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn;
+}
+let lib: Libc | undefined;
+
+function libc(): Libc {
+  if (lib) return lib;
+  const so = koffi.load('libc.so.6');
+  lib = {
+    memfd_create: so.func('int memfd_create(const char *name, unsigned int flags)'),
+    ftruncate: so.func('int ftruncate(int fd, int64_t length)'),
+    fallocate: so.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+    mmap: so.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+    munmap: so.func('int munmap(void *addr, size_t length)'),
+    fcntl: so.func('int fcntl(int fd, int cmd, ...)'),
+    dup: so.func('int dup(int fd)'),
+    dup3: so.func('int dup3(int oldfd, int newfd, int flags)'),
+    close: so.func('int close(int fd)'),
+    execve: so.func('int execve(const char *path, const char **argv, const char **envp)'),
+    waitpid: so.func('int waitpid(int pid, _Out_ int *status, int options)'),
+    getpid: so.func('int getpid()'),
+  };
+  return lib;
+}
+
+function check(ret: number, syscall: string, detail?: string): number {
+  if (ret < 0) throw new SysError(syscall, koffi.errno(), detail);
+  return ret;
+}
+
+// Linux x86_64/aarch64 constants (asm-generic values are the same on both).
+export const MFD_CLOEXEC = 0x1;
+export const MFD_ALLOW_SEALING = 0x2;
+export const F_DUPFD_CLOEXEC = 1030;
+export const F_GETFD = 1;
+export const F_SETFD = 2;
+export const F_GETFL = 3;
+export const FD_CLOEXEC = 1;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const F_SEAL_WRITE = 0x8;
+export const FALLOC_FL_KEEP_SIZE = 0x1;
+export const FALLOC_FL_PUNCH_HOLE = 0x2;
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x1;
+export const MAP_PRIVATE = 0x2;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const WNOHANG = 1;
+
+const MAP_FAILED = 0xffffffffffffffffn;
+
+export function memfdCreate(name: string, flags = MFD_CLOEXEC): number {
+  return check(libc().memfd_create(name, flags) as number, 'memfd_create', name);
+}
+
+export function ftruncate(fd: number, length: number): void {
+  check(libc().ftruncate(fd, length) as number, 'ftruncate', `fd ${fd}`);
+}
+
+/** fallocate(2); mode 0 allocates, PUNCH_HOLE|KEEP_SIZE releases the range. */
+export function fallocate(fd: number, mode: number, offset: number, length: number): void {
+  check(libc().fallocate(fd, mode, offset, length) as number, 'fallocate', `fd ${fd}`);
+}
+
+/** Release a range of a file's blocks; the size does not change and reads return zeros. */
+export function punchHole(fd: number, offset: number, length: number): void {
+  if (length > 0) fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+export interface FdStat { size: number; allocated: number; mode: number; ino: number; dev: number }
+
+/** fstat(2), through Node's binding (already a thin wrapper): size, allocated bytes, type. */
+export function fstat(fd: number): FdStat {
+  try {
+    const st = fs.fstatSync(fd);
+    return { size: st.size, allocated: st.blocks * 512, mode: st.mode, ino: st.ino, dev: st.dev };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new SysError('fstat', -(err.errno ?? -9), `fd ${fd}`);
+  }
+}
+
+/** Raw mmap; returns the address. Only sys/mapping.ts calls this. */
+export function mmapRaw(addr: bigint | null, length: number, prot: number, flags: number, fd: number, offset: number): bigint {
+  const p = libc().mmap(addr, length, prot, flags, fd, offset);
+  const a = typeof p === 'bigint' ? p : koffi.address(p);
+  if (a === MAP_FAILED) throw new SysError('mmap', koffi.errno(), `fd ${fd}, ${length} bytes`);
+  return a;
+}
+
+export function munmapRaw(addr: bigint, length: number): void {
+  check(libc().munmap(addr, length) as number, 'munmap');
+}
+
+/** A zero-copy ArrayBuffer over mapped memory. Only sys/mapping.ts calls this. */
+export function viewRaw(addr: bigint, length: number): ArrayBuffer {
+  return koffi.view(addr, length);
+}
+
+export function getFdFlags(fd: number): number {
+  return check(libc().fcntl(fd, F_GETFD, 'int', 0) as number, 'fcntl(F_GETFD)', `fd ${fd}`);
+}
+
+export function setCloexec(fd: number, on: boolean): void {
+  const flags = getFdFlags(fd);
+  const next = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+  if (next !== flags) check(libc().fcntl(fd, F_SETFD, 'int', next) as number, 'fcntl(F_SETFD)', `fd ${fd}`);
+}
+
+export function isCloexec(fd: number): boolean {
+  return (getFdFlags(fd) & FD_CLOEXEC) !== 0;
+}
+
+export function getFileStatusFlags(fd: number): number {
+  return check(libc().fcntl(fd, F_GETFL, 'int', 0) as number, 'fcntl(F_GETFL)', `fd ${fd}`);
+}
+
+export function addSeals(fd: number, seals: number): void {
+  check(libc().fcntl(fd, F_ADD_SEALS, 'int', seals) as number, 'fcntl(F_ADD_SEALS)', `fd ${fd}`);
+}
+
+export function getSeals(fd: number): number {
+  return check(libc().fcntl(fd, F_GET_SEALS, 'int', 0) as number, 'fcntl(F_GET_SEALS)', `fd ${fd}`);
+}
+
+/** dup with FD_CLOEXEC set on the copy (fcntl F_DUPFD_CLOEXEC). */
+export function dup(fd: number): number {
+  return check(libc().fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number, 'dup', `fd ${fd}`);
+}
+
+/** dup3(oldfd, newfd, O_CLOEXEC or 0). */
+export function dup3(oldfd: number, newfd: number, cloexec: boolean): number {
+  return check(libc().dup3(oldfd, newfd, cloexec ? 0o2000000 : 0) as number, 'dup3', `${oldfd} → ${newfd}`);
+}
+
+export function close(fd: number): void {
+  check(libc().close(fd) as number, 'close', `fd ${fd}`);
+}
+
+export function getpid(): number {
+  return libc().getpid() as number;
+}
+
+/** execve(2) through libc. Returns only by throwing. */
+export function execveRaw(file: string, argv: string[], envp: string[]): never {
+  libc().execve(file, [...argv, null], [...envp, null]);
+  throw new SysError('execve', koffi.errno(), file);
+}
+
+export interface WaitResult { pid: number; status: number; exited: boolean; code: number | null; signal: number | null }
+
+/** waitpid(2); with WNOHANG returns pid 0 while the child runs. */
+export function waitpid(pid: number, options = 0): WaitResult {
+  const status = [0];
+  const r = check(libc().waitpid(pid, status, options) as number, 'waitpid', `pid ${pid}`);
+  const s = status[0]!;
+  const exited = r !== 0 && (s & 0x7f) === 0;
+  const signaled = r !== 0 && ((s & 0x7f) + 1) >> 1 > 0 && (s & 0x7f) !== 0x7f;
+  return { pid: r, status: s, exited, code: exited ? (s >> 8) & 0xff : null, signal: signaled ? s & 0x7f : null };
+}
+
+/** The fds open in this process (from /proc/self/fd), ascending. */
+export function openFds(): number[] {
+  return fs.readdirSync('/proc/self/fd').map(Number).filter((n) => Number.isInteger(n)).sort((a, b) => a - b);
+}
+
+/** What an fd refers to, as /proc/self/fd shows it ("/memfd:x (deleted)", "socket:[123]"). */
+export function fdTarget(fd: number): string {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (e) {
+    throw new SysError('readlink', -((e as NodeJS.ErrnoException).errno ?? -9), `/proc/self/fd/${fd}`);
+  }
+}

@@ -1,0 +1,83 @@
+/*
+ * sys/mapping: shared mappings of a file, with views that can never outlive the memory.
+ *
+ * Lifecycle: map() → bytes()/u8() views (zero-copy Uint8Arrays) → unmap().
+ *
+ * The hazard: a JS view over memory that has been munmap()ed kills the process with SIGSEGV
+ * when read, and koffi's external ArrayBuffers cannot be detached (structuredClone copies
+ * them instead). So unmap() never leaves a hole in the address space: it atomically replaces
+ * the range with private anonymous zero pages (mmap MAP_FIXED), dropping the file's pages.
+ * A view kept past unmap() reads zeros and writes to private memory; it cannot fault and
+ * cannot reach another mapping, because the range stays reserved until exec or exit. After
+ * unmap() the Mapping refuses new views with EBADF.
+ *
+ * Views are limited to 4 GiB each (Node 20's largest ArrayBuffer; koffi aborts the process
+ * above it), so a larger mapping is reached through several views.
+ */
+import { fail } from '../errors.js';
+import {
+  MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
+  mmapRaw, viewRaw,
+} from './libc.js';
+
+/** Largest single view (bytes). */
+export const MAX_VIEW = 2 ** 32;
+const WINDOW = 2 ** 30; // cached windows: 1 GiB, so a view never spans more than two
+
+export class Mapping {
+  readonly length: number;
+  #addr: bigint;
+  #live = true;
+  #windows = new Map<number, ArrayBuffer>();
+
+  private constructor(addr: bigint, length: number) {
+    this.#addr = addr;
+    this.length = length;
+  }
+
+  /** Map `length` bytes of `fd` from `offset`, shared and read-write, without reserving swap. */
+  static map(fd: number, length: number, offset = 0): Mapping {
+    if (!Number.isSafeInteger(length) || length <= 0) throw fail('EINVAL', `mapping length ${length}`);
+    const addr = mmapRaw(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, offset);
+    return new Mapping(addr, length);
+  }
+
+  get mapped(): boolean {
+    return this.#live;
+  }
+
+  /**
+   * A zero-copy view of [offset, offset + length). Writes go to the file. Cheap: views come
+   * from cached 1 GiB windows when the range fits in one.
+   */
+  bytes(offset: number, length: number): Uint8Array {
+    if (!this.#live) throw fail('EBADF', 'mapping was unmapped; its views are gone');
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
+      throw fail('EFAULT', `range [${offset}, +${length}) outside mapping of ${this.length} bytes`);
+    }
+    if (length > MAX_VIEW) throw fail('E2BIG', `a single view is limited to ${MAX_VIEW} bytes (asked ${length})`);
+    const w = Math.floor(offset / WINDOW);
+    const inWindow = offset - w * WINDOW;
+    if (inWindow + length <= WINDOW) {
+      let ab = this.#windows.get(w);
+      if (!ab) {
+        const wlen = Math.min(WINDOW, this.length - w * WINDOW);
+        ab = viewRaw(this.#addr + BigInt(w * WINDOW), wlen);
+        this.#windows.set(w, ab);
+      }
+      return new Uint8Array(ab, inWindow, length);
+    }
+    return new Uint8Array(viewRaw(this.#addr + BigInt(offset), length));
+  }
+
+  /**
+   * Drop the file's pages from this address range. Existing views then see zero pages
+   * (never a fault); new views are refused. Idempotent.
+   */
+  unmap(): void {
+    if (!this.#live) return;
+    mmapRaw(this.#addr, this.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    this.#live = false;
+    this.#windows.clear();
+  }
+}
