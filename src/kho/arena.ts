@@ -42,6 +42,7 @@ export class Arena {
 
   /** Adopt an inherited arena fd. Raises EINVAL when the fd is not a luo arena. */
   static adopt(fd: number): Arena {
+    sys.getFdFlags(fd); // EBADF when the fd is not open
     const target = sys.fdTarget(fd);
     if (!target.startsWith(`/memfd:${ARENA_NAME}`)) throw fail('EINVAL', `fd ${fd} is ${target}, not a luo arena memfd`);
     const st = sys.fstat(fd);
