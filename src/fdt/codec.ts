@@ -135,8 +135,12 @@ export interface Header {
   version: number; lastCompVersion: number; bootCpuidPhys: number; sizeDtStrings: number; sizeDtStruct: number;
 }
 
-/** Read and check the header; the blob may be longer than totalsize (trailing bytes are ignored). */
-export function readHeader(blob: Uint8Array): Header {
+/**
+ * Read and check the header; the blob may be longer than totalsize (trailing bytes are ignored).
+ * With `headerOnly`, `blob` holds just the 40 header bytes of a larger blob: the offsets are
+ * checked against totalsize only (decode() checks them against the real bytes).
+ */
+export function readHeader(blob: Uint8Array, headerOnly = false): Header {
   if (blob.length < HEADER_SIZE) throw new FdtError(0, `blob of ${blob.length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
   const dv = new DataView(blob.buffer, blob.byteOffset, HEADER_SIZE);
   const magic = dv.getUint32(0);
@@ -149,7 +153,7 @@ export function readHeader(blob: Uint8Array): Header {
   if (h.version < FDT_VERSION) throw new FdtError(20, `unsupported version ${h.version} (need ${FDT_VERSION})`);
   if (h.lastCompVersion > FDT_VERSION) throw new FdtError(24, `last compatible version ${h.lastCompVersion} is newer than ${FDT_VERSION}`);
   if (h.totalsize < HEADER_SIZE) throw new FdtError(4, `totalsize ${h.totalsize} is smaller than the header`);
-  if (h.totalsize > blob.length) throw new FdtError(4, `totalsize ${h.totalsize} exceeds the blob's ${blob.length} bytes`);
+  if (!headerOnly && h.totalsize > blob.length) throw new FdtError(4, `totalsize ${h.totalsize} exceeds the blob's ${blob.length} bytes`);
   const inside = (off: number, size: number, what: string, at: number): void => {
     if (off < HEADER_SIZE || off > h.totalsize || size > h.totalsize - off) {
       throw new FdtError(at, `${what} [${off}, +${size}) lies outside the blob (totalsize ${h.totalsize})`);

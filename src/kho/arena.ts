@@ -33,7 +33,7 @@ export class Arena {
     const fd = sys.memfdCreate(ARENA_NAME, sys.MFD_CLOEXEC);
     try {
       sys.ftruncate(fd, size);
-      return new Arena(fd, size, sys.Mapping.map(fd, size));
+      return new Arena(fd, size, Arena.#mapArena(fd, size));
     } catch (e) {
       sys.close(fd);
       throw e;
@@ -48,7 +48,13 @@ export class Arena {
     const st = sys.fstat(fd);
     if (st.size < 2 * PAGE_SIZE || st.size % PAGE_SIZE !== 0) throw fail('EINVAL', `arena fd ${fd} has size ${st.size}`);
     sys.setCloexec(fd, true);
-    return new Arena(fd, st.size, sys.Mapping.map(fd, st.size));
+    return new Arena(fd, st.size, Arena.#mapArena(fd, st.size));
+  }
+
+  static #mapArena(fd: number, size: number): sys.Mapping {
+    const m = sys.Mapping.map(fd, size);
+    m.adviseHugePages(); // a no-op where shmem THP is off
+    return m;
   }
 
   /** Zero-copy view of [addr, addr+len). EFAULT outside the arena. */

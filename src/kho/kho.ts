@@ -155,9 +155,8 @@ export class Kho {
       for (const [name, child] of r.children) {
         const a = Number(child.u64('fdt') ?? bad(`subtree "${name}" has no fdt property`));
         if (!inPreserved(a, 40)) bad(`subtree "${name}" at ${a} is not in preserved memory`);
-        const region = regions.find((g) => a >= g.addr && a < g.addr + g.size)!;
         try {
-          const h = readHeader(arena.view(a, region.addr + region.size - a));
+          const h = readHeader(arena.view(a, 40), true);
           if (!inPreserved(a, h.totalsize)) bad(`subtree "${name}" runs past its preserved region`);
         } catch (e) {
           if (e instanceof HandoverError) throw e;
@@ -387,7 +386,8 @@ export class Kho {
   readFdtHeader(addr: number): number {
     if (!Number.isSafeInteger(addr) || addr <= 0 || addr + 40 > this.arena.size) throw fail('EINVAL', `address ${addr} is not in the arena`);
     try {
-      const h = readHeader(this.view(addr, Math.min(this.arena.size - addr, 2 ** 31)));
+      const h = readHeader(this.view(addr, 40), true);
+      if (addr + h.totalsize > this.arena.size) throw fail('EINVAL', `FDT at ${addr} runs past the arena`);
       return h.totalsize;
     } catch (e) {
       if (e instanceof FdtError) throw fail('EINVAL', `no valid FDT at ${addr}: ${e.message}`);

@@ -17,7 +17,7 @@ import { SysError } from '../errors.js';
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
-  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn;
+  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn;
 }
 let lib: Libc | undefined;
 
@@ -37,6 +37,7 @@ function libc(): Libc {
     execve: so.func('int execve(const char *path, const char **argv, const char **envp)'),
     waitpid: so.func('int waitpid(int pid, _Out_ int *status, int options)'),
     getpid: so.func('int getpid()'),
+    madvise: so.func('int madvise(void *addr, size_t length, int advice)'),
   };
   return lib;
 }
@@ -71,6 +72,7 @@ export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const WNOHANG = 1;
+export const MADV_HUGEPAGE = 14;
 
 const MAP_FAILED = 0xffffffffffffffffn;
 
@@ -111,6 +113,11 @@ export function mmapRaw(addr: bigint | null, length: number, prot: number, flags
   const a = typeof p === 'bigint' ? p : koffi.address(p);
   if (a === MAP_FAILED) throw new SysError('mmap', koffi.errno(), `fd ${fd}, ${length} bytes`);
   return a;
+}
+
+/** madvise(2) on a raw range. Only sys/mapping.ts calls this. */
+export function madviseRaw(addr: bigint, length: number, advice: number): void {
+  check(libc().madvise(addr, length, advice) as number, 'madvise');
 }
 
 export function munmapRaw(addr: bigint, length: number): void {
