@@ -1,9 +1,26 @@
 /*
  * luo: the public API. Everything a service needs is exported from here; the layers below
  * (src/sys in particular) are internal.
+ *
+ *   const luo = boot({ name: 'my-service' });   // NORMAL, or UPDATED after a live update
+ *   await luo.registerSubsystem({ name: 'cache', prepare, boot, finish, cancel });
+ *   luo.preserveFile(1n, someFd);
+ *   await luo.prepare();  await luo.reboot();   // exec the next version in place
  */
+import { builtinHandlers } from './handlers/index.js';
+import { Luo, type LuoOptions } from './luo/index.js';
+
 export * from './errors.js';
 export { resolveConfig, ENV, type LuoConfig } from './config.js';
 export * as fdt from './fdt/index.js';
 export { Fdt, FdtNode } from './fdt/index.js';
 export { Kho, bootKho, kexec, selfImage, PAGE_SIZE, HANDOVER_ENV, EXIT_PANIC, type Image } from './kho/index.js';
+export * from './luo/index.js';
+export { fdHandler, builtinHandlers, type FdFile } from './handlers/index.js';
+
+/** Boot luo in this image with the built-in file handlers registered. */
+export function boot(opts: LuoOptions = {}): Luo {
+  const luo = Luo.boot(opts);
+  if (luo.config.enabled) for (const h of builtinHandlers()) luo.registerFileHandler(h);
+  return luo;
+}
