@@ -261,17 +261,17 @@ export class Luo extends EventEmitter {
       this.requireEnabled();
       if (this.#state !== State.NORMAL) throw fail('EINVAL', `PREPARE needs state normal, not ${this.stateName}`);
       const list = this.#list();
-      const pending: bigint[] = [];
+      // Each payload is cached as soon as its callback returns (cancel gets it); the tree is
+      // written only once every subsystem has succeeded.
       for (let i = 0; i < list.length; i++) {
         const e = list[i]!;
         try {
-          pending.push(toU64(await runCallback(() => e.sub.prepare?.(), this.timeouts.prepare, `subsystem "${e.sub.name}" prepare`), e.data));
+          e.data = toU64(await runCallback(() => e.sub.prepare?.(), this.timeouts.prepare, `subsystem "${e.sub.name}" prepare`), e.data);
         } catch (err) {
           await this.#cancelEntries(list.slice(0, i));
           throw err;
         }
       }
-      list.forEach((e, i) => (e.data = pending[i]!));
       try {
         this.#writeTree(list);
       } catch (err) {
@@ -290,11 +290,9 @@ export class Luo extends EventEmitter {
       const list = this.#list();
       if (this.kho.finalized) this.kho.abort();
       try {
-        const pending: bigint[] = [];
         for (const e of list) {
-          pending.push(toU64(await runCallback(() => e.sub.freeze?.(e.data), this.timeouts.freeze, `subsystem "${e.sub.name}" freeze`), e.data));
+          e.data = toU64(await runCallback(() => e.sub.freeze?.(e.data), this.timeouts.freeze, `subsystem "${e.sub.name}" freeze`), e.data);
         }
-        list.forEach((e, i) => (e.data = pending[i]!));
         this.#writeTree(list);
         this.kho.finalize();
       } catch (err) {
