@@ -94,7 +94,7 @@ export class Files {
   // handlers
 
   registerHandler(h: FileHandler): void {
-    this.#luo.requireState('register a file handler', State.NORMAL, State.UPDATED);
+    this.#luo.requireRegistrable('register a file handler');
     if (!h || typeof h.canPreserve !== 'function' || typeof h.retrieve !== 'function') {
       throw fail('EINVAL', 'a file handler needs canPreserve() and retrieve()');
     }
@@ -104,7 +104,7 @@ export class Files {
   }
 
   unregisterHandler(h: FileHandler | string): void {
-    this.#luo.requireState('unregister a file handler', State.NORMAL, State.UPDATED);
+    this.#luo.requireRegistrable('unregister a file handler');
     const i = this.#handlers.findIndex((x) => x === h || x.compatible === h);
     if (i < 0) throw fail('ENOENT', `no handler ${typeof h === 'string' ? h : h.compatible}`);
     const handler = this.#handlers[i]!;

@@ -413,9 +413,17 @@ export class Luo extends EventEmitter {
   // ---------------------------------------------------------------------------------------
   // subsystems
 
+  /**
+   * Registration is allowed in NORMAL and UPDATED, and always when luo is disabled (as the
+   * kernel's CONFIG_LIVEUPDATE=n stubs: the service's code runs the same either way).
+   */
+  requireRegistrable(what: string): void {
+    if (this.config.enabled) this.requireState(what, State.NORMAL, State.UPDATED);
+  }
+
   /** Register a subsystem. In UPDATED its boot(payload) runs before this resolves. */
   async registerSubsystem(sub: Subsystem): Promise<void> {
-    this.requireState('register a subsystem', State.NORMAL, State.UPDATED);
+    this.requireRegistrable('register a subsystem');
     if (!sub || typeof sub.name !== 'string' || !SUBSYSTEM_NAME_RE.test(sub.name) || sub.name === 'compatible') {
       throw fail('EINVAL', `subsystem name ${JSON.stringify(sub?.name)} (1-63 of A-Z a-z 0-9 , . _ + -)`);
     }
@@ -438,7 +446,7 @@ export class Luo extends EventEmitter {
   }
 
   unregisterSubsystem(sub: Subsystem | string): void {
-    this.requireState('unregister a subsystem', State.NORMAL, State.UPDATED);
+    this.requireRegistrable('unregister a subsystem');
     const i = this.#subs.findIndex((e) => e.sub === sub || e.sub.name === sub);
     if (i < 0) throw fail('ENOENT', `subsystem ${JSON.stringify(typeof sub === 'string' ? sub : sub?.name)} is not registered`);
     this.#subs.splice(i, 1);

@@ -24,6 +24,7 @@ if (luo.state !== State.UPDATED) {
   await luo.reboot({ file: process.execPath, argv: [process.execPath, process.argv[1]!] });
 } else {
   const r: Record<string, string | number | boolean> = { state: luo.stateName };
+  r.stateFile = (await import('node:fs')).readFileSync(luo.stateFilePath!, 'utf8');
   let booted = 0n;
   r.registerSubsystemBoot = await code(() => luo.registerSubsystem({ name: 'a', boot: (d) => void (booted = d) }));
   r.bootPayload = `0x${booted.toString(16)}`;
