@@ -16,7 +16,7 @@ export * as fdt from './fdt/index.js';
 export { Fdt, FdtNode } from './fdt/index.js';
 export { Kho, bootKho, kexec, selfImage, PAGE_SIZE, HANDOVER_ENV, EXIT_PANIC, type Image } from './kho/index.js';
 export * from './luo/index.js';
-export { fdHandler, builtinHandlers, type FdFile } from './handlers/index.js';
+export * from './handlers/index.js';
 
 /** Boot luo in this image with the built-in file handlers registered. */
 export function boot(opts: LuoOptions = {}): Luo {

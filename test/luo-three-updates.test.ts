@@ -18,6 +18,7 @@ test('three live updates in a row through three images, preserving and restoring
     const prev = [1, 2, 3][i];
     assert.equal(g.memoryIntact, true);
     assert.equal(g.memfdText, `hello from version ${prev}`, 'memfd contents and position survive');
+    assert.equal(g.memfdAtPosition, `from version ${prev}`, 'the memfd\'s file position survives');
     assert.equal(g.memfdCloexec, true, 'a restored fd is close-on-exec');
     assert.equal(g.pipeText, `pipe from version ${prev}`, 'bytes in a pipe survive');
     assert.deepEqual(g.incomingTokens, ['10', '11', '12']);

@@ -40,7 +40,9 @@ export function asLuoError(e: unknown, what: string): LuoError {
 export async function runCallback<T>(fn: () => T | Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    const p = Promise.resolve().then(fn);
+    const r = fn(); // sync callbacks (the common case) need no timer
+    if (!(r instanceof Promise)) return r;
+    const p = r;
     if (!ms) return await p;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new LuoError('ETIMEDOUT', `${what}: timed out after ${ms} ms`)), ms);

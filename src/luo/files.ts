@@ -32,7 +32,7 @@ import { HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode, encode } from '../fdt/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
-import { runCallback, runInfallible, type Timeouts } from './callbacks.js';
+import { asLuoError, runCallback, runInfallible, type Timeouts } from './callbacks.js';
 import type { Luo } from './luo.js';
 
 type Payload = bigint | number | void | undefined;
@@ -66,6 +66,15 @@ export interface FileHandler<H = unknown> {
   retrieve(a: { token: bigint; data: bigint; fds: number[]; luo: Luo }): unknown;
   /** fds the next image must inherit for this file (called at FREEZE, after freeze()). */
   fds?(a: FileArgs<H>): number[];
+  /**
+   * Synchronous capture at the very end of FREEZE, after every freeze() of every file: nothing
+   * runs between it and the exec but promise continuations. May return a new payload (and may
+   * preserve memory: KHO is not finalized yet). For state that must be exact (socket bytes).
+   */
+  snapshot?(a: FileArgs<H>): Payload;
+  /** Called right before execve: throw if the file changed since snapshot() (the exec is then
+   *  abandoned and the update cancelled, rather than losing or repeating data). */
+  verify?(a: FileArgs<H>): void;
 }
 
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State }
@@ -264,12 +273,35 @@ export class Files {
     return BigInt(this.#outTree!.addr);
   }
 
-  /** Subsystem freeze: freeze all files in token order, then write the tree with their fds. */
+  /** Subsystem freeze: freeze all files in token order, snapshot them all synchronously, then
+   *  write the tree with their fds. */
   async subsystemFreeze(): Promise<bigint> {
     const files = this.#sortedOut();
     for (const f of files) await this.#freezeOne(f);
+    for (const f of files) {
+      if (f.state === State.FROZEN && f.handler.snapshot) {
+        try {
+          f.data = toU64(f.handler.snapshot(this.#args(f)), f.data);
+        } catch (e) {
+          throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) snapshot`);
+        }
+      }
+    }
     this.#writeTree(files, true);
     return BigInt(this.#outTree!.addr);
+  }
+
+  /** Right before execve: every frozen file confirms nothing changed since its snapshot. */
+  verifyFrozen(): void {
+    for (const f of this.#sortedOut()) {
+      if (f.state === State.FROZEN && f.handler.verify) {
+        try {
+          f.handler.verify(this.#args(f));
+        } catch (e) {
+          throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) changed after FREEZE`);
+        }
+      }
+    }
   }
 
   /** Subsystem cancel: cancel every file, free the tree. */

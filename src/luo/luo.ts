@@ -391,7 +391,13 @@ export class Luo extends EventEmitter {
     return this.#exclusive('REBOOT', async () => {
       const frozen = this.#state === State.FROZEN;
       try {
-        return kexec(frozen ? this.kho : null, image, { keepFds: frozen ? this.files.carriedFds : [], beforeExec: opts.beforeExec });
+        return kexec(frozen ? this.kho : null, image, {
+          keepFds: frozen ? this.files.carriedFds : [],
+          beforeExec: () => {
+            if (frozen) this.files.verifyFrozen();
+            opts.beforeExec?.();
+          },
+        });
       } catch (err) {
         if (frozen) {
           if (this.kho.finalized) this.kho.abort();

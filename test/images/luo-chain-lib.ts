@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { boot, State, type Subsystem } from '../../src/index.js';
+import { boot, State, type Memfd, type Subsystem } from '../../src/index.js';
 import * as sys from '../../src/sys/index.js';
 import { checkPattern, fillPattern } from '../../src/util/pattern.js';
 
@@ -39,11 +39,13 @@ export async function runGeneration(version: number): Promise<void> {
     const addr = Number(booted);
     luo.restoreMemory(addr);
     report.memoryIntact = checkPattern(luo.view(addr, 3 * 4096), addr, 1000 + prev) === -1;
-    const memfd = await luo.restoreFile<number>(10);
+    const memfd = await luo.restoreFile<Memfd>(10);
     const buf = Buffer.alloc(64);
-    const n = fs.readSync(memfd, buf, 0, 64, 0);
+    const n = memfd.read(buf, 0);
     report.memfdText = buf.subarray(0, n).toString();
-    report.memfdCloexec = sys.isCloexec(memfd);
+    report.memfdCloexec = sys.isCloexec(memfd.fd);
+    const atPos = Buffer.alloc(64);
+    report.memfdAtPosition = atPos.subarray(0, fs.readSync(memfd.fd, atPos, 0, 64, null)).toString(); // from the carried offset
     const rd = await luo.restoreFile<number>(11);
     const pbuf = Buffer.alloc(64);
     const pn = fs.readSync(rd, pbuf, 0, 64, null);
@@ -54,7 +56,7 @@ export async function runGeneration(version: number): Promise<void> {
     } catch (e) {
       report.secondRestore = (e as { code: string }).code;
     }
-    fs.closeSync(memfd);
+    memfd.close();
     fs.closeSync(rd);
     await luo.finish();
     luo.kho.free(addr, 3 * 4096);
@@ -66,6 +68,7 @@ export async function runGeneration(version: number): Promise<void> {
 
   const memfd = sys.memfdCreate('chain');
   fs.writeSync(memfd, `hello from version ${version}`, 0);
+  fs.readSync(memfd, Buffer.alloc(6), 0, 6, null); // the file offset is now 6: it must survive
   luo.preserveFile(10, memfd);
   sys.close(memfd); // luo holds its own reference
   const [rd, wr] = pipe();

@@ -1,0 +1,190 @@
+/*
+ * handlers/server: a whole server across an update: its listening socket and every live
+ * connection, as one token ("server-v1"). Works for net.Server and http.Server (and anything
+ * built on them: Express, Fastify's server, ws's upgrade path...).
+ *
+ *   preserveServer(luo, token, server, opts)   in the old image (NORMAL or UPDATED)
+ *   restoreServer(luo, token, server, opts)    in the new image (UPDATED)
+ *
+ * Outgoing lifecycle:
+ *   preserve   start tracking the server's connections (accepted or restored) and their
+ *              writes; connections that close drop out by themselves.
+ *   FREEZE     http.Server: connections with no request in progress stop reading at once; a
+ *              connection with a response in progress keeps reading until that response has
+ *              finished, then stops (so the next request stays in the kernel for the new code).
+ *              If requests are still in progress at the deadline (httpDrainMs), FREEZE fails
+ *              with EBUSY and the update is cancelled: no request is cut. Then every connection
+ *              drains its writes (connection.ts).
+ *   snapshot   one connections table for all of them; the listener fd in its header.
+ *   verify     nothing moved and no connection was accepted since the snapshot.
+ *   CANCEL     every connection reads again; the table is freed.
+ * Incoming (restoreServer): listen on the same listening socket first (serving starts
+ * there), then hand each connection to the server as if it had just been accepted
+ * (server.emit('connection')), carried bytes first, in batches so the event loop keeps
+ * serving while the rest are adopted.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { fail } from '../errors.js';
+import type { FileHandler } from '../luo/files.js';
+import type { Luo } from '../luo/luo.js';
+import { State } from '../luo/abi.js';
+import {
+  adoptConnection, freezeConnections, readTable, releaseConnection, snapshotConnection, thawConnections, verifyUnchanged,
+  writeTable, type Carried, type ConnectionOptions, type Seen,
+} from './connection.js';
+import { attachToServer, fdOf, httpBusy, stopReading, trackWrites } from './node-internals.js';
+import { freeTable } from './socket.js';
+
+export interface ServerOptions extends ConnectionOptions {
+  /** http.Server: how long FREEZE waits for requests in progress to finish (default 5000 ms). */
+  httpDrainMs?: number;
+}
+
+const TRACK = Symbol('luo.connections');
+type Tracked = net.Server & { [TRACK]?: { conns: Set<net.Socket>; freezing: boolean } };
+
+/** The set of live connections of a server, tracked from the first call on. */
+export function connectionsOf(server: net.Server): Set<net.Socket> {
+  return tracking(server).conns;
+}
+
+function tracking(server: net.Server): { conns: Set<net.Socket>; freezing: boolean } {
+  const t = server as Tracked;
+  if (!t[TRACK]) {
+    const state = { conns: new Set<net.Socket>(), freezing: false };
+    t[TRACK] = state;
+    server.prependListener('connection', (s: net.Socket) => track(state, s));
+  }
+  return t[TRACK]!;
+}
+
+function track(state: { conns: Set<net.Socket>; freezing: boolean }, s: net.Socket): void {
+  if (state.conns.has(s)) return;
+  state.conns.add(s);
+  trackWrites(s);
+  if (state.freezing) stopReading(s);
+  s.once('close', () => state.conns.delete(s));
+}
+
+/** What preserveServer hands to luo. */
+export class PreservedServer {
+  readonly server: net.Server;
+  readonly opts: ServerOptions;
+  table = 0;
+  seen: Seen[] = [];
+  count = 0;
+  constructor(server: net.Server, opts: ServerOptions) {
+    this.server = server;
+    this.opts = opts;
+  }
+}
+
+/** What retrieve returns; restoreServer turns it into a serving server. */
+export interface RestoredServer { listenerFd: number; connections: Carried[]; http: boolean }
+
+export const serverHandler: FileHandler<PreservedServer> = {
+  compatible: 'server-v1',
+  canPreserve: (f) => f instanceof PreservedServer,
+  attach(file) {
+    const ps = file as PreservedServer;
+    fdOf(ps.server); // EBADF unless listening
+    for (const s of connectionsOf(ps.server)) trackWrites(s);
+    return ps;
+  },
+  detach(ps) {
+    for (const s of connectionsOf(ps.server)) releaseConnection(s);
+  },
+  async freeze({ file: ps }) {
+    const t = tracking(ps.server);
+    t.freezing = true;
+    if (ps.server instanceof http.Server) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    await freezeConnections(t.conns, ps.opts);
+  },
+  snapshot({ file: ps, luo }) {
+    const conns = [...connectionsOf(ps.server)].filter((s) => !s.destroyed);
+    const snaps = conns.map(snapshotConnection);
+    ps.seen = snaps.map((x) => x.seen);
+    ps.count = conns.length;
+    ps.table = writeTable(luo, snaps.map((x) => x.carried), ps.server instanceof http.Server ? 1 : 0, BigInt(fdOf(ps.server)));
+    return ps.table;
+  },
+  verify({ file: ps }) {
+    verifyUnchanged(ps.seen);
+    const live = [...connectionsOf(ps.server)].filter((s) => !s.destroyed).length;
+    if (live !== ps.count) throw fail('EBUSY', `server has ${live} connections, ${ps.count} at its snapshot`);
+  },
+  fds({ file: ps }) {
+    return [fdOf(ps.server), ...ps.seen.map((x) => fdOf(x.socket))];
+  },
+  cancel({ file: ps, luo }) {
+    const t = tracking(ps.server);
+    t.freezing = false;
+    thawConnections(t.conns);
+    if (ps.table) freeTable(luo, ps.table);
+    ps.table = 0;
+    ps.seen = [];
+  },
+  retrieve({ data, luo }): RestoredServer {
+    const { conns, flags, extra } = readTable(luo, Number(data));
+    return { listenerFd: Number(extra), connections: conns, http: (flags & 1) !== 0 };
+  },
+};
+
+/** http.Server: stop reading idle connections now, busy ones as soon as their response ends. */
+async function drainHttp(conns: Set<net.Socket>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  let busy = [...conns].filter((s) => !s.destroyed);
+  for (;;) {
+    const still: net.Socket[] = [];
+    for (const s of busy) {
+      if (s.destroyed) continue;
+      if (httpBusy(s)) still.push(s);
+      else stopReading(s);
+    }
+    busy = still;
+    if (busy.length === 0) return;
+    if (Date.now() >= deadline) throw fail('EBUSY', `${busy.length} HTTP request(s) still in progress after ${ms} ms; try the update again`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** Preserve a listening server and all its live connections under one token. */
+export function preserveServer(luo: Luo, token: bigint | number, server: net.Server, opts: ServerOptions = {}): void {
+  luo.preserveFile(token, new PreservedServer(server, opts));
+}
+
+export interface RestoreOptions {
+  /** Connections adopted per event-loop turn (default 256). */
+  batch?: number;
+  /** Called for each adopted connection before the server sees it. */
+  onConnection?: (s: net.Socket) => void;
+}
+
+/**
+ * In the next image: make `server` listen on the handed-over socket, then give it every
+ * handed-over connection as if just accepted. Resolves once all are adopted; the server
+ * serves from the first moment.
+ */
+export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number }> {
+  if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
+  const st = await luo.restoreFile<RestoredServer>(token);
+  if (st.http && !(server instanceof http.Server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd: st.listenerFd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  tracking(server);
+  const batch = opts.batch ?? 256;
+  for (let i = 0; i < st.connections.length; i++) {
+    const s = adoptConnection(st.connections[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
+    attachToServer(server, s);
+    opts.onConnection?.(s);
+    server.emit('connection', s);
+    if ((i + 1) % batch === 0) await new Promise((r) => setImmediate(r));
+  }
+  return { connections: st.connections.length };
+}

@@ -1,0 +1,41 @@
+/*
+ * handlers/udp: a bound dgram.Socket ("udp-v1"). At FREEZE receiving stops (datagrams that
+ * arrive meanwhile wait in the kernel's buffer); on CANCEL it starts again. The fd is carried;
+ * retrieve() returns a new dgram.Socket of the same type bound to it (Node adopts a datagram
+ * fd with bind({ fd })). Datagrams are never buffered in userspace by Node, so nothing else
+ * needs carrying.
+ */
+import dgram from 'node:dgram';
+import type { FileHandler } from '../luo/files.js';
+import { udpHandleOf } from './node-internals.js';
+
+export const udpHandler: FileHandler<dgram.Socket> = {
+  compatible: 'udp-v1',
+  canPreserve: (f) => f instanceof dgram.Socket,
+  attach(file) {
+    udpHandleOf(file as dgram.Socket);
+    return file as dgram.Socket;
+  },
+  prepare({ file }) {
+    return file.address().family === 'IPv6' ? 6n : 4n;
+  },
+  freeze({ file }) {
+    udpHandleOf(file).recvStop();
+  },
+  cancel({ file }) {
+    udpHandleOf(file).recvStart();
+  },
+  fds({ file }) {
+    return [udpHandleOf(file).fd];
+  },
+  retrieve({ data, fds }) {
+    const sock = dgram.createSocket(data === 6n ? 'udp6' : 'udp4');
+    return new Promise<dgram.Socket>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ fd: fds[0]! }, () => {
+        sock.off('error', reject);
+        resolve(sock);
+      });
+    });
+  },
+};
