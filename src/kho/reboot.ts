@@ -78,7 +78,8 @@ export function selfImage(): Image {
 export interface RebootOptions {
   /** fds that the next image inherits beyond stdio and the arena. */
   keepFds?: Iterable<number>;
-  /** Called right before execve (after fd flags are set); for timing. */
+  /** Called right before execve (after fd flags are set, before the environment is read).
+   *  Throwing abandons the exec (flags are restored). */
   beforeExec?: () => void;
 }
 
@@ -89,12 +90,8 @@ export interface RebootOptions {
 export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): never {
   if (!image.file || !Array.isArray(image.argv) || image.argv.length === 0) throw fail('EINVAL', 'next image needs a file and argv[0]');
   const keep = new Set<number>([0, 1, 2, ...(opts.keepFds ?? [])]);
-  const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env) };
-  delete env[HANDOVER_ENV];
-  if (kho?.finalized) {
-    env[HANDOVER_ENV] = kho.handover();
-    keep.add(kho.arena.fd);
-  }
+  const handover = kho?.finalized ? kho.handover() : null;
+  if (kho && handover) keep.add(kho.arena.fd);
   for (const fd of keep) {
     try {
       sys.getFdFlags(fd);
@@ -128,8 +125,12 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
   const oldCwd = process.cwd();
   try {
     if (image.cwd) process.chdir(image.cwd);
-    const envp = Object.entries(env).filter((kv): kv is [string, string] => kv[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     opts.beforeExec?.();
+    // The environment is read after beforeExec, so it can still add to process.env.
+    const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env) };
+    delete env[HANDOVER_ENV];
+    if (handover) env[HANDOVER_ENV] = handover;
+    const envp = Object.entries(env).filter((kv): kv is [string, string] => kv[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const nodeExecve = (process as unknown as { execve?: (f: string, a: string[], e: Record<string, string>) => never }).execve;
     if (typeof nodeExecve === 'function') {
       try {

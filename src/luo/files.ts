@@ -308,6 +308,7 @@ export class Files {
   async subsystemCancel(): Promise<void> {
     for (const f of this.#sortedOut()) await this.#cancelOne(f);
     this.#freeTree();
+    this.#carried.clear();
   }
 
   /** fds the next image must inherit (computed at the last freeze). */
@@ -353,7 +354,6 @@ export class Files {
       if ((e as { code?: string }).code !== 'EBUSY') throw e;
     }
     this.#outTree = null;
-    this.#carried.clear();
   }
 
   /** Subsystem boot (next image): check the incoming tree; mark carried fds close-on-exec. */

@@ -1,0 +1,128 @@
+/*
+ * Harness for the echo service (test/images/echo-lib.ts): start it, update it with SIGUSR2,
+ * read its JSON lines; and streaming clients that check every echoed byte against a
+ * deterministic pattern (byte i of connection c is (i * 31 + c * 7) & 255), so a lost,
+ * repeated or reordered byte is caught at the byte where it happens.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { imagePath } from './helpers.js';
+
+export type Line = Record<string, unknown> & { event: string };
+
+export class Service {
+  readonly child: ChildProcess;
+  readonly lines: Line[] = [];
+  #waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
+  stderr = '';
+
+  constructor(env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [imagePath('echo-a')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let buf = '';
+    this.child.stdout!.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (!line.startsWith('{')) continue;
+        const l = JSON.parse(line) as Line;
+        this.lines.push(l);
+        this.#waiters = this.#waiters.filter((w) => (w.pred(l) ? (w.resolve(l), false) : true));
+      }
+    });
+    this.child.stderr!.on('data', (d) => (this.stderr += d));
+  }
+
+  next(pred: (l: Line) => boolean, timeoutMs = 30_000): Promise<Line> {
+    const seen = this.lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for a line; got ${JSON.stringify(this.lines)}; stderr: ${this.stderr}`)), timeoutMs);
+      this.#waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
+    });
+  }
+
+  async start(): Promise<number> {
+    const l = await this.next((x) => x.event === 'listening');
+    await this.next((x) => x.event === 'ready');
+    return l.port as number;
+  }
+
+  /** Trigger one live update; resolves with the next image's 'ready' (or 'update-failed') line. */
+  async update(): Promise<Line> {
+    const before = this.lines.length;
+    this.child.kill('SIGUSR2');
+    return this.next((l) => this.lines.indexOf(l) >= before && (l.event === 'ready' || l.event === 'update-failed'));
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+export const patternByte = (c: number, i: number): number => (i * 31 + c * 7) & 255;
+
+export function pattern(c: number, from: number, n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let k = 0; k < n; k++) b[k] = patternByte(c, from + k);
+  return b;
+}
+
+/** A connection that streams the pattern and checks what comes back. */
+export class StreamClient {
+  readonly id: number;
+  readonly sock: net.Socket;
+  sent = 0;
+  received = 0;
+  error: string | null = null;
+  closed = false;
+  lastRx = 0;
+  maxGapMs = 0;
+  #connected: Promise<void>;
+
+  constructor(id: number, port: number) {
+    this.id = id;
+    this.sock = net.connect(port, '127.0.0.1');
+    this.#connected = new Promise((resolve, reject) => {
+      this.sock.once('connect', () => resolve());
+      this.sock.once('error', reject);
+    });
+    this.sock.on('data', (d: Buffer) => {
+      const now = performance.now();
+      if (this.lastRx) this.maxGapMs = Math.max(this.maxGapMs, now - this.lastRx);
+      this.lastRx = now;
+      if (this.error) return;
+      for (let k = 0; k < d.length; k++) {
+        if (d[k] !== patternByte(this.id, this.received + k)) {
+          this.error = `connection ${this.id}: byte ${this.received + k} is ${d[k]}, expected ${patternByte(this.id, this.received + k)}`;
+          break;
+        }
+      }
+      this.received += d.length;
+      if (this.received > this.sent && !this.error) this.error = `connection ${this.id}: received ${this.received} bytes, only ${this.sent} sent`;
+    });
+    this.sock.on('error', (e) => (this.error ??= `connection ${this.id}: ${e.message}`));
+    this.sock.on('close', () => (this.closed = true));
+  }
+
+  connected(): Promise<void> {
+    return this.#connected;
+  }
+
+  /** Send the next n pattern bytes (only when the socket can take them: no pause, no flood). */
+  pump(n: number): void {
+    if (this.closed || this.sock.writableLength > 64 * 1024) return;
+    this.sock.write(pattern(this.id, this.sent, n));
+    this.sent += n;
+  }
+
+  /** Resolves once every byte sent came back (or rejects after timeoutMs). */
+  async settled(timeoutMs = 20_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (this.received < this.sent && !this.error && !this.closed) {
+      if (Date.now() > end) throw new Error(`connection ${this.id}: ${this.received}/${this.sent} bytes echoed after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}

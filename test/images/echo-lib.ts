@@ -1,0 +1,68 @@
+/*
+ * The echo service used by the handover tests and bench (two images: echo-a.js, echo-b.js).
+ * Generation 1 listens on 127.0.0.1:0. On SIGUSR2 it PREPAREs and reboots into the other
+ * image; the next generation restores the server with every connection, preserves it again
+ * for the next update, FINISHes, and prints a "ready" JSON line. Everything it says goes to
+ * stdout as JSON lines: {event: 'listening'|'ready'|'update-failed', ...}.
+ * Env: ECHO_DRAIN_MS, ECHO_ON_UNDRAINED (carry|fail), ECHO_HTTP=1 (an http.Server instead).
+ */
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { boot, connectionsOf, preserveServer, restoreServer, State } from '../../src/index.js';
+import * as sys from '../../src/sys/index.js';
+
+export async function runEcho(version: 'a' | 'b'): Promise<void> {
+  const t0 = process.hrtime.bigint();
+  const luo = boot({ arenaSize: 2 ** 30 });
+  const isHttp = process.env.ECHO_HTTP === '1';
+  let served = 0;
+  const server: net.Server = isHttp
+    ? http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+      served++;
+      req.resume();
+      req.on('end', () => res.end(`${version}:${req.url}`));
+    })
+    : net.createServer((s) => {
+      s.on('error', () => {});
+      s.pipe(s);
+    });
+  const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(o) + '\n');
+  const otherFds = (): number => sys.openFds().length - connectionsOf(server).size;
+
+  let restored = 0;
+  if (luo.state === State.UPDATED) {
+    restored = (await restoreServer(luo, 1, server)).connections;
+  } else {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    say({ event: 'listening', port: (server.address() as net.AddressInfo).port, version, pid: process.pid });
+  }
+  preserveServer(luo, 1, server, {
+    drainTimeoutMs: Number(process.env.ECHO_DRAIN_MS ?? 2000),
+    onUndrained: (process.env.ECHO_ON_UNDRAINED as 'carry' | 'fail') ?? 'carry',
+  });
+  if (luo.state === State.UPDATED) {
+    await luo.finish();
+    const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
+    say({ event: 'ready', version, pid: process.pid, restored, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs });
+  } else {
+    say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
+  }
+
+  process.on('SIGUSR2', () => {
+    void (async () => {
+      try {
+        await luo.prepare();
+        const next = path.join(path.dirname(fileURLToPath(import.meta.url)), `echo-${version === 'a' ? 'b' : 'a'}.js`);
+        await luo.reboot({ file: process.execPath, argv: [process.execPath, next] }, {
+          beforeExec: () => void (process.env.ECHO_T_EXEC = String(process.hrtime.bigint())),
+        });
+      } catch (e) {
+        say({ event: 'update-failed', code: (e as { code?: string }).code, message: (e as Error).message, state: luo.stateName, version });
+      }
+    })();
+  });
+  process.on('SIGTERM', () => process.exit(0));
+  void served;
+}
