@@ -166,7 +166,7 @@ export interface RestoreOptions {
  * handed-over connection as if just accepted. Resolves once all are adopted; the server
  * serves from the first moment.
  */
-export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number }> {
+export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number; unread: number; unsent: number }> {
   if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
   const st = await luo.restoreFile<RestoredServer>(token);
   if (st.http && !(server instanceof http.Server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
@@ -186,5 +186,9 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     server.emit('connection', s);
     if ((i + 1) % batch === 0) await new Promise((r) => setImmediate(r));
   }
-  return { connections: st.connections.length };
+  return {
+    connections: st.connections.length,
+    unread: st.connections.reduce((n, c) => n + c.unread.length, 0),
+    unsent: st.connections.reduce((n, c) => n + c.unsent.length, 0),
+  };
 }

@@ -32,8 +32,11 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const otherFds = (): number => sys.openFds().length - connectionsOf(server).size;
 
   let restored = 0;
+  let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
-    restored = (await restoreServer(luo, 1, server)).connections;
+    const r = await restoreServer(luo, 1, server);
+    restored = r.connections;
+    carried = { unread: r.unread, unsent: r.unsent };
   } else {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     say({ event: 'listening', port: (server.address() as net.AddressInfo).port, version, pid: process.pid });
@@ -45,7 +48,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   if (luo.state === State.UPDATED) {
     await luo.finish();
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
-    say({ event: 'ready', version, pid: process.pid, restored, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs });
+    say({ event: 'ready', version, pid: process.pid, restored, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs });
   } else {
     say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
   }
