@@ -1,0 +1,140 @@
+// The Node internals luo relies on (src/handlers/node-internals.ts), checked on real sockets.
+// If one of these fails after a Node upgrade, the adapter needs updating before luo can be
+// trusted with connections on that version.
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import http from 'node:http';
+import net from 'node:net';
+import test from 'node:test';
+import {
+  attachToServer, fdOf, handleOf, hasDecoder, httpBusy, isReading, readBuffered, resumeReading, stopReading, trackWrites, udpHandleOf, unsentBytes,
+} from '../src/handlers/node-internals.js';
+import * as sys from '../src/sys/index.js';
+
+async function pair(): Promise<{ server: net.Server; a: net.Socket; b: net.Socket }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const bP = new Promise<net.Socket>((r) => server.once('connection', r));
+  const a = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => a.once('connect', r));
+  return { server, a, b: await bP };
+}
+const tick = (ms = 50): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('handle and fd: _handle exists with a real kernel fd, on sockets and listening servers', async () => {
+  const { server, a, b } = await pair();
+  assert.equal(typeof handleOf(b).readStop, 'function');
+  assert.equal(typeof handleOf(b).readStart, 'function');
+  assert.equal(typeof handleOf(b).writeQueueSize, 'number');
+  assert.match(sys.fdTarget(fdOf(b)), /^socket:\[\d+\]$/);
+  assert.match(sys.fdTarget(fdOf(server)), /^socket:\[\d+\]$/);
+  a.destroy();
+  b.destroy();
+  server.close();
+});
+
+test('stopReading stops libuv (no data reaches userspace), keeps Node\'s flag true to it, and resumeReading resumes', async () => {
+  const { server, a, b } = await pair();
+  let got = 0;
+  b.on('data', (d) => (got += d.length));
+  a.write('x'.repeat(100));
+  await tick();
+  assert.equal(got, 100);
+  stopReading(b);
+  assert.equal(isReading(b), false);
+  a.write('y'.repeat(1000));
+  await tick(100);
+  assert.equal(got, 100, 'nothing read while stopped');
+  assert.equal(b.readableLength, 0, 'nothing went into the stream buffer either');
+  resumeReading(b);
+  assert.equal(isReading(b), true);
+  await tick();
+  assert.equal(got, 1100, 'reading resumes, and Node kept reading afterwards');
+  b.pause();
+  b.resume(); // Node's own resume path must still work
+  a.write('z');
+  await tick();
+  assert.equal(got, 1101);
+  a.destroy();
+  b.destroy();
+  server.close();
+});
+
+test('readBuffered copies exactly the bytes read and not consumed, without consuming them', async () => {
+  const { server, a, b } = await pair();
+  b.pause();
+  a.write('first ');
+  await tick();
+  a.write('second');
+  await tick();
+  stopReading(b);
+  assert.equal(readBuffered(b).toString(), 'first second');
+  assert.equal(b.readableLength, 12, 'still there');
+  const chunks: string[] = [];
+  b.on('data', (d) => chunks.push(d.toString()));
+  b.resume();
+  await tick();
+  assert.equal(chunks.join(''), 'first second');
+  b.setEncoding('utf8');
+  assert.equal(hasDecoder(b), true);
+  a.destroy();
+  b.destroy();
+  server.close();
+});
+
+test('trackWrites + unsentBytes: the unsent tail of the in-flight write plus Node\'s buffered writes, exactly', async () => {
+  const { server, a, b } = await pair();
+  a.pause();
+  stopReading(a); // a never reads: b's writes back up
+  trackWrites(b);
+  const total = 32 * 2 ** 20;
+  const data = Buffer.alloc(total);
+  for (let i = 0; i < total; i++) data[i] = (i * 7) & 255;
+  for (let off = 0; off < total; off += 2 ** 20) b.write(data.subarray(off, off + 2 ** 20));
+  await tick(300);
+  const unsent = unsentBytes(b);
+  assert.ok(unsent.length > 0 && unsent.length < total, `${unsent.length} unsent`);
+  // writableLength also counts the part of the in-flight write already in the kernel (its
+  // callback has not run yet), so it can only be larger.
+  assert.ok(unsent.length <= b.writableLength);
+  assert.ok(b.writableLength - unsent.length < 2 ** 20, 'at most one write (1 MiB) is in flight');
+  assert.ok(data.subarray(total - unsent.length).equals(unsent), 'the unsent bytes are exactly the tail of what was written');
+  a.destroy();
+  b.destroy();
+  server.close();
+});
+
+test('http: a connection with a response in progress is busy; attachToServer counts a connection', async () => {
+  let release: () => void = () => {};
+  const server = http.createServer((_req, res) => {
+    release = () => res.end('ok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const sockP = new Promise<net.Socket>((r) => server.once('connection', r));
+  const req = http.get({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
+  req.on('error', () => {});
+  const s = await sockP;
+  await tick(100);
+  assert.equal(httpBusy(s), true);
+  release();
+  await tick(100);
+  assert.equal(httpBusy(s), false);
+  const extra = new net.Socket();
+  const before = (server as unknown as { _connections: number })._connections;
+  attachToServer(server, extra);
+  assert.equal((server as unknown as { _connections: number })._connections, before + 1);
+  assert.equal((extra as unknown as { server: net.Server }).server, server);
+  req.destroy();
+  server.closeAllConnections();
+  server.close();
+});
+
+test('dgram: the handle behind the internal state symbol has an fd, recvStop and recvStart', async () => {
+  const u = dgram.createSocket('udp4');
+  await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+  const h = udpHandleOf(u);
+  assert.match(sys.fdTarget(h.fd), /^socket:/);
+  assert.equal(typeof h.recvStop, 'function');
+  assert.equal(typeof h.recvStart, 'function');
+  u.close();
+});
