@@ -23,7 +23,6 @@
  * (server.emit('connection')), carried bytes first, in batches so the event loop keeps
  * serving while the rest are adopted.
  */
-import http from 'node:http';
 import net from 'node:net';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
@@ -35,6 +34,9 @@ import {
 } from './connection.js';
 import { attachToServer, fdOf, httpBusy, stopReading, trackWrites } from './node-internals.js';
 import { freeTable } from './socket.js';
+import { httpModule } from './builtins.js';
+
+const isHttp = (s: net.Server): boolean => s instanceof httpModule().Server;
 
 export interface ServerOptions extends ConnectionOptions {
   /** http.Server: how long FREEZE waits for requests in progress to finish (default 5000 ms). */
@@ -98,7 +100,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
     t.freezing = true;
-    if (ps.server instanceof http.Server) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    if (isHttp(ps.server)) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
     await freezeConnections(t.conns, ps.opts);
   },
   snapshot({ file: ps, luo }) {
@@ -106,7 +108,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const snaps = conns.map(snapshotConnection);
     ps.seen = snaps.map((x) => x.seen);
     ps.count = conns.length;
-    ps.table = writeTable(luo, snaps.map((x) => x.carried), ps.server instanceof http.Server ? 1 : 0, BigInt(fdOf(ps.server)));
+    ps.table = writeTable(luo, snaps.map((x) => x.carried), isHttp(ps.server) ? 1 : 0, BigInt(fdOf(ps.server)));
     return ps.table;
   },
   verify({ file: ps }) {
@@ -169,7 +171,7 @@ export interface RestoreOptions {
 export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number; unread: number; unsent: number }> {
   if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
   const st = await luo.restoreFile<RestoredServer>(token);
-  if (st.http && !(server instanceof http.Server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
+  if (st.http && !isHttp(server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ fd: st.listenerFd }, () => {

@@ -12,16 +12,20 @@
  * Connections that arrive while the image changes wait in the kernel's backlog.
  */
 import net from 'node:net';
-import tls from 'node:tls';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
 import {
   freezeConnections, prepareConnection, readTable, releaseConnection, snapshotConnection, thawConnections, verifyUnchanged,
   writeTable, adoptConnection, type ConnectionOptions, type Seen,
 } from './connection.js';
+import { tlsModule } from './builtins.js';
 import { fdOf } from './node-internals.js';
 
-const isTls = (f: unknown): boolean => f instanceof tls.TLSSocket || f instanceof tls.Server;
+const isTls = (f: unknown): boolean => {
+  if (!f || typeof f !== 'object') return false;
+  const tls = tlsModule();
+  return f instanceof tls.TLSSocket || f instanceof tls.Server;
+};
 
 /** Claims TLS sockets and servers only to refuse them with a reason. Registered first. */
 export const tlsRefusal: FileHandler = {

@@ -5,13 +5,14 @@
  * fd with bind({ fd })). Datagrams are never buffered in userspace by Node, so nothing else
  * needs carrying.
  */
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
+import { dgramModule } from './builtins.js';
 import type { FileHandler } from '../luo/files.js';
 import { udpHandleOf } from './node-internals.js';
 
 export const udpHandler: FileHandler<dgram.Socket> = {
   compatible: 'udp-v1',
-  canPreserve: (f) => f instanceof dgram.Socket,
+  canPreserve: (f) => typeof f === 'object' && f !== null && f instanceof dgramModule().Socket,
   attach(file) {
     udpHandleOf(file as dgram.Socket);
     return file as dgram.Socket;
@@ -29,7 +30,7 @@ export const udpHandler: FileHandler<dgram.Socket> = {
     return [udpHandleOf(file).fd];
   },
   retrieve({ data, fds }) {
-    const sock = dgram.createSocket(data === 6n ? 'udp6' : 'udp4');
+    const sock = dgramModule().createSocket(data === 6n ? 'udp6' : 'udp4');
     return new Promise<dgram.Socket>((resolve, reject) => {
       sock.once('error', reject);
       sock.bind({ fd: fds[0]! }, () => {

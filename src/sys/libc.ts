@@ -2,7 +2,8 @@
  * sys/libc: the only module that calls libc (through koffi). Everything else in luo goes
  * through the typed wrappers exported here.
  *
- * Lifecycle: the library is loaded once, lazily, on the first call. Every wrapper checks the
+ * Lifecycle: koffi and libc are loaded once, lazily, on the first call (koffi's loader costs
+ * ~15 ms: programs that never call libc, like `luo dump`, never pay it). Every wrapper checks the
  * C result; a failure raises SysError carrying the errno name and the call, and has no other
  * effect (no partial state is kept here). Loading fails loudly (the error names koffi and
  * libc) on a platform without glibc's libc.so.6; luo is Linux-only.
@@ -10,8 +11,8 @@
  * Raw pointers never leave this directory: mapped memory is reached only through
  * `Mapping` (sys/mapping.ts), which guarantees that no view outlives its mapping.
  */
-import koffi from 'koffi';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import { SysError } from '../errors.js';
 
 type Fn = (...args: unknown[]) => unknown;
@@ -19,11 +20,18 @@ interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
   dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn;
 }
+type Koffi = typeof import('koffi');
 let lib: Libc | undefined;
+let koffiMod: Koffi | undefined;
+
+function koffi(): Koffi {
+  koffiMod ??= createRequire(import.meta.url)('koffi') as Koffi;
+  return koffiMod;
+}
 
 function libc(): Libc {
   if (lib) return lib;
-  const so = koffi.load('libc.so.6');
+  const so = koffi().load('libc.so.6');
   lib = {
     memfd_create: so.func('int memfd_create(const char *name, unsigned int flags)'),
     ftruncate: so.func('int ftruncate(int fd, int64_t length)'),
@@ -43,7 +51,7 @@ function libc(): Libc {
 }
 
 function check(ret: number, syscall: string, detail?: string): number {
-  if (ret < 0) throw new SysError(syscall, koffi.errno(), detail);
+  if (ret < 0) throw new SysError(syscall, koffi().errno(), detail);
   return ret;
 }
 
@@ -110,8 +118,8 @@ export function fstat(fd: number): FdStat {
 /** Raw mmap; returns the address. Only sys/mapping.ts calls this. */
 export function mmapRaw(addr: bigint | null, length: number, prot: number, flags: number, fd: number, offset: number): bigint {
   const p = libc().mmap(addr, length, prot, flags, fd, offset);
-  const a = typeof p === 'bigint' ? p : koffi.address(p);
-  if (a === MAP_FAILED) throw new SysError('mmap', koffi.errno(), `fd ${fd}, ${length} bytes`);
+  const a = typeof p === 'bigint' ? p : koffi().address(p);
+  if (a === MAP_FAILED) throw new SysError('mmap', koffi().errno(), `fd ${fd}, ${length} bytes`);
   return a;
 }
 
@@ -126,7 +134,7 @@ export function munmapRaw(addr: bigint, length: number): void {
 
 /** A zero-copy ArrayBuffer over mapped memory. Only sys/mapping.ts calls this. */
 export function viewRaw(addr: bigint, length: number): ArrayBuffer {
-  return koffi.view(addr, length);
+  return koffi().view(addr, length);
 }
 
 export function getFdFlags(fd: number): number {
@@ -176,7 +184,7 @@ export function getpid(): number {
 /** execve(2) through libc. Returns only by throwing. */
 export function execveRaw(file: string, argv: string[], envp: string[]): never {
   libc().execve(file, [...argv, null], [...envp, null]);
-  throw new SysError('execve', koffi.errno(), file);
+  throw new SysError('execve', koffi().errno(), file);
 }
 
 export interface WaitResult { pid: number; status: number; exited: boolean; code: number | null; signal: number | null }

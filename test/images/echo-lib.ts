@@ -10,12 +10,17 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { boot, connectionsOf, preserveServer, restoreServer, State } from '../../src/index.js';
+// Imported by package name, as a service would: the bundled build (dist/luo.js).
+import { boot, connectionsOf, preserveServer, restoreServer, State } from 'luo';
 import * as sys from '../../src/sys/index.js';
 
 export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const t0 = process.hrtime.bigint();
+  const marks: Array<[string, number]> = [];
+  const mark = (what: string): void => void marks.push([what, Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6]);
+  mark('modules loaded');
   const luo = boot({ arenaSize: 2 ** 30 });
+  mark('luo booted');
   const isHttp = process.env.ECHO_HTTP === '1';
   let served = 0;
   const server: net.Server = isHttp
@@ -34,7 +39,8 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   let restored = 0;
   let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
-    const r = await restoreServer(luo, 1, server);
+    const r = await restoreServer(luo, 1, server, { onConnection: () => void (marks.length < 4 && mark('first connection adopted')) });
+    mark('all adopted');
     restored = r.connections;
     carried = { unread: r.unread, unsent: r.unsent };
   } else {
@@ -47,19 +53,31 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   });
   if (luo.state === State.UPDATED) {
     await luo.finish();
+    mark('finished');
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
-    say({ event: 'ready', version, pid: process.pid, restored, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs });
+    const nt = performance.nodeTiming;
+    const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
+    say({ event: 'ready', version, pid: process.pid, restored, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
   } else {
     say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
   }
 
   process.on('SIGUSR2', () => {
     void (async () => {
+      const ts = process.hrtime.bigint();
+      const old: Array<[string, number]> = [];
+      const omark = (w: string): void => void old.push([w, Number(process.hrtime.bigint() - ts) / 1e6]);
       try {
         await luo.prepare();
+        omark('prepared');
         const next = path.join(path.dirname(fileURLToPath(import.meta.url)), `echo-${version === 'a' ? 'b' : 'a'}.js`);
         await luo.reboot({ file: process.execPath, argv: [process.execPath, next] }, {
-          beforeExec: () => void (process.env.ECHO_T_EXEC = String(process.hrtime.bigint())),
+          beforeExec: () => {
+            omark('exec');
+            process.env.ECHO_OLD_MARKS = JSON.stringify(old);
+            process.env.ECHO_WALL_EXEC = String(performance.timeOrigin + performance.now());
+            process.env.ECHO_T_EXEC = String(process.hrtime.bigint());
+          },
         });
       } catch (e) {
         say({ event: 'update-failed', code: (e as { code?: string }).code, message: (e as Error).message, state: luo.stateName, version });

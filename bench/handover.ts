@@ -1,0 +1,143 @@
+/*
+ * npm run bench:handover — the pause clients see during a live update of the echo service
+ * (test/images/echo-lib.ts), holding 1, 1 000 and 10 000 connections, beside the exec floor
+ * (`node -e` exec'd from a running image, measured the same way) in the same run.
+ *
+ * Up to 50 probe connections, spread evenly over all of them, each send a small ping every
+ * 2 ms and record when the echo comes back. For each update:
+ *   service pause    last echo served by the old image (any probe) → first echo served by the
+ *                    new one (any probe): "last byte served by the old image to first byte
+ *                    served by the new", the issue's definition
+ *   connection gap   each probe's own longest silence across the update (p50 and max): what a
+ *                    connection adopted in a later batch sees
+ * Options: --sizes 1,1000,10000  --updates 3. Writes bench/results/handover-<date>.json.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const echo = path.join(here, '..', 'test', 'images', 'echo-a.js');
+const khoImage = path.join(here, 'kho-image.js');
+const arg = (name: string, def: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1]! : def;
+};
+const SIZES = arg('sizes', '1,1000,10000').split(',').map(Number);
+const UPDATES = Number(arg('updates', '3'));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+
+function floor(): number {
+  const xs: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const r = spawnSync(process.execPath, [khoImage, 'floor', String(2 ** 20)], { encoding: 'utf8' });
+    xs.push(JSON.parse(r.stdout.trim().split('\n').pop()!).usableMs);
+  }
+  return pct(xs, 0.5);
+}
+
+class Svc {
+  child = spawn(process.execPath, ['--max-old-space-size=2048', echo], { env: { ...process.env, LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  lines: Array<Record<string, any>> = [];
+  constructor() {
+    let buf = '';
+    this.child.stdout.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const l = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (l.startsWith('{')) this.lines.push(JSON.parse(l));
+      }
+    });
+  }
+  async wait(pred: (l: Record<string, any>) => boolean, from = 0): Promise<Record<string, any>> {
+    for (;;) {
+      const l = this.lines.slice(from).find(pred);
+      if (l) return l;
+      await sleep(2);
+    }
+  }
+}
+
+interface Probe { sock: net.Socket; rx: number[] }
+
+async function runSize(n: number): Promise<Record<string, unknown>> {
+  const svc = new Svc();
+  const port = (await svc.wait((l) => l.event === 'listening')).port as number;
+  const socks: net.Socket[] = [];
+  for (let i = 0; i < n; i += 250) {
+    const batch = Array.from({ length: Math.min(250, n - i) }, () => net.connect(port, '127.0.0.1'));
+    await Promise.all(batch.map((s) => new Promise((r) => s.once('connect', r))));
+    socks.push(...batch);
+  }
+  // Every connection echoes once, so the service has accepted all of them.
+  await Promise.all(socks.map((s) => new Promise<void>((r) => {
+    s.once('data', () => r());
+    s.write('.');
+  })));
+  const nProbes = Math.min(50, n);
+  const probes: Probe[] = Array.from({ length: nProbes }, (_, k) => {
+    const sock = socks[Math.floor((k * n) / nProbes)]!;
+    const p: Probe = { sock, rx: [] };
+    sock.on('data', () => p.rx.push(performance.now()));
+    return p;
+  });
+  const pinger = setInterval(() => {
+    for (const p of probes) p.sock.write('p');
+  }, 2);
+  await sleep(500);
+  const results: Array<Record<string, number>> = [];
+  for (let u = 0; u < UPDATES; u++) {
+    const from = svc.lines.length;
+    const t0 = performance.now();
+    svc.child.kill('SIGUSR2');
+    const ready = await svc.wait((l) => l.event === 'ready' || l.event === 'update-failed', from);
+    if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
+    await sleep(Math.max(400, n / 20));
+    // Each probe's longest silence; and the service-level gap.
+    // Each probe's longest silence from its last echo before the signal onwards.
+    const gaps = probes.map((p) => {
+      let i = p.rx.findLastIndex((t) => t < t0);
+      if (i < 0) i = 0;
+      let best = { gap: 0, before: t0, after: t0 };
+      for (i += 1; i < p.rx.length; i++) {
+        const g = p.rx[i]! - p.rx[i - 1]!;
+        if (g > best.gap) best = { gap: g, before: p.rx[i - 1]!, after: p.rx[i]! };
+      }
+      p.rx = p.rx.slice(-1);
+      return best;
+    });
+    const lastOld = Math.max(...gaps.map((g) => g.before));
+    const firstNew = Math.min(...gaps.map((g) => g.after));
+    results.push({ servicePauseMs: firstNew - lastOld, gapP50Ms: pct(gaps.map((g) => g.gap), 0.5), gapMaxMs: Math.max(...gaps.map((g) => g.gap)), restored: ready.restored, bootMs: ready.bootMs });
+  }
+  clearInterval(pinger);
+  for (const s of socks) s.destroy();
+  svc.child.kill('SIGKILL');
+  const med = (k: string): number => pct(results.map((r) => r[k]!), 0.5);
+  return { connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
+}
+
+const rows = [];
+const f = floor();
+console.log(`exec floor (node -e, exec'd from a running image): ${f.toFixed(1)} ms\n`);
+for (const n of SIZES) {
+  const r = await runSize(n);
+  rows.push(r);
+  console.log(`${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor +${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms, exec→all restored ${(r.execToReadyMs as number).toFixed(1)} ms`);
+}
+console.log('\n| connections | service pause ms | over floor | connection gap p50 ms | connection gap max ms | exec → all adopted ms |');
+console.log('|---|---|---|---|---|---|');
+for (const r of rows as Array<Record<string, number>>) {
+  console.log(`| ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | +${(r.servicePauseMs! - f).toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} | ${r.execToReadyMs!.toFixed(1)} |`);
+}
+const date = new Date().toISOString().slice(0, 10);
+const out = path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);
+fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, kernel: os.release(), floorMs: f, rows }, null, 2) + '\n');
+console.log(`results: ${path.relative(process.cwd(), out)}`);
+process.exit(0);
