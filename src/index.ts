@@ -7,6 +7,7 @@
  *   luo.preserveFile(1n, someFd);
  *   await luo.prepare();  await luo.reboot();   // exec the next version in place
  */
+import { Device, type DeviceOptions } from './device/server.js';
 import { builtinHandlers } from './handlers/index.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
@@ -24,3 +25,16 @@ export function boot(opts: LuoOptions = {}): Luo {
   if (luo.config.enabled) for (const h of builtinHandlers()) luo.registerFileHandler(h);
   return luo;
 }
+
+/**
+ * Serve the control device (<rundir>/liveupdate) so that an agent (`luo update`) can drive
+ * this service. Call it once the service is ready to be driven: after a live update, only
+ * once it has restored what it needs (FINISH releases whatever was not restored).
+ */
+export function startDevice(luo: Luo, opts: DeviceOptions = {}): Device {
+  return Device.start(luo, opts);
+}
+
+export { Device, type DeviceOptions } from './device/server.js';
+export { DeviceClient } from './device/client.js';
+export * as uapi from './uapi/protocol.js';

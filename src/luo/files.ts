@@ -416,6 +416,29 @@ export class Files {
     return m;
   }
 
+  /** The compatible string a handed-over token was preserved with (undefined if unknown). */
+  incomingCompatible(token: bigint): string | undefined {
+    for (const [name, node] of this.#inTree?.root.children ?? []) {
+      if (parseTokenName(name) === token) return node.string('compatible');
+    }
+    return this.#in?.get(token)?.handler.compatible;
+  }
+
+  /** Drop the given outgoing tokens whatever the global state (the device was closed, v3
+   *  §2.4): prepared ones are cancelled, all are detached. Returns how many were dropped. */
+  async drop(tokens: Iterable<bigint>): Promise<number> {
+    let n = 0;
+    for (const t of [...tokens].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const f = this.#out.get(t);
+      if (!f) continue;
+      this.#out.delete(t);
+      if (f.state === State.PREPARED || f.state === State.FROZEN) await this.#cancelOne(f);
+      this.#drop(f);
+      n++;
+    }
+    return n;
+  }
+
   get incomingTokens(): bigint[] {
     return [...this.#incoming().keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }

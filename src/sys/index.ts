@@ -4,3 +4,4 @@
  */
 export * from './libc.js';
 export { Mapping, MAX_VIEW } from './mapping.js';
+export * from './unix.js';

@@ -29,9 +29,17 @@ function koffi(): Koffi {
   return koffiMod;
 }
 
+let soHandle: ReturnType<Koffi['load']> | undefined;
+
+/** koffi and the loaded libc, for the other sys modules (never outside src/sys). */
+export function koffiLib(): { koffi: Koffi; so: ReturnType<Koffi['load']> } {
+  soHandle ??= koffi().load('libc.so.6');
+  return { koffi: koffi(), so: soHandle };
+}
+
 function libc(): Libc {
   if (lib) return lib;
-  const so = koffi().load('libc.so.6');
+  const so = koffiLib().so;
   lib = {
     memfd_create: so.func('int memfd_create(const char *name, unsigned int flags)'),
     ftruncate: so.func('int ftruncate(int fd, int64_t length)'),

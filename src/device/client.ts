@@ -1,0 +1,95 @@
+/*
+ * device/client: the agent's side of the control protocol (used by the `luo` command). It
+ * speaks the same bytes as any other client (docs/uapi.md); nothing here is needed to drive
+ * luo from another language.
+ *
+ * Lifecycle: connect(path) → request()… → close(). Each request is one datagram and waits for
+ * its one reply (blocking: the agent is a command-line program). A reply of EBUSY or EPERM
+ * right after connecting means another agent holds the device or this user may not drive it.
+ */
+import { LuoError, errnoName } from '../errors.js';
+import * as sys from '../sys/index.js';
+import { IOCTL } from '../uapi/protocol.js';
+
+export class DeviceClient {
+  readonly fd: number;
+
+  private constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  static connect(path: string): DeviceClient {
+    try {
+      return new DeviceClient(sys.seqpacketConnect(path));
+    } catch (e) {
+      const code = (e as LuoError).code;
+      const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'no service is listening there (is it running with its device enabled?)' : code === 'EACCES' ? 'permission denied on the socket' : (e as Error).message;
+      throw new LuoError(code ?? 'EIO', `cannot connect to ${path}: ${why}`);
+    }
+  }
+
+  /** Send one request; resolve to its reply. Raises LuoError for a negative result. */
+  request(cmd: number, struct: Buffer, fds: number[] = [], opts: { allowFail?: boolean } = {}): { result: number; struct: Buffer; fds: number[] } {
+    const msg = Buffer.alloc(4 + struct.length);
+    msg.writeUInt32LE(cmd, 0);
+    struct.copy(msg, 4);
+    sys.sendPacket(this.fd, msg, fds);
+    const pk = sys.recvPacket(this.fd);
+    if (!pk || pk.eof) throw new LuoError('EPIPE', 'the service closed the connection');
+    if (pk.data.length < 4) throw new LuoError('EPROTO', `short reply (${pk.data.length} bytes)`);
+    const result = pk.data.readInt32LE(0);
+    if (result < 0 && !opts.allowFail) {
+      for (const fd of pk.fds) sys.close(fd);
+      throw new LuoError(errnoName(-result), `the service answered ${errnoName(-result)} to ${ioctlName(cmd)}`);
+    }
+    return { result, struct: pk.data.subarray(4), fds: pk.fds };
+  }
+
+  /** Wait for the connection to close (after REBOOT: the exec closes it). */
+  waitClosed(): void {
+    for (;;) {
+      const pk = sys.recvPacket(this.fd);
+      if (!pk || pk.eof) return;
+    }
+  }
+
+  close(): void {
+    try {
+      sys.close(this.fd);
+    } catch { /* closed */ }
+  }
+}
+
+export function ioctlName(cmd: number): string {
+  return Object.entries(IOCTL).find(([, v]) => v === cmd)?.[0] ?? `0x${cmd.toString(16)}`;
+}
+
+export const structs = {
+  fdPreserve: (token: bigint): Buffer => {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(16, 0);
+    b.writeBigUInt64LE(token, 8);
+    return b;
+  },
+  token16: (token: bigint): Buffer => structs.fdPreserve(token),
+  u32: (v = 0): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(8, 0);
+    b.writeUInt32LE(v, 4);
+    return b;
+  },
+  getFdState: (token: bigint, incoming: boolean): Buffer => {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(24, 0);
+    b.writeUInt8(incoming ? 1 : 0, 4);
+    b.writeBigUInt64LE(token, 8);
+    return b;
+  },
+  setFdEvent: (token: bigint, event: number): Buffer => {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(16, 0);
+    b.writeUInt32LE(event, 4);
+    b.writeBigUInt64LE(token, 8);
+    return b;
+  },
+};

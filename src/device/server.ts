@@ -1,0 +1,115 @@
+/*
+ * device/server: the service's /dev/liveupdate: a SOCK_SEQPACKET socket at <rundir>/liveupdate
+ * (mode 0600, in a 0700 directory), speaking the protocol in src/uapi.
+ *
+ * Lifecycle: start() removes a stale socket (a previous image's), binds, listens and starts
+ * the I/O worker (worker.ts); requests arrive as messages and run on the main thread
+ * (dispatch.ts), one at a time; replies go back through a MessagePort. When the agent hangs up,
+ * the tokens it preserved are dropped (cancelled if prepared) and the global state stays as it
+ * is (v3 §2.4). REBOOT sends its success reply right before execve; the exec then closes the
+ * socket, and the next image's boot starts a new device on the same path. stop() ends the
+ * worker, closes the socket and removes the path. Nothing a client sends can crash the service:
+ * every failure becomes a negative errno in the reply, or closes that one connection.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { fail } from '../errors.js';
+import type { Luo } from '../luo/luo.js';
+import * as sys from '../sys/index.js';
+import { dispatch, encodeReply, type Reply, type Session } from './dispatch.js';
+
+export interface DeviceOptions {
+  /** Extra uids and gids allowed to drive updates (root and the service's uid always are). */
+  allowUids?: number[];
+  allowGids?: number[];
+}
+
+export class Device {
+  readonly path: string;
+  readonly #luo: Luo;
+  readonly #listenFd: number;
+  readonly #worker: Worker;
+  readonly #flag: Int32Array;
+  readonly #port: MessagePort;
+  #session: Session | null = null;
+  #chain: Promise<void> = Promise.resolve();
+  /** Peers refused since start (for logs and tests). */
+  readonly denied: Array<{ pid: number; uid: number; gid: number } | null> = [];
+
+  private constructor(luo: Luo, file: string, listenFd: number, opts: DeviceOptions) {
+    this.#luo = luo;
+    this.path = file;
+    this.#listenFd = listenFd;
+    const sab = new SharedArrayBuffer(8);
+    this.#flag = new Int32Array(sab);
+    const { port1, port2 } = new MessageChannel();
+    this.#port = port1;
+    this.#worker = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { listenFd, sab, port: port2, uid: process.getuid?.() ?? 0, allowUids: opts.allowUids ?? [], allowGids: opts.allowGids ?? [] },
+      transferList: [port2],
+    });
+    this.#worker.unref();
+    this.#worker.on('message', (m: { type: string; data?: Uint8Array; fds?: number[]; agent?: number; cred?: { pid: number; uid: number; gid: number } | null }) => {
+      if (m.type === 'open') this.#session = { tokens: new Set(), image: null, sendNow: (r) => this.#sendDirect(m, r) };
+      if (m.type === 'denied') this.denied.push(m.cred ?? null);
+      if (m.type === 'close') this.#chain = this.#chain.then(() => this.#closeSession());
+      if (m.type === 'req') this.#chain = this.#chain.then(() => this.#request(m.agent!, Buffer.from(m.data!), m.fds ?? []));
+    });
+    this.#worker.on('error', (e) => process.emitWarning(`luo: control device worker failed: ${e.message}`));
+  }
+
+  static start(luo: Luo, opts: DeviceOptions = {}): Device {
+    if (!luo.config.enabled) throw fail('EOPNOTSUPP', 'live update is disabled (LUO_ENABLE=0): no control device');
+    const dir = luo.config.rundir;
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(dir, 0o700);
+    const file = path.join(dir, 'liveupdate');
+    fs.rmSync(file, { force: true }); // a previous image's socket
+    const fd = sys.seqpacketListen(file, 16, true);
+    fs.chmodSync(file, 0o600);
+    return new Device(luo, file, fd, opts);
+  }
+
+  #sendDirect(m: { agent?: number }, r: Reply): void {
+    sys.sendPacket(m.agent!, encodeReply(r));
+  }
+
+  async #request(agent: number, data: Buffer, fds: number[]): Promise<void> {
+    const session = this.#session ?? { tokens: new Set<bigint>(), image: null, sendNow: () => {} };
+    session.sendNow = (r) => this.#sendDirect({ agent }, r);
+    let reply: Reply;
+    try {
+      reply = await dispatch(this.#luo, session, data, fds);
+    } catch (e) {
+      reply = { result: -5, struct: Buffer.alloc(0) };
+      process.emitWarning(`luo: control request failed unexpectedly: ${(e as Error).message}`);
+    }
+    this.#port.postMessage({ data: encodeReply(reply), fd: reply.fd });
+    Atomics.store(this.#flag, 0, 1);
+    Atomics.notify(this.#flag, 0);
+    if (reply.release) {
+      // Wait (briefly, off the event loop's critical path) until the worker has sent the fd.
+      const t0 = Date.now();
+      while (Atomics.load(this.#flag, 0) !== 2 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
+      reply.release();
+    }
+  }
+
+  async #closeSession(): Promise<void> {
+    const s = this.#session;
+    this.#session = null;
+    if (s && s.tokens.size) await this.#luo.files.drop(s.tokens);
+  }
+
+  /** Stop serving: end the worker, close the socket, remove the path. */
+  async stop(): Promise<void> {
+    Atomics.store(this.#flag, 1, 1);
+    await new Promise((r) => setTimeout(r, 300));
+    await this.#worker.terminate();
+    try {
+      sys.close(this.#listenFd);
+    } catch { /* closed */ }
+    fs.rmSync(this.path, { force: true });
+  }
+}

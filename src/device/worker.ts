@@ -1,0 +1,91 @@
+/*
+ * device/worker: the control socket's I/O thread. It blocks in poll/accept/recvmsg so that
+ * the service's event loop never does.
+ *
+ * Loop: poll the listening socket and the agent's connection (250 ms, to notice a stop
+ * request) →
+ *   a new connection: a peer without rights gets EPERM as its only reply and is closed; while
+ *     an agent is connected, a second one gets EBUSY as its only reply and is closed; else it
+ *     becomes the agent (the main thread is told, with its credentials);
+ *   a datagram from the agent: posted to the main thread, which runs it and answers through
+ *     the reply port; this thread sleeps in Atomics.wait until then, sends the reply (and the
+ *     fd, if any), and polls again;
+ *   the agent hangs up: the main thread is told (it drops what this agent preserved, v3 §2.4).
+ * Failures on one connection close that connection; the loop goes on.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import * as sys from '../sys/index.js';
+
+interface Init { listenFd: number; sab: SharedArrayBuffer; port: MessagePort; uid: number; allowUids: number[]; allowGids: number[] }
+const init = workerData as Init;
+const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop
+const EPERM = -1;
+const EBUSY = -16;
+let agent = -1;
+
+const only = (fd: number, result: number): void => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(result, 0);
+  try {
+    sys.sendPacket(fd, b);
+  } catch { /* it left already */ }
+  sys.close(fd);
+};
+
+function hangup(): void {
+  try {
+    sys.close(agent);
+  } catch { /* closed */ }
+  agent = -1;
+  parentPort!.postMessage({ type: 'close' });
+}
+
+while (Atomics.load(flag, 1) === 0) {
+  const fds = agent >= 0 ? [init.listenFd, agent] : [init.listenFd];
+  const rev = sys.poll(fds, 250);
+  if (rev[0]! & sys.POLLIN) {
+    const c = sys.accept(init.listenFd, true);
+    if (c >= 0) {
+      let cred: sys.PeerCred | null = null;
+      try {
+        cred = sys.peerCred(c);
+      } catch { /* treated as no rights */ }
+      const allowed = cred !== null && (cred.uid === 0 || cred.uid === init.uid || init.allowUids.includes(cred.uid) || init.allowGids.includes(cred.gid));
+      if (!allowed) {
+        only(c, EPERM);
+        parentPort!.postMessage({ type: 'denied', cred });
+      } else if (agent >= 0) {
+        only(c, EBUSY);
+      } else {
+        agent = c;
+        parentPort!.postMessage({ type: 'open', cred });
+      }
+    }
+  }
+  if (agent >= 0 && rev[1]) {
+    let pk: sys.Packet | null;
+    try {
+      pk = sys.recvPacket(agent, 65536);
+    } catch {
+      hangup();
+      continue;
+    }
+    if (!pk) continue;
+    if (pk.eof) {
+      hangup();
+      continue;
+    }
+    Atomics.store(flag, 0, 0);
+    parentPort!.postMessage({ type: 'req', data: pk.data, fds: pk.fds, truncated: pk.truncated || pk.fdsTruncated, agent });
+    Atomics.wait(flag, 0, 0);
+    const msg = receiveMessageOnPort(init.port)?.message as { data: Uint8Array; fd?: number } | undefined;
+    if (!msg) continue;
+    try {
+      sys.sendPacket(agent, msg.data, msg.fd !== undefined ? [msg.fd] : []);
+    } catch {
+      hangup();
+    }
+    Atomics.store(flag, 0, 2); // sent: the main thread may release the fd
+    Atomics.notify(flag, 0);
+  }
+}
