@@ -54,9 +54,10 @@ while (Atomics.load(flag, 1) === 0) {
       if (!allowed) {
         only(c, EPERM);
         parentPort!.postMessage({ type: 'denied', cred });
-      } else if (agent >= 0) {
+      } else if (agent >= 0 && !(sys.poll([agent], 0)[0]! & (sys.POLLHUP | sys.POLLERR))) {
         only(c, EBUSY);
       } else {
+        if (agent >= 0) hangup(); // the previous agent is gone; this poll had not seen it yet
         agent = c;
         parentPort!.postMessage({ type: 'open', cred });
       }
@@ -71,7 +72,9 @@ while (Atomics.load(flag, 1) === 0) {
       continue;
     }
     if (!pk) continue;
-    if (pk.eof) {
+    // A zero-length read is the agent hanging up only with POLLHUP; otherwise it is an empty
+    // datagram (legal on SEQPACKET), answered like any malformed request.
+    if (pk.eof && rev[1]! & (sys.POLLHUP | sys.POLLERR)) {
       hangup();
       continue;
     }
