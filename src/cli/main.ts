@@ -242,7 +242,7 @@ async function cmdUpdate(o: Opts): Promise<number> {
   };
   const finishJson = (ok: boolean, error?: string): number => {
     if (o.json) process.stdout.write(`${JSON.stringify({ ok, totalMs: Math.round(performance.now() - t0), phases, error })}\n`);
-    return ok ? EXIT.OK : EXIT.FAILED;
+    return ok ? EXIT.OK : error?.startsWith('ETIMEDOUT') ? EXIT.TIMEOUT : EXIT.FAILED;
   };
 
   let c = connect(o);

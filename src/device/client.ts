@@ -45,11 +45,15 @@ export class DeviceClient {
     return { result, struct: pk.data.subarray(4), fds: pk.fds };
   }
 
-  /** Wait for the connection to close (after REBOOT: the exec closes it). */
+  /** Wait for the connection to close (after REBOOT: the exec closes it). A reply arriving
+   *  instead means the exec failed after REBOOT had been accepted: raised as its errno. */
   waitClosed(): void {
     for (;;) {
       const pk = sys.recvPacket(this.fd);
       if (!pk || pk.eof) return;
+      for (const fd of pk.fds) sys.close(fd);
+      const r = pk.data.length >= 4 ? pk.data.readInt32LE(0) : -5;
+      throw new LuoError(errnoName(-r), `the exec failed after REBOOT was accepted (${errnoName(-r)}); the service cancelled the update`);
     }
   }
 

@@ -125,6 +125,8 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
   const oldCwd = process.cwd();
   try {
     if (image.cwd) process.chdir(image.cwd);
+    // Fail here, before the point of no return, on a program that cannot be executed.
+    const file = resolveExecutable(image.file, (image.env ?? process.env).PATH);
     opts.beforeExec?.();
     // The environment is read after beforeExec, so it can still add to process.env.
     const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env) };
@@ -134,13 +136,13 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
     const nodeExecve = (process as unknown as { execve?: (f: string, a: string[], e: Record<string, string>) => never }).execve;
     if (typeof nodeExecve === 'function') {
       try {
-        nodeExecve(image.file, image.argv, Object.fromEntries(envp.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])));
+        nodeExecve(file, image.argv, Object.fromEntries(envp.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])));
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         throw new SysError('execve', -(err.errno ?? 0) || 8, image.file);
       }
     }
-    return sys.execveRaw(image.file, image.argv, envp);
+    return sys.execveRaw(file, image.argv, envp);
   } catch (e) {
     restore();
     try {
@@ -149,6 +151,23 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
     if (e instanceof LuoError) throw e;
     throw fail('EINVAL', `exec of ${image.file} failed: ${(e as Error).message}`);
   }
+}
+
+/** The program execve will run: `file` itself if it has a slash, else the first executable
+ *  match on PATH (as execvp). SysError ENOENT/EACCES when there is none. */
+export function resolveExecutable(file: string, pathVar = process.env.PATH ?? '/usr/bin:/bin'): string {
+  const candidates = file.includes('/') ? [file] : pathVar.split(':').filter(Boolean).map((d) => `${d}/${file}`);
+  let errno = 2; // ENOENT
+  for (const c of candidates) {
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      if (fs.statSync(c).isFile()) return c;
+      errno = 13;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') errno = 13;
+    }
+  }
+  throw new SysError('execve', errno, file);
 }
 
 /** Children of this pid (inherited across exec: they are still ours). */

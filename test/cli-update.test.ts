@@ -1,0 +1,90 @@
+// `luo update` against the echo example: the whole update with connections streaming; and
+// when the next image cannot start, a report that says where it failed.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'node:test';
+import { StreamClient } from './echo-harness.js';
+import { cliPath, distRoot, jsonLines, runNode, tmpDir } from './helpers.js';
+
+const example = path.join(distRoot, 'examples', 'echo', 'main.js');
+
+async function startExample(): Promise<{ svc: ChildProcess; port: number; rundir: string; out: () => string }> {
+  const rundir = tmpDir('luo-cli-');
+  const svc = spawn(process.execPath, [example, '--port', '0', '--rundir', rundir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  svc.stdout!.on('data', (d) => (out += d));
+  svc.stderr!.on('data', (d) => (out += d));
+  while (!/listening on 127\.0\.0\.1:(\d+)/.test(out)) await new Promise((r) => setTimeout(r, 10));
+  while (!fs.existsSync(path.join(rundir, 'liveupdate'))) await new Promise((r) => setTimeout(r, 10));
+  return { svc, port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)![1]), rundir, out: () => out };
+}
+
+test('luo update drives the whole update (prepare, reboot, updated, finish) while 50 connections stream', { timeout: 60_000 }, async () => {
+  const { svc, port, rundir } = await startExample();
+  try {
+    const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
+    await Promise.all(clients.map((c) => c.connected()));
+    const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
+    for (let u = 0; u < 2; u++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const r = await runNode(cliPath, ['update', '--rundir', rundir, '--json']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const rep = jsonLines(r.stdout)[0]!;
+      assert.equal(rep.ok, true);
+      assert.deepEqual((rep.phases as Array<{ phase: string }>).map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish']);
+    }
+    clearInterval(pump);
+    await Promise.all(clients.map((c) => c.settled()));
+    for (const c of clients) {
+      assert.equal(c.error, null);
+      assert.equal(c.closed, false);
+      assert.equal(c.received, c.sent);
+    }
+    const st = await runNode(cliPath, ['state', '--rundir', rundir, '--json']);
+    assert.deepEqual(jsonLines(st.stdout)[0], { state: 'normal', value: 1 });
+    const human = await runNode(cliPath, ['update', '--rundir', rundir]);
+    assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms\nupdate done in [\d.]+ ms\n/);
+    clients.forEach((c) => c.sock.destroy());
+  } finally {
+    svc.kill('SIGKILL');
+  }
+});
+
+test('a next image that cannot be executed: the report says so, the update is cancelled and the old code keeps serving', { timeout: 30_000 }, async () => {
+  const { svc, port, rundir } = await startExample();
+  try {
+    const r = await runNode(cliPath, ['update', '--rundir', rundir, '--', '/nonexistent/node', 'x.js']);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /✓ prepare/);
+    assert.match(r.stdout, /✓ load next image .*\/nonexistent\/node x\.js/);
+    assert.match(r.stdout, /✗ update .*ENOENT: the service answered ENOENT to REBOOT/);
+    assert.match(r.stderr, /^luo: update failed: ENOENT/);
+    const st = await runNode(cliPath, ['state', '--rundir', rundir]);
+    assert.equal(st.stdout, 'normal\n', 'back to NORMAL, old image still running');
+    const c = new StreamClient(1, port);
+    await c.connected();
+    c.pump(100);
+    await c.settled();
+    assert.equal(c.received, 100, 'still serving');
+    c.sock.destroy();
+  } finally {
+    svc.kill('SIGKILL');
+  }
+});
+
+test('a next image that dies at start: the report names the phase and the state left behind, exit 5 (timed out)', { timeout: 30_000 }, async () => {
+  const { svc, rundir } = await startExample();
+  try {
+    const r = await runNode(cliPath, ['update', '--rundir', rundir, '--timeout', '2', '--json', '--', process.execPath, '-e', 'process.exit(3)']);
+    assert.equal(r.code, 5, r.stderr + r.stdout);
+    const rep = jsonLines(r.stdout)[0]!;
+    assert.equal(rep.ok, false);
+    assert.match(rep.error as string, /the next image did not start its control device within 2 s \(state file: frozen\)/);
+    const phases = rep.phases as Array<{ phase: string; ok: boolean }>;
+    assert.deepEqual(phases.map((p) => [p.phase, p.ok]), [['prepare', true], ['load next image', true], ['freeze + exec', true], ['after reboot', false]]);
+  } finally {
+    svc.kill('SIGKILL');
+  }
+});
