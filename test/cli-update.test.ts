@@ -4,15 +4,19 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import test from 'node:test';
+import test, { after } from 'node:test';
 import { StreamClient } from './echo-harness.js';
 import { cliPath, distRoot, jsonLines, runNode, tmpDir } from './helpers.js';
 
 const example = path.join(distRoot, 'examples', 'echo', 'main.js');
+// Services this file starts: killed when the file ends, even after a timed-out test.
+const started: ChildProcess[] = [];
+after(() => started.forEach((c) => c.kill('SIGKILL')));
 
 async function startExample(): Promise<{ svc: ChildProcess; port: number; rundir: string; out: () => string }> {
   const rundir = tmpDir('luo-cli-');
   const svc = spawn(process.execPath, [example, '--port', '0', '--rundir', rundir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  started.push(svc);
   let out = '';
   svc.stdout!.on('data', (d) => (out += d));
   svc.stderr!.on('data', (d) => (out += d));

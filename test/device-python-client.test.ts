@@ -3,18 +3,22 @@
 // restore it, check its bytes, FINISH. The protocol needs nothing from luo's own code; and a
 // TCP client of the echo service stays connected throughout.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import test from 'node:test';
+import test, { after } from 'node:test';
 import { distRoot, jsonLines, tmpDir } from './helpers.js';
 
 const example = path.join(distRoot, 'examples', 'echo', 'main.js');
 const client = path.join(distRoot, '..', 'test', 'clients', 'luo_client.py');
+// Services this file starts: killed when the file ends, even after a timed-out test.
+const started: ChildProcess[] = [];
+after(() => started.forEach((c) => c.kill('SIGKILL')));
 
 test('a Python stdlib client updates the echo example live and gets its memfd back intact', { timeout: 60_000 }, async () => {
   const rundir = tmpDir('luo-py-');
   const svc = spawn(process.execPath, [example, '--port', '0', '--rundir', rundir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  started.push(svc);
   let out = '';
   svc.stdout.on('data', (d) => (out += d));
   try {

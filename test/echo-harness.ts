@@ -6,7 +6,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { after } from 'node:test';
 import { imagePath } from './helpers.js';
+
+// Every service started here is killed when the test file ends, even after a timed-out test
+// (whose finally never runs): a live child would keep the file from ever exiting.
+const services = new Set<ChildProcess>();
+after(() => services.forEach((c) => c.kill('SIGKILL')));
 
 export type Line = Record<string, unknown> & { event: string };
 
@@ -18,6 +24,7 @@ export class Service {
 
   constructor(env: NodeJS.ProcessEnv = {}) {
     this.child = spawn(process.execPath, [imagePath('echo-a')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    services.add(this.child);
     let buf = '';
     this.child.stdout!.on('data', (d) => {
       buf += d;

@@ -271,18 +271,22 @@ async function cmdUpdate(o: Opts): Promise<number> {
     c.waitClosed();
     c.close();
     // The next image boots; its device appears once it has restored what it needs.
+    // Connect and ask the state, retrying until the deadline: until the next image serves its
+    // device, connecting fails, or lands in the old image's dying listener and is reset.
     const deadline = performance.now() + timeoutMs;
+    let st: number;
     for (;;) {
       try {
         c = connect(o);
+        st = c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
         break;
       } catch (e) {
+        c.close();
         if (performance.now() > deadline) throw new LuoError('ETIMEDOUT', `the next image did not start its control device within ${timeoutMs / 1000} s (state file: ${readStateFile(o) ?? 'missing'})`);
         void e;
         await sleep(10);
       }
     }
-    const st = c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
     if (st !== State.UPDATED) {
       throw new LuoError('EIO', `the next image booted ${stateName(st)}, not updated: the handover did not reach it`);
     }

@@ -49,7 +49,13 @@ export class DeviceClient {
    *  instead means the exec failed after REBOOT had been accepted: raised as its errno. */
   waitClosed(): void {
     for (;;) {
-      const pk = sys.recvPacket(this.fd);
+      let pk: sys.Packet | null;
+      try {
+        pk = sys.recvPacket(this.fd);
+      } catch (e) {
+        if ((e as LuoError).code === 'ECONNRESET') return; // closed by the exec, hard
+        throw e;
+      }
       if (!pk || pk.eof) return;
       for (const fd of pk.fds) sys.close(fd);
       const r = pk.data.length >= 4 ? pk.data.readInt32LE(0) : -5;

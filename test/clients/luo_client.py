@@ -58,18 +58,23 @@ def main():
         body = struct.pack("<IIII", 16 + len(strings), len(next_argv), 0, 0) + strings
         out["load_image"] = call(s, LOAD_IMAGE, body)[0]
     out["reboot"] = call(s, REBOOT, struct.pack("<II", 8, 0))[0]
-    out["closed_after_reboot"] = s.recv(64) == b""
+    try:
+        out["closed_after_reboot"] = s.recv(64) == b""
+    except ConnectionResetError:  # the exec closed it (docs/uapi.md: EOF or ECONNRESET)
+        out["closed_after_reboot"] = True
     s.close()
+    # Until the next image serves its device, connecting fails (or lands in the old image's
+    # dying listener and is reset): retry connect + GET_STATE together.
     deadline = time.time() + 30
     while True:
         try:
             s = connect(path)
+            out["state_after"] = struct.unpack("<I", call(s, GET_STATE, struct.pack("<II", 8, 0))[1][4:8])[0]
             break
-        except OSError:
+        except (OSError, RuntimeError):
             if time.time() > deadline:
                 raise
             time.sleep(0.01)
-    out["state_after"] = struct.unpack("<I", call(s, GET_STATE, struct.pack("<II", 8, 0))[1][4:8])[0]
     res, _body, fds = call(s, FD_RESTORE, struct.pack("<IiQ", 16, 0, TOKEN))
     out["restore"] = res
     out["restored_fds"] = len(fds)
