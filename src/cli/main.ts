@@ -138,13 +138,18 @@ async function cmdPreserve(o: Opts): Promise<number> {
     fs.closeSync(fd);
   }
   out(o, `preserved ${file} as token ${token}; holding the device (Ctrl-C drops the preservation)`, { token: String(token), file, ok: true });
+  // Hold the connection (the interval keeps the process alive) until interrupted, or until
+  // the service goes away (its device path disappears).
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
     const t2 = setInterval(() => {
-      if (!fs.existsSync(devicePath(o))) resolve();
+      if (!fs.existsSync(devicePath(o))) done();
     }, 500);
-    t2.unref();
+    const done = (): void => {
+      clearInterval(t2);
+      resolve();
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
   });
   c.close();
   return EXIT.OK;

@@ -33,13 +33,27 @@ export class DeviceClient {
     const msg = Buffer.alloc(4 + struct.length);
     msg.writeUInt32LE(cmd, 0);
     struct.copy(msg, 4);
-    sys.sendPacket(this.fd, msg, fds);
+    try {
+      sys.sendPacket(this.fd, msg, fds);
+    } catch (e) {
+      // A refused connection (EBUSY: another agent; EPERM: no rights) gets its one reply unasked
+      // and is closed, so our send can fail: the reason is in that reply.
+      const code = (e as LuoError).code;
+      if (code !== 'EPIPE' && code !== 'ECONNRESET') throw e;
+      const early = sys.recvPacket(this.fd);
+      const r = early && early.data.length >= 4 ? early.data.readInt32LE(0) : 0;
+      if (r === -16) throw new LuoError('EBUSY', 'another agent is driving this service (one agent at a time)');
+      if (r === -1) throw new LuoError('EPERM', 'this user may not drive this service (root, its own uid, or its allow-list only)');
+      throw new LuoError(code, 'the service closed the connection');
+    }
     const pk = sys.recvPacket(this.fd);
     if (!pk || pk.eof) throw new LuoError('EPIPE', 'the service closed the connection');
     if (pk.data.length < 4) throw new LuoError('EPROTO', `short reply (${pk.data.length} bytes)`);
     const result = pk.data.readInt32LE(0);
     if (result < 0 && !opts.allowFail) {
       for (const fd of pk.fds) sys.close(fd);
+      if (result === -16 && pk.data.length === 4) throw new LuoError('EBUSY', 'another agent is driving this service (one agent at a time)');
+      if (result === -1 && pk.data.length === 4) throw new LuoError('EPERM', 'this user may not drive this service (root, its own uid, or its allow-list only)');
       throw new LuoError(errnoName(-result), `the service answered ${errnoName(-result)} to ${ioctlName(cmd)}`);
     }
     return { result, struct: pk.data.subarray(4), fds: pk.fds };
