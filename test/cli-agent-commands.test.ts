@@ -2,22 +2,19 @@
 // preserve (held until interrupted, as the device drops an agent's files when it leaves),
 // fd-state, fd-event, dump, and their one-line errors and exit codes.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { cliPath, imagePath, jsonLines, runNode, tmpDir } from './helpers.js';
+import { cliPath, jsonLines, runNode, startDeviceService, tmpDir, type DeviceService } from './helpers.js';
 
-let svc: ChildProcess;
+let svc: DeviceService;
 let rundir = '';
-let out = '';
 before(async () => {
   rundir = tmpDir('luo-agent-');
-  svc = spawn(process.execPath, [imagePath('device-service')], { env: { ...process.env, LUO_RUNDIR: rundir, LUO_KHO_DEBUG: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  svc.stdout!.on('data', (d) => (out += d));
-  while (!out.includes('"ready"')) await new Promise((r) => setTimeout(r, 10));
+  svc = await startDeviceService({ LUO_RUNDIR: rundir, LUO_KHO_DEBUG: '1' });
 });
-after(() => svc.kill('SIGKILL'));
+after(() => svc.child.kill('SIGKILL'));
 const luo = (...args: string[]) => runNode(cliPath, [...args, '--rundir', rundir]);
 
 test('state, and state --watch printing every change; prepare and cancel', async () => {
@@ -53,12 +50,7 @@ test('preserve holds the device until interrupted; the service then drops the to
   const busy = await luo('fd-state', '9');
   assert.equal(busy.code, 1);
   assert.equal(busy.stderr, 'luo: EBUSY: another agent is driving this service (one agent at a time)\n');
-  const report = async (): Promise<Record<string, any>> => {
-    const before = out.length;
-    svc.kill('SIGUSR1');
-    while (!out.slice(before).includes('\n')) await new Promise((r) => setTimeout(r, 5));
-    return JSON.parse(out.slice(before).split('\n')[0]!);
-  };
+  const report = (): Promise<Record<string, any>> => svc.report();
   assert.deepEqual((await report()).tokens, ['9']);
   p.kill('SIGINT');
   await new Promise((r) => p.on('close', r));

@@ -3,26 +3,21 @@
 // missing and extra fds, a second agent, a peer with another uid, and disconnects. After every
 // bad request the service still serves and nothing preserved is lost.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as sys from '../src/sys/index.js';
-import { imagePath, tmpDir } from './helpers.js';
+import { startDeviceService, tmpDir, type DeviceService } from './helpers.js';
 
-let svc: ChildProcess;
+let svc: DeviceService;
 let dev = '';
-let rundir = '';
-let out = '';
 
 before(async () => {
-  rundir = tmpDir('luo-dev-');
-  svc = spawn(process.execPath, [imagePath('device-service')], { env: { ...process.env, LUO_RUNDIR: rundir, DEVICE_ALLOW_UIDS: '65533' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  svc.stdout!.on('data', (d) => (out += d));
-  while (!out.includes('"ready"')) await new Promise((r) => setTimeout(r, 10));
-  dev = JSON.parse(out.split('\n')[0]!).path;
+  svc = await startDeviceService({ LUO_RUNDIR: tmpDir('luo-dev-'), DEVICE_ALLOW_UIDS: '65533' });
+  dev = svc.path;
 });
-after(() => svc.kill('SIGKILL'));
+after(() => svc.child.kill('SIGKILL'));
 
 /** Little-endian helpers for building requests by hand. */
 const u32 = (v: number): number[] => [v & 255, (v >>> 8) & 255, (v >>> 16) & 255, (v >>> 24) & 255];
@@ -37,12 +32,7 @@ function call(fd: number, bytes: Buffer | number[], fds: number[] = []): { resul
 }
 const open = (): number => sys.seqpacketConnect(dev);
 const getState = (fd: number): number => call(fd, req(0xba03, [...u32(8), 0, 0, 0, 0])).struct[4]!;
-const svcReport = async (): Promise<Record<string, any>> => {
-  const before = out.length;
-  svc.kill('SIGUSR1');
-  while (out.length === before || !out.slice(before).includes('\n')) await new Promise((r) => setTimeout(r, 5));
-  return JSON.parse(out.slice(before).split('\n')[0]!);
-};
+const svcReport = (): Promise<Record<string, any>> => svc.report();
 const E = { EPERM: -1, ENOENT: -2, EBADF: -9, EBUSY: -16, EEXIST: -17, EINVAL: -22, ENOTTY: -25, E2BIG: -7, EOPNOTSUPP: -95 };
 
 test('the socket is 0600 in a 0700 directory', () => {

@@ -44,3 +44,25 @@ export function hasTool(name: string): boolean {
 export function jsonLines(out: string): Array<Record<string, unknown>> {
   return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
+
+/** The device-service image (test/images/device-service.ts), started and ready. */
+export interface DeviceService {
+  child: import('node:child_process').ChildProcess;
+  path: string;
+  /** Ask the service (SIGUSR1) for its state and outgoing tokens. */
+  report(): Promise<Record<string, any>>;
+}
+
+export async function startDeviceService(env: NodeJS.ProcessEnv): Promise<DeviceService> {
+  const child = spawn(process.execPath, [imagePath('device-service')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  while (!out.includes('"ready"')) await new Promise((r) => setTimeout(r, 10));
+  const report = async (): Promise<Record<string, any>> => {
+    const before = out.length;
+    child.kill('SIGUSR1');
+    while (!out.slice(before).includes('\n')) await new Promise((r) => setTimeout(r, 5));
+    return JSON.parse(out.slice(before).split('\n')[0]!);
+  };
+  return { child, path: JSON.parse(out.split('\n')[0]!).path, report };
+}
