@@ -46,7 +46,13 @@ export class DeviceClient {
       if (r === -1) throw new LuoError('EPERM', 'this user may not drive this service (root, its own uid, or its allow-list only)');
       throw new LuoError(code, 'the service closed the connection');
     }
-    const pk = sys.recvPacket(this.fd);
+    let pk: sys.Packet | null;
+    try {
+      pk = sys.recvPacket(this.fd);
+    } catch (e) {
+      if ((e as LuoError).code !== 'ECONNRESET') throw e;
+      throw new LuoError('ECONNRESET', 'the service closed the connection at once (another agent is connected, or this user may not drive it)');
+    }
     if (!pk || pk.eof) throw new LuoError('EPIPE', 'the service closed the connection');
     if (pk.data.length < 4) throw new LuoError('EPROTO', `short reply (${pk.data.length} bytes)`);
     const result = pk.data.readInt32LE(0);

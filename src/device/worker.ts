@@ -23,11 +23,18 @@ const EPERM = -1;
 const EBUSY = -16;
 let agent = -1;
 
+/** A refused connection: its one reply, then close. Closing with the peer's request still
+ *  unread would reset the peer (unix_release_sock) and lose the reply, so read and discard
+ *  what it sends first (waiting at most 100 ms for it). */
 const only = (fd: number, result: number): void => {
   const b = Buffer.alloc(4);
   b.writeInt32LE(result, 0);
   try {
     sys.sendPacket(fd, b);
+    if (sys.poll([fd], 100)[0]! & sys.POLLIN) {
+      const pk = sys.recvPacket(fd);
+      for (const f of pk?.fds ?? []) sys.close(f);
+    }
   } catch { /* it left already */ }
   sys.close(fd);
 };
