@@ -13,7 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { defaultName, defaultRundir, validName } from '../config.js';
+import { defaultRundir, validName } from '../config.js';
 import { DeviceClient, structs } from '../device/client.js';
 import { LuoError } from '../errors.js';
 import { decode, toDts } from '../fdt/index.js';
@@ -41,7 +41,7 @@ export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, MALFORMED: 3, NO_SERVICE: 4, T
 
 class UsageError extends Error {}
 
-interface Opts { rundir: string; json: boolean; flags: Map<string, string[]>; args: string[]; rest: string[] | null }
+interface Opts { readonly rundir: string; json: boolean; flags: Map<string, string[]>; args: string[]; rest: string[] | null }
 
 function parse(argv: string[]): Opts {
   const flags = new Map<string, string[]>();
@@ -65,8 +65,16 @@ function parse(argv: string[]): Opts {
     } else args.push(a);
   }
   const name = flags.get('name')?.[0] ?? process.env.LUO_NAME;
-  const rundir = flags.get('rundir')?.[0] ?? process.env.LUO_RUNDIR ?? defaultRundir(validName(name ?? defaultName()));
-  return { rundir: path.resolve(rundir), json: flags.has('json'), flags, args, rest };
+  const given = flags.get('rundir')?.[0] ?? process.env.LUO_RUNDIR;
+  return {
+    // Resolved when a command needs the service (dump FILE does not).
+    get rundir(): string {
+      if (given !== undefined) return path.resolve(given);
+      if (name === undefined) throw new UsageError('which service? give --name NAME or --rundir DIR (or set LUO_NAME / LUO_RUNDIR)');
+      return defaultRundir(validName(name));
+    },
+    json: flags.has('json'), flags, args, rest,
+  };
 }
 
 const devicePath = (o: Opts): string => path.join(o.rundir, 'liveupdate');

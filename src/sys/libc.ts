@@ -12,30 +12,15 @@
  * `Mapping` (sys/mapping.ts), which guarantees that no view outlives its mapping.
  */
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { SysError } from '../errors.js';
+import { koffi, koffiLib } from './ffi.js';
 
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
   dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn;
 }
-type Koffi = typeof import('koffi');
 let lib: Libc | undefined;
-let koffiMod: Koffi | undefined;
-
-function koffi(): Koffi {
-  koffiMod ??= createRequire(import.meta.url)('koffi') as Koffi;
-  return koffiMod;
-}
-
-let soHandle: ReturnType<Koffi['load']> | undefined;
-
-/** koffi and the loaded libc, for the other sys modules (never outside src/sys). */
-export function koffiLib(): { koffi: Koffi; so: ReturnType<Koffi['load']> } {
-  soHandle ??= koffi().load('libc.so.6');
-  return { koffi: koffi(), so: soHandle };
-}
 
 function libc(): Libc {
   if (lib) return lib;

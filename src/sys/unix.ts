@@ -8,7 +8,8 @@
  * Every failure is a SysError naming the call; nothing is left half-open on failure.
  */
 import { SysError, fail } from '../errors.js';
-import { close, koffiLib } from './libc.js';
+import { koffiLib } from './ffi.js';
+import { close } from './libc.js';
 
 const AF_UNIX = 1;
 const SOCK_SEQPACKET = 5;
