@@ -1,7 +1,8 @@
 // A client written with Python's standard library alone (test/clients/luo_client.py, from
 // docs/uapi.md) drives a full live update of the echo example: preserve a memfd, update,
-// restore it, check its bytes, FINISH. The protocol needs nothing from luo's own code; and a
-// TCP client of the echo service stays connected throughout.
+// restore it, check its bytes, FINISH. On the way it disconnects in UPDATED: what it preserved
+// in the new image is dropped, the handed-over memfd is not. The protocol needs nothing from
+// luo's own code; and a TCP client of the echo service stays connected throughout.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -43,7 +44,7 @@ test('a Python stdlib client updates the echo example live and gets its memfd ba
     const r = jsonLines(py.stdout)[0]!;
     assert.deepEqual(r, {
       preserve: 0, prepare: 0, load_image: 0, reboot: 0, closed_after_reboot: true, state_after: 4,
-      restore: 0, restored_fds: 1, bytes_intact: true, size: 1 << 20, restore_again: -22, finish: 0, state_final: 1,
+      preserve_in_updated: 0, dropped_on_disconnect: true, restore: 0, restored_fds: 1, bytes_intact: true, size: 1 << 20, restore_again: -22, finish: 0, state_final: 1,
     });
     tcp.write('after');
     await new Promise((r) => setTimeout(r, 200));

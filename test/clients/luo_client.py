@@ -75,6 +75,26 @@ def main():
             if time.time() > deadline:
                 raise
             time.sleep(0.01)
+    # Disconnect in UPDATED: what this agent preserved in the new image (outgoing) is dropped;
+    # the handed-over (incoming) files stay, waiting for FD_RESTORE and FINISH.
+    extra = os.memfd_create("py-next")
+    out["preserve_in_updated"] = call(s, FD_PRESERVE, struct.pack("<IiQ", 16, 0, 0x99), [extra])[0]
+    os.close(extra)
+    s.close()
+    s = None
+    for _ in range(300):
+        try:
+            s = connect(path)
+            # GET_FD_STATE on the outgoing set: -ENOENT once the service has dropped it.
+            r = call(s, 0xBA05, struct.pack("<IB3xQII", 24, 0, 0x99, 0, 0))[0]
+            if r == -2:
+                break
+            s.close()
+            s = None
+        except OSError:
+            s = None
+        time.sleep(0.01)
+    out["dropped_on_disconnect"] = s is not None
     res, _body, fds = call(s, FD_RESTORE, struct.pack("<IiQ", 16, 0, TOKEN))
     out["restore"] = res
     out["restored_fds"] = len(fds)
