@@ -293,10 +293,9 @@ async function cmdUpdate(o: Opts): Promise<number> {
         c = connect(o);
         st = c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
         break;
-      } catch (e) {
+      } catch {
         c.close();
         if (performance.now() > deadline) throw new LuoError('ETIMEDOUT', `the next image did not start its control device within ${timeoutMs / 1000} s (state file: ${readStateFile(o) ?? 'missing'})`);
-        void e;
         await sleep(10);
       }
     }

@@ -35,7 +35,8 @@ let u: UnixLib | undefined;
 function lib(): UnixLib {
   if (u) return u;
   const { koffi, so } = koffiLib();
-  const sockaddr = koffi.struct('luo_sockaddr_un', { sun_family: 'uint16_t', sun_path: koffi.array('char', 108) });
+  // Named types, referred to by name in the declarations below.
+  koffi.struct('luo_sockaddr_un', { sun_family: 'uint16_t', sun_path: koffi.array('char', 108) });
   const iovec = koffi.struct('luo_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   koffi.struct('luo_msghdr', {
     msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: koffi.pointer(iovec), msg_iovlen: 'size_t',
@@ -43,7 +44,6 @@ function lib(): UnixLib {
   });
   koffi.struct('luo_ucred', { pid: 'int32_t', uid: 'uint32_t', gid: 'uint32_t' });
   koffi.struct('luo_pollfd', { fd: 'int', events: 'short', revents: 'short' });
-  void sockaddr;
   u = {
     socket: so.func('int socket(int domain, int type, int protocol)'),
     bind: so.func('int bind(int fd, const luo_sockaddr_un *addr, uint32_t len)'),

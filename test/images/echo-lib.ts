@@ -22,10 +22,8 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const luo = boot({ arenaSize: 2 ** 30 });
   mark('luo booted');
   const isHttp = process.env.ECHO_HTTP === '1';
-  let served = 0;
   const server: net.Server = isHttp
     ? http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-      served++;
       req.resume();
       req.on('end', () => res.end(`${version}:${req.url}`));
     })
@@ -85,5 +83,4 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     })();
   });
   process.on('SIGTERM', () => process.exit(0));
-  void served;
 }
