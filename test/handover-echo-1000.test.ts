@@ -38,6 +38,10 @@ test('1 000 streaming connections and a stream of new ones survive five live upd
     await new Promise((r) => setTimeout(r, 500));
     clearInterval(pumper);
     clearInterval(arrivals);
+    // The last arrivals may still be connecting: let each connect and send before settling
+    // (otherwise 0 sent = 0 received would pass as settled).
+    await Promise.all(late.map((c) => c.connected()));
+    await new Promise((r) => setImmediate(r));
     await Promise.all([...clients, ...late].map((c) => c.settled()));
 
     assert.deepEqual(readies.map((r) => r.version), ['b', 'a', 'b', 'a', 'b'], 'alternating images');
