@@ -1,6 +1,7 @@
 /*
  * The smallest true live update, image 1 of 2 (what `npm start` runs until the full demo).
- * Fills preserved memory with a pattern, records it in a subtree, finalizes KHO and execs
+ * Fills preserved memory with a pattern (and some scratch memory it does not preserve),
+ * records it in a subtree, finalizes KHO and execs
  * image 2 (second.ts) in the same pid. Options: --mib N (default 256).
  */
 import path from 'node:path';
@@ -31,6 +32,9 @@ for (let i = 0; i < 8; i++) {
   fillPattern(kho.view(a, PAGE_SIZE * (i + 1)), a, SEED + i);
   small.push(a);
 }
+// Working memory this image does NOT preserve: the next image must not get it.
+const scratch = kho.alloc(64 * 2 ** 20);
+kho.view(scratch, 64 * 2 ** 20).fill(0xee);
 const fillMs = performance.now() - t;
 
 const meta = new FdtNode('');
@@ -40,6 +44,6 @@ meta.setU64Array('small', small);
 kho.addSubtree('demo', kho.storeFdt(meta));
 kho.finalize();
 
-console.log(`image 1 (pid ${process.pid}): filled ${mib} MiB + 8 small regions in ${fillMs.toFixed(0)} ms; arena holds ${(kho.arena.allocatedBytes() / 2 ** 20).toFixed(1)} MiB; exec…`);
+console.log(`image 1 (pid ${process.pid}): filled ${mib} MiB + 8 small regions (preserved) and 64 MiB of scratch (not preserved) in ${fillMs.toFixed(0)} ms; arena holds ${(kho.arena.allocatedBytes() / 2 ** 20).toFixed(1)} MiB; exec…`);
 const next = path.join(path.dirname(fileURLToPath(import.meta.url)), 'second.js');
 kexec(kho, { file: process.execPath, argv: [process.execPath, next], env: { ...process.env, LUO_DEMO_T0: String(process.hrtime.bigint()), LUO_DEMO_PID: String(process.pid) } });
