@@ -193,8 +193,8 @@ export class Kho {
 
   /** Free pages from alloc(); their memory returns to the system. EBUSY while preserved. */
   free(addr: number, size: number): void {
-    this.#checkRange(addr, Math.ceil(size / PAGE_SIZE) * PAGE_SIZE);
     const len = Math.ceil(size / PAGE_SIZE) * PAGE_SIZE;
+    this.#checkRange(addr, len);
     if (this.#overlaps(this.#preserved, addr, len)) throw fail('EBUSY', `pages at ${addr} are preserved; unpreserve them first`);
     if (this.#overlaps(this.#incoming, addr, len)) throw fail('EBUSY', `pages at ${addr} were handed over; restore them first`);
     this.#alloc.free(addr / PAGE_SIZE, len / PAGE_SIZE);

@@ -20,6 +20,13 @@ export interface Timeouts {
 
 export const DEFAULT_TIMEOUTS: Timeouts = { prepare: 30_000, freeze: 10_000, cancel: 10_000, boot: 30_000, finish: 10_000 };
 
+/** What prepare/freeze/snapshot callbacks may return: a new u64 payload, or nothing to keep it. */
+export type Payload = bigint | number | void | undefined;
+
+export function toU64(v: Payload, prev: bigint): bigint {
+  return v === undefined ? prev : BigInt.asUintN(64, BigInt(v));
+}
+
 export function asLuoError(e: unknown, what: string): LuoError {
   if (e instanceof LuoError) {
     const err = new LuoError(e.code, `${what}: ${e.message.replace(/^[A-Z0-9_]+: /, '')}`, { cause: e });

@@ -32,10 +32,8 @@ import { HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode, encode } from '../fdt/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
-import { asLuoError, runCallback, runInfallible, type Timeouts } from './callbacks.js';
+import { asLuoError, runCallback, runInfallible, toU64, type Payload, type Timeouts } from './callbacks.js';
 import type { Luo } from './luo.js';
-
-type Payload = bigint | number | void | undefined;
 
 export interface FileArgs<H = unknown> {
   token: bigint;
@@ -79,8 +77,6 @@ export interface FileHandler<H = unknown> {
 
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State }
 interface InFile { token: bigint; handler: FileHandler; data: bigint; state: State; reclaimed: boolean; file: unknown | null; fds: number[] }
-
-const toU64 = (v: Payload, prev: bigint): bigint => (v === undefined ? prev : BigInt.asUintN(64, BigInt(v)));
 
 export class Files {
   readonly #luo: Luo;

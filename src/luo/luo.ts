@@ -40,11 +40,9 @@ import {
   Event, FILES_SUBSYSTEM, LIVEUPDATE_NUMBER, LUO_COMPATIBLE, LUO_SUBTREE, State, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_NODE,
   SUBSYSTEM_NAME_RE, stateName, toToken,
 } from './abi.js';
-import { DEFAULT_TIMEOUTS, runCallback, runInfallible, type Timeouts } from './callbacks.js';
+import { DEFAULT_TIMEOUTS, runCallback, runInfallible, toU64, type Payload, type Timeouts } from './callbacks.js';
 import { Files, type FileHandler } from './files.js';
 import { StateFile } from './statefile.js';
-
-type Payload = bigint | number | void | undefined;
 
 /** A part of the service that takes part in live updates (struct liveupdate_subsystem). */
 export interface Subsystem {
@@ -66,8 +64,6 @@ export interface LuoOptions extends Partial<LuoConfig> {
 }
 
 interface Entry { sub: Subsystem; data: bigint; internal?: boolean }
-
-const toU64 = (v: Payload, prev: bigint): bigint => (v === undefined ? prev : BigInt.asUintN(64, BigInt(v)));
 
 export class Luo extends EventEmitter {
   readonly config: LuoConfig;
@@ -296,10 +292,7 @@ export class Luo extends EventEmitter {
         this.#writeTree(list);
         this.kho.finalize();
       } catch (err) {
-        if (this.kho.finalized) this.kho.abort();
-        await this.#cancelEntries(list);
-        this.#destroyTree();
-        this.#setState(State.NORMAL);
+        await this.#rollback();
         throw err;
       }
       this.#setState(State.FROZEN);
@@ -313,11 +306,7 @@ export class Luo extends EventEmitter {
         if (!this.kho.finalized) throw fail('ENOENT', `nothing to cancel in state ${this.stateName} (KHO is not finalized)`);
         throw fail('EINVAL', `CANCEL needs state prepared or frozen, not ${this.stateName}`);
       }
-      if (this.kho.finalized) this.kho.abort();
-      const list = this.#list();
-      await this.#cancelEntries(list);
-      this.#destroyTree();
-      this.#setState(State.NORMAL);
+      await this.#rollback();
     });
   }
 
@@ -342,6 +331,16 @@ export class Luo extends EventEmitter {
       if (leaked > 0) process.emitWarning(`luo: FINISH released ${leaked} bytes of handed-over memory that no subsystem restored`, { code: 'LUO_UNCLAIMED_MEMORY' });
       this.#setState(State.NORMAL);
     });
+  }
+
+  /** Back to NORMAL from PREPARED/FROZEN (CANCEL, a failed FREEZE, a failed exec): KHO is
+   *  aborted first, so cancel callbacks can unpreserve; then every subsystem is cancelled in
+   *  registration order and the tree is freed. */
+  async #rollback(): Promise<void> {
+    if (this.kho.finalized) this.kho.abort();
+    await this.#cancelEntries(this.#list());
+    this.#destroyTree();
+    this.#setState(State.NORMAL);
   }
 
   async #cancelEntries(entries: Entry[]): Promise<void> {
@@ -399,12 +398,7 @@ export class Luo extends EventEmitter {
           },
         });
       } catch (err) {
-        if (frozen) {
-          if (this.kho.finalized) this.kho.abort();
-          await this.#cancelEntries(this.#list());
-          this.#destroyTree();
-          this.#setState(State.NORMAL);
-        }
+        if (frozen) await this.#rollback();
         throw err;
       }
     });
