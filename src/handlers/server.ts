@@ -21,7 +21,8 @@
  * Incoming (restoreServer): listen on the same listening socket first (serving starts
  * there), then hand each connection to the server as if it had just been accepted
  * (server.emit('connection')), carried bytes first, in batches so the event loop keeps
- * serving while the rest are adopted.
+ * serving while the rest are adopted. A connection the caller claims (opts.claim, e.g. an
+ * upgraded WebSocket) goes to the caller instead of the server, and stays tracked.
  */
 import net from 'node:net';
 import { fail } from '../errors.js';
@@ -161,6 +162,12 @@ export interface RestoreOptions {
   batch?: number;
   /** Called for each adopted connection before the server sees it. */
   onConnection?: (s: net.Socket) => void;
+  /**
+   * Take a connection yourself: return true and the server never sees it (it stays tracked,
+   * so the next update carries it again). For connections the server no longer parses, such
+   * as an upgraded WebSocket, which an http.Server would answer with 400.
+   */
+  claim?: (s: net.Socket) => boolean;
 }
 
 /**
@@ -179,13 +186,14 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
       resolve();
     });
   });
-  tracking(server);
+  const t = tracking(server);
   const batch = opts.batch ?? 256;
   for (let i = 0; i < st.connections.length; i++) {
     const s = adoptConnection(st.connections[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
     attachToServer(server, s);
     opts.onConnection?.(s);
-    server.emit('connection', s);
+    if (opts.claim?.(s)) track(t, s);
+    else server.emit('connection', s);
     if ((i + 1) % batch === 0) await new Promise((r) => setImmediate(r));
   }
   return {

@@ -1,0 +1,393 @@
+/*
+ * examples/kv/service: a small stateful service, one port for an HTTP API and two upgraded
+ * channels, whose state a live update keeps. Two versions share this body (v1.ts, v2.ts).
+ *
+ *   GET/PUT/DELETE /kv/<key>   the key-value store (values ≤ 88 bytes); every response says
+ *                              which version served it (x-version), v2 also each key's
+ *                              revision (x-rev)
+ *   GET /stats                 JSON: version, store format, entries, checksum, verification
+ *   GET /ws  (Upgrade: websocket)   messages {"seq":n,...} are acknowledged
+ *                              {"ack":n,"count":…,"session":…}; the per-connection session
+ *                              (id, messages counted) survives updates
+ *   GET /echo (Upgrade: tcp-echo)   a raw byte stream echoed back
+ *
+ * Modes (--mode): 'luo' (default) keeps everything across `luo update`; 'plain' keeps
+ * nothing (what pm2 reload gives); 'json' writes the store to a JSON file on SIGTERM and
+ * reads it back at start (what most services do today).
+ *
+ * Lifecycle under luo:
+ *   cold start   listen, create the store in preserved memory and seed it, serve, start the
+ *                control device. Subsystem "kv-store" hands over the store's root address
+ *                and format in its payload; "kv-sessions" hands over the sessions.
+ *   FREEZE       "kv-sessions" stops consuming WebSocket bytes and records each session
+ *                with the bytes its parser holds (a partial frame), so the channel is handed
+ *                over at a frame boundary; bytes still unread stay in the socket for luo to
+ *                carry. At FROZEN the store's checksum is printed ("handover" line).
+ *   CANCEL       consumption resumes where it stopped; nothing was lost.
+ *   next image   reopen the store in place (v2 upgrades format 1 to 2; v1 opens format 2 and
+ *                releases its revision block), adopt the
+ *                listener and every connection (WebSocket and echo connections are claimed
+ *                back by their peer address), serve, start the control device, then verify
+ *                the store's checksum against its records in the background.
+ * Unhappy paths: a bad request gets 400/404/413 and the connection lives on; a protocol
+ * error on a WebSocket closes that one connection (1002/1009); a store that does not open
+ * (wrong magic, unknown format) stops the service with a message (exit 1), never serves
+ * wrong data.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { boot, preserveServer, restoreServer, startDevice, State, type Luo } from 'luo';
+import { KvStore, StoreFullError, heapMemory, seed, type StoreMemory } from './store.js';
+import { FrameParser, MessageAssembler, OP, WsProtocolError, acceptKey, encodeFrame } from './ws.js';
+
+export interface ServiceArgs {
+  mode: 'luo' | 'plain' | 'json';
+  port: number;
+  host: string;
+  name?: string;
+  rundir?: string;
+  entries: number;
+  stateBytes: number;
+  stateFile?: string;
+}
+
+export function parseArgs(argv: string[]): ServiceArgs {
+  const get = (n: string): string | undefined => {
+    const i = argv.indexOf(`--${n}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const entries = Number(get('entries') ?? 300_000);
+  const a: ServiceArgs = {
+    mode: (get('mode') ?? 'luo') as ServiceArgs['mode'],
+    port: Number(get('port') ?? 0),
+    host: get('host') ?? '127.0.0.1',
+    name: get('name'),
+    rundir: get('rundir'),
+    entries,
+    stateBytes: Number(get('state-bytes') ?? Math.max(8 * 2 ** 20, Math.ceil(entries / 0.6) * 128)),
+    stateFile: get('state-file'),
+  };
+  if (!['luo', 'plain', 'json'].includes(a.mode)) throw new Error(`--mode must be luo, plain or json, not ${a.mode}`);
+  if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new Error(`--port ${get('port')} is not a port`);
+  if (!Number.isInteger(entries) || entries < 0) throw new Error(`--entries ${get('entries')} is not a count`);
+  if (a.mode === 'json' && !a.stateFile) throw new Error('--mode json needs --state-file FILE');
+  return a;
+}
+
+interface Session { id: number; kind: 'ws' | 'echo'; count: number; lastSeq: number; pending?: Buffer; partial?: { opcode: number; parts: Buffer[] } }
+interface Live { session: Session; socket: net.Socket; onData?: (b: Buffer) => void; parser?: FrameParser; asm?: MessageAssembler }
+interface SavedSession extends Omit<Session, 'pending' | 'partial'> { peer: string; pending: string; partial: { opcode: number; parts: string[] } }
+
+const say = (o: Record<string, unknown>): void => {
+  // Synchronous: the FROZEN line must be out before the exec.
+  fs.writeSync(1, JSON.stringify(o) + '\n');
+};
+const peerOf = (s: net.Socket): string => `${s.remoteAddress}:${s.remotePort}`;
+
+export async function runService(version: 1 | 2, args: ServiceArgs): Promise<void> {
+  const tag = `v${version}`;
+  const t0 = performance.now();
+  const luo: Luo | null = args.mode === 'luo' ? boot({ ...(args.name ? { name: args.name } : {}), ...(args.rundir ? { rundir: args.rundir } : {}) }) : null;
+  const updated = luo?.state === State.UPDATED;
+  const live = new Map<net.Socket, Live>();
+  let nextSession = 1;
+  let verified: { ok: boolean; expected: string; computed: string; ms: number; generation: number } | null = null;
+  let migrated: { from: number; to: number; ms: number } | null = null;
+
+  // ------------------------------------------------------------------ the store
+  let store: KvStore;
+  let incomingSessions = new Map<string, SavedSession>();
+  if (luo) {
+    const mem: StoreMemory = {
+      alloc: (n) => luo.allocPreserve(n),
+      view: (a, n) => luo.view(a, n),
+      claim: (a) => {
+        const n = luo.restoreMemory(a);
+        luo.kho.preservePhys(a, n);
+        return n;
+      },
+      release: (a) => luo.kho.restoreFree(a),
+    };
+    let storePayload = 0n;
+    let sessionsPayload = 0n;
+    await luo.registerSubsystem({
+      name: 'kv-store',
+      prepare: () => (BigInt(store.format) << 48n) | BigInt(store.rootAddr),
+      boot: (data) => void (storePayload = data),
+    });
+    let sessionsBlock: { addr: number; size: number } | null = null;
+    await luo.registerSubsystem({
+      name: 'kv-sessions',
+      freeze: () => {
+        const saved: SavedSession[] = [];
+        for (const l of live.values()) {
+          if (l.onData) l.socket.off('data', l.onData);
+          l.socket.pause();
+          const p = l.asm?.partial ?? { opcode: 0, parts: [] };
+          saved.push({
+            peer: peerOf(l.socket), id: l.session.id, kind: l.session.kind, count: l.session.count, lastSeq: l.session.lastSeq,
+            pending: (l.parser?.pending() ?? Buffer.alloc(0)).toString('base64'),
+            partial: { opcode: p.opcode, parts: p.parts.map((b) => b.toString('base64')) },
+          });
+        }
+        const blob = Buffer.from(JSON.stringify({ nextSession, sessions: saved }));
+        const size = 8 + blob.length;
+        const addr = luo.allocPreserve(size);
+        const v = luo.view(addr, size);
+        new DataView(v.buffer, v.byteOffset, 8).setBigUint64(0, BigInt(blob.length), true);
+        v.set(blob, 8);
+        sessionsBlock = { addr, size };
+        return addr;
+      },
+      cancel: () => {
+        for (const l of live.values()) {
+          if (l.onData) l.socket.on('data', l.onData);
+          l.socket.resume();
+        }
+        if (sessionsBlock) luo.unpreserveFree(sessionsBlock.addr, sessionsBlock.size);
+        sessionsBlock = null;
+      },
+      boot: (data) => void (sessionsPayload = data),
+    });
+    if (updated && storePayload) {
+      const format = Number(storePayload >> 48n);
+      store = KvStore.open(Number(storePayload & 0xffffffffffffn), mem, version);
+      store.updates = store.updates + 1;
+      if (version === 2 && store.format === 1) {
+        const tm = performance.now();
+        store.upgrade(mem);
+        migrated = { from: 1, to: 2, ms: Math.round((performance.now() - tm) * 100) / 100 };
+      } else if (format !== store.format) migrated = { from: format, to: store.format, ms: 0 };
+    } else {
+      store = KvStore.create(KvStore.capacityFor(args.stateBytes), mem, version);
+      seed(store, args.entries);
+    }
+    if (updated && sessionsPayload) {
+      const addr = Number(sessionsPayload);
+      const v = luo.view(addr, 8);
+      const len = Number(new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, true));
+      const saved = JSON.parse(Buffer.from(luo.view(addr + 8, len)).toString()) as { nextSession: number; sessions: SavedSession[] };
+      luo.kho.restoreFree(addr);
+      nextSession = saved.nextSession;
+      incomingSessions = new Map(saved.sessions.map((s) => [s.peer, s]));
+    }
+    luo.on('state', (s: number) => {
+      if (s === State.FROZEN) say({ event: 'handover', version: tag, pid: process.pid, checksum: store.checksum, entries: store.size, connections: live.size });
+    });
+  } else {
+    const mem = heapMemory();
+    store = KvStore.create(KvStore.capacityFor(args.stateBytes), mem, version);
+    if (args.mode === 'json' && fs.existsSync(args.stateFile!)) {
+      const tl = performance.now();
+      const n = loadJson(store, args.stateFile!);
+      say({ event: 'loaded', entries: n, ms: Math.round(performance.now() - tl) });
+    } else seed(store, args.entries);
+  }
+
+  // ------------------------------------------------------------------ HTTP
+  const reply = (res: http.ServerResponse, status: number, body: string | Buffer = '', extra: Record<string, string | number> = {}): void => {
+    const b = typeof body === 'string' ? Buffer.from(body) : body;
+    res.writeHead(status, { 'x-version': tag, 'content-length': b.length, ...extra }).end(b);
+  };
+  const server = http.createServer({ keepAliveTimeout: 120_000 }, (req, res) => {
+    const url = req.url ?? '/';
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        if (url.startsWith('/kv/')) {
+          const key = Buffer.from(decodeURIComponent(url.slice(4)));
+          if (req.method === 'GET') {
+            const r = store.get(key);
+            if (!r) return void reply(res, 404, 'not found\n');
+            return void reply(res, 200, r.value, version === 2 ? { 'x-rev': r.rev } : {});
+          }
+          if (req.method === 'PUT') {
+            const rev = store.put(key, Buffer.concat(chunks));
+            return void reply(res, 200, 'ok\n', version === 2 ? { 'x-rev': rev } : {});
+          }
+          if (req.method === 'DELETE') return void reply(res, store.delete(key) ? 200 : 404);
+          return void reply(res, 405);
+        }
+        if (url === '/stats') {
+          return void reply(res, 200, JSON.stringify({
+            version: tag, pid: process.pid, mode: args.mode, format: store.format, entries: store.size, capacity: store.capacity,
+            bytes: store.bytes, checksum: store.checksum, updates: store.updates, verified, migrated,
+            sessions: live.size, liveupdate: luo?.liveupdateNumber ?? 0,
+          }), { 'content-type': 'application/json' });
+        }
+        reply(res, 404, 'not found\n');
+      } catch (e) {
+        if (e instanceof RangeError) return void reply(res, 413, `${e.message}\n`);
+        if (e instanceof StoreFullError) return void reply(res, 507, `${e.message}\n`);
+        reply(res, 500, `${(e as Error).message}\n`);
+      }
+    });
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const up = String(req.headers.upgrade ?? '').toLowerCase();
+    if (req.url === '/ws' && up === 'websocket' && typeof req.headers['sec-websocket-key'] === 'string') {
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(req.headers['sec-websocket-key'])}\r\nx-version: ${tag}\r\n\r\n`);
+      attach(socket, { id: nextSession++, kind: 'ws', count: 0, lastSeq: 0 }, head);
+    } else if (req.url === '/echo' && up === 'tcp-echo') {
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-echo\r\nConnection: Upgrade\r\nx-version: ${tag}\r\n\r\n`);
+      attach(socket, { id: nextSession++, kind: 'echo', count: 0, lastSeq: 0 }, head);
+    } else {
+      socket.end(`HTTP/1.1 400 Bad Request\r\nx-version: ${tag}\r\n\r\n`);
+    }
+  });
+
+  function attach(socket: net.Socket, session: Session, head?: Buffer): void {
+    const l: Live = { session, socket };
+    live.set(socket, l);
+    socket.on('error', () => {});
+    socket.once('close', () => live.delete(socket));
+    if (session.kind === 'echo') {
+      l.onData = (b) => void socket.write(b);
+      socket.on('data', l.onData);
+      if (head?.length) socket.write(head);
+      return;
+    }
+    l.parser = new FrameParser(true);
+    l.asm = new MessageAssembler();
+    if (session.partial) l.asm.restore(session.partial);
+    l.onData = (b) => {
+      let frames;
+      try {
+        frames = l.parser!.push(b);
+      } catch (e) {
+        const code = e instanceof WsProtocolError ? e.closeCode : 1002;
+        const body = Buffer.alloc(2);
+        body.writeUInt16BE(code);
+        socket.end(encodeFrame(OP.CLOSE, body));
+        socket.off('data', l.onData!);
+        return;
+      }
+      for (const f of frames) {
+        let m;
+        try {
+          m = l.asm!.add(f);
+        } catch {
+          socket.destroy();
+          return;
+        }
+        if (!m) continue;
+        if (m.opcode === OP.PING) socket.write(encodeFrame(OP.PONG, m.data));
+        else if (m.opcode === OP.CLOSE) {
+          socket.end(encodeFrame(OP.CLOSE, m.data.subarray(0, 2)));
+          return;
+        } else if (m.opcode === OP.TEXT) {
+          let seq = -1;
+          try {
+            seq = Number((JSON.parse(m.data.toString()) as { seq?: unknown }).seq);
+          } catch { /* not JSON: acknowledged with seq -1 */ }
+          session.count++;
+          session.lastSeq = seq;
+          socket.write(encodeFrame(OP.TEXT, Buffer.from(JSON.stringify({ ack: seq, count: session.count, session: session.id, v: tag }))));
+        }
+      }
+    };
+    socket.on('data', l.onData);
+    if (session.pending?.length) l.onData(session.pending);
+    if (head?.length) l.onData(head);
+  }
+
+  // ------------------------------------------------------------------ serve
+  if (luo && updated) {
+    const r = await restoreServer(luo, 1, server, {
+      claim: (s) => {
+        const saved = incomingSessions.get(peerOf(s));
+        if (!saved) return false;
+        attach(s, {
+          id: saved.id, kind: saved.kind, count: saved.count, lastSeq: saved.lastSeq,
+          pending: Buffer.from(saved.pending, 'base64'),
+          partial: { opcode: saved.partial.opcode, parts: saved.partial.parts.map((p) => Buffer.from(p, 'base64')) },
+        });
+        return true;
+      },
+    });
+    say({ event: 'ready', version: tag, pid: process.pid, updated: true, connections: r.connections, sessions: live.size, carriedBytes: r.unread + r.unsent, entries: store.size, format: store.format, migrated, bootMs: Math.round(performance.now() - t0) });
+  } else {
+    await listenRetrying(server, args.port, args.host);
+    const port = (server.address() as net.AddressInfo).port;
+    say({ event: 'ready', version: tag, pid: process.pid, updated: false, port, entries: store.size, format: store.format, bytes: store.bytes, bootMs: Math.round(performance.now() - t0), rundir: luo?.config.rundir });
+  }
+  if (luo) {
+    preserveServer(luo, 1, server, { drainTimeoutMs: 2000, onUndrained: 'carry', httpDrainMs: 5000 });
+    startDevice(luo);
+    if (updated) {
+      const generation = luo.liveupdateNumber;
+      void store.verify().then((v) => {
+        verified = { ...v, generation };
+        say({ event: 'verified', version: tag, ...verified });
+      });
+    }
+  }
+  process.send?.('ready'); // pm2 wait_ready
+
+  // ------------------------------------------------------------------ stop (plain, json)
+  const stop = (signal: string): void => {
+    const t = performance.now();
+    server.close();
+    server.closeIdleConnections();
+    for (const s of live.keys()) s.destroy();
+    if (args.mode === 'json') saveJson(store, args.stateFile!);
+    say({ event: 'stopped', signal, saveMs: Math.round(performance.now() - t) });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function listenRetrying(server: http.Server, port: number, host: string): Promise<void> {
+  // A restart can find the port still held by the process it replaces for a moment.
+  for (let i = 0; ; i++) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EADDRINUSE' || i > 500) throw e;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+/** The JSON-restart contender's state file: one JSON array of [key, value] pairs per line. */
+function saveJson(store: KvStore, file: string): void {
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  let batch: Array<[string, string]> = [];
+  const flush = (): void => {
+    fs.writeSync(fd, JSON.stringify(batch) + '\n');
+    batch = [];
+  };
+  for (const [k, v] of store.entries()) {
+    batch.push([k.toString('latin1'), v.toString('latin1')]);
+    if (batch.length === 10_000) flush();
+  }
+  if (batch.length) flush();
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+}
+
+function loadJson(store: KvStore, file: string): number {
+  let n = 0;
+  const text = fs.readFileSync(file, 'latin1');
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    for (const [k, v] of JSON.parse(line) as Array<[string, string]>) {
+      store.put(Buffer.from(k, 'latin1'), Buffer.from(v, 'latin1'));
+      n++;
+    }
+  }
+  return n;
+}
+
