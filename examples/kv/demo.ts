@@ -43,7 +43,8 @@ function flags(argv: string[]): Flags {
 
 type Line = Record<string, unknown> & { event: string };
 
-class Service {
+/** The service as a child process, its JSON lines collected. */
+export class Service {
   readonly proc: ChildProcess;
   readonly lines: Line[] = [];
   #waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
@@ -81,7 +82,8 @@ class Service {
   }
 }
 
-function agent(args: string[]): Promise<{ code: number; out: string }> {
+/** Run the agent (`luo …`) to completion. */
+export function agent(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
