@@ -5,7 +5,9 @@
  * would).
  *
  *   HttpClient   sequential keep-alive requests: PUT a key it owns, then GET one of its keys
- *                and compare with what it last wrote (a lost write shows as a mismatch).
+ *                and compare with what it last wrote (a lost write shows as a mismatch). An
+ *                operation that gets no answer is retried until it does; it counts once as
+ *                failed.
  *   WsClient     WebSocket messages {"seq":n}: each must be acknowledged exactly once, in
  *                order, by the same session, whose message count must equal n.
  *   EchoClient   a raw byte stream (a deterministic pattern) echoed back: every byte must
@@ -57,6 +59,7 @@ export class HttpClient extends Client {
   #buf = Buffer.alloc(0);
   #waiting: ((r: { status: number; headers: Map<string, string>; body: Buffer } | Error) => void) | null = null;
   #model = new Map<string, string>();
+  #established = new WeakSet<net.Socket>();
   #n = 0;
   #loop: Promise<void> | null = null;
   constructor(port: number, readonly id: number, readonly opts: { pauseMs?: number; keys?: number } = {}) {
@@ -67,6 +70,7 @@ export class HttpClient extends Client {
     await new Promise<void>((resolve, reject) => {
       const s = net.connect(this.port, this.host, () => {
         s.off('error', reject);
+        this.#established.add(s);
         resolve();
       });
       s.once('error', reject);
@@ -75,6 +79,7 @@ export class HttpClient extends Client {
       this.#buf = Buffer.alloc(0);
       s.on('data', (d: Buffer) => this.#onData(d));
       s.on('close', () => {
+        if (this.running && this.#established.has(s)) this.counts.dropped++;
         this.#waiting?.(new Error('connection closed'));
         this.#waiting = null;
       });
@@ -121,23 +126,28 @@ export class HttpClient extends Client {
       const key = put ? `c${this.id}:${(n >> 1) % keys}` : [...this.#model.keys()][(n >> 1) % this.#model.size]!;
       const value = `v${n}`;
       const t = now();
-      try {
-        if (!this.connected) {
-          this.counts.dropped++;
-          await this.#connect();
+      // One operation, retried (every 5 ms) until it gets an answer: "failed" counts operations
+      // that needed a retry, not the retries.
+      let failedOnce = false;
+      while (this.running) {
+        try {
+          if (!this.connected) await this.#connect();
+          const r = await this.request(put ? 'PUT' : 'GET', `/kv/${encodeURIComponent(key)}`, put ? value : '');
+          const e = now();
+          this.counts.requests++;
+          this.times.push(e);
+          this.lat.push([e, e - t]);
+          this.seen(r.headers.get('x-version'));
+          if (put && r.status === 200) this.#model.set(key, value);
+          else if (!put && r.status === 200 && r.body.toString() === this.#model.get(key)) { /* read back what was written */ }
+          else if (!put && (r.status === 200 || r.status === 404)) this.counts.mismatches++; // a lost or wrong write
+          else this.counts.failed++;
+          break;
+        } catch {
+          if (!failedOnce) this.counts.failed++;
+          failedOnce = true;
+          await new Promise((r) => setTimeout(r, 5));
         }
-        const r = await this.request(put ? 'PUT' : 'GET', `/kv/${encodeURIComponent(key)}`, put ? value : '');
-        const e = now();
-        this.counts.requests++;
-        this.times.push(e);
-        this.lat.push([e, e - t]);
-        this.seen(r.headers.get('x-version'));
-        if (r.status !== 200) this.counts.failed++;
-        else if (put) this.#model.set(key, value);
-        else if (r.body.toString() !== this.#model.get(key)) this.counts.mismatches++;
-      } catch {
-        this.counts.failed++;
-        await new Promise((r) => setTimeout(r, 5));
       }
       if (this.opts.pauseMs) await new Promise((r) => setTimeout(r, this.opts.pauseMs));
     }

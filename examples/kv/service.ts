@@ -315,10 +315,13 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   }
   if (luo) {
     preserveServer(luo, 1, server, { drainTimeoutMs: 2000, onUndrained: 'carry', httpDrainMs: 5000 });
-    startDevice(luo);
+    // One turn later: the first answers to carried connections go out before the device's
+    // worker thread starts.
+    setImmediate(() => startDevice(luo));
     if (updated) {
       const generation = luo.liveupdateNumber;
-      void store.verify().then((v) => {
+      // In small slices, once the first answers are out: it must never hold up a request.
+      void sleepMs(100).then(() => store.verify(4096)).then((v) => {
         verified = { ...v, generation };
         say({ event: 'verified', version: tag, ...verified });
       });
@@ -339,6 +342,8 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
+
+const sleepMs = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function listenRetrying(server: http.Server, port: number, host: string): Promise<void> {
   // A restart can find the port still held by the process it replaces for a moment.

@@ -342,7 +342,7 @@ export class KvStore {
    * Recompute the checksum from the records themselves, `slice` records per event-loop turn,
    * and compare it with the running one as it stood when the scan began.
    */
-  async verify(slice = 65536): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
+  async verify(slice = 4096): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
     const t0 = performance.now();
     const expected = this.checksum;
     const sc = (this.#scan = { cursor: 0, adjA: 0, adjB: 0 });

@@ -1,0 +1,427 @@
+/*
+ * npm run bench — luo beside what services use today, in one run, on the same service (the
+ * key-value example, examples/kv) under the same load:
+ *
+ *   luo       `luo update` to the other version: state, listener and connections carried
+ *   pm2       `pm2 reload` in cluster mode (pm2 7 from npm, its own PM2_HOME in the bench's
+ *             temporary directory, killed afterwards); the app closes gracefully on SIGINT
+ *   json      a plain restart: SIGTERM, the state written to disk as JSON, a new process
+ *             reads it back and listens on the same port
+ *   floor     `node -e 0` (spawned), and an exec in place into `node -e` (bench/kho-image.js)
+ *
+ * Load, for each update: `connections` long-lived keep-alive connections each sending a
+ * request a second, plus 4 clients issuing requests back to back (PUT then GET of their own
+ * keys, so a lost write is seen). Measured per update: the longest time a busy client went
+ * without an answer (the pause), p50/p99 latency of requests answered during the update,
+ * connections dropped, requests failed, and whether the state was kept (every key a client
+ * wrote reads back, and the store did not shrink). Two sweeps: state size (10 MB, 100 MB,
+ * 1 GB at 100 connections) and connections (1, 1 000, 10 000 at 10 MB).
+ *
+ * Output: bench/results/<date>.json, the table in docs/benchmarks.md (between the
+ * bench:compare markers) and docs/bench-latency.svg (request latency over time across one
+ * update for each contender). A contender that cannot run (pm2 not installable offline) is
+ * reported as skipped with the reason; the others still run.
+ *
+ * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3
+ *          --contenders luo,pm2,json  --out FILE  --no-docs
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { HttpClient, IdleHttp, latencyPercentile, maxGap, type Client } from '../examples/kv/clients.js';
+import { KvStore } from '../examples/kv/store.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+const kvDir = path.join(here, '..', 'examples', 'kv');
+const CLI = path.join(here, '..', 'src', 'cli', 'main.js');
+const PM2_VERSION = '7.0.4';
+
+const argv = process.argv.slice(2);
+const opt = (n: string, d: string): string => {
+  const i = argv.indexOf(`--${n}`);
+  return i >= 0 && argv[i + 1] ? argv[i + 1]! : d;
+};
+const SIZES = opt('sizes', '10e6,100e6,1e9').split(',').map(Number);
+const CONNS = opt('connections', '1,1000,10000').split(',').map(Number);
+const SIZE_SWEEP_CONNS = 100;
+const REPS = Number(opt('reps', '3'));
+const CONTENDERS = opt('contenders', 'luo,pm2,json').split(',') as Contender[];
+const WRITE_DOCS = !argv.includes('--no-docs');
+const today = new Date().toISOString().slice(0, 10);
+const OUT = opt('out', path.join(root, 'bench', 'results', `${today}.json`));
+
+type Contender = 'luo' | 'pm2' | 'json';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+};
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+interface Trial {
+  contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
+  pauseMs: number; p50Ms: number; p99Ms: number; updateMs: number; dropped: number; failed: number;
+  stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; note?: string;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+/** GET /stats on a connection of its own (retried while the service is not listening). */
+async function stats(port: number): Promise<Record<string, any>> {
+  for (let i = 0; ; i++) {
+    const sock = net.connect(port, '127.0.0.1');
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        sock.on('data', (d) => {
+          buf += d;
+          const end = buf.indexOf('\r\n\r\n');
+          const len = Number(/content-length: (\d+)/i.exec(buf)?.[1] ?? -1);
+          if (end >= 0 && len >= 0 && buf.length >= end + 4 + len) resolve(buf.slice(end + 4, end + 4 + len));
+        });
+        sock.on('error', reject);
+        sock.on('close', () => reject(new Error('closed')));
+        sock.write('GET /stats HTTP/1.1\r\nhost: kv\r\nconnection: close\r\n\r\n');
+      });
+      return JSON.parse(body) as Record<string, any>;
+    } catch (e) {
+      if (i > 600) throw e;
+      await sleep(50);
+    } finally {
+      sock.destroy();
+    }
+  }
+}
+
+/** A child whose stdout JSON lines are collected. */
+class Proc {
+  lines: Array<Record<string, any>> = [];
+  constructor(readonly child: ChildProcess) {
+    if (child.stdout) {
+      readline.createInterface({ input: child.stdout }).on('line', (l) => {
+        if (l.startsWith('{')) this.lines.push(JSON.parse(l) as Record<string, any>);
+      });
+    }
+  }
+  async wait(pred: (l: Record<string, any>) => boolean, ms = 300_000): Promise<Record<string, any>> {
+    const t = Date.now();
+    for (;;) {
+      const l = this.lines.find(pred);
+      if (l) return l;
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode})`);
+      if (Date.now() - t > ms) throw new Error('timed out');
+      await sleep(5);
+    }
+  }
+}
+
+function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('exit', (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
+/** A contender's service: start it, update it once, stop it. */
+interface Runner {
+  port: number;
+  update(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startLuo(tmp: string, args: string[]): Promise<Runner> {
+  const rundir = path.join(tmp, 'run');
+  const common = ['--rundir', rundir, ...args];
+  const p = new Proc(spawn(process.execPath, ['--max-old-space-size=4096', path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const ready = await p.wait((l) => l.event === 'ready');
+  while (!fs.existsSync(path.join(rundir, 'liveupdate'))) await sleep(10);
+  let version = 1;
+  return {
+    port: Number(ready.port),
+    async update() {
+      version = version === 1 ? 2 : 1;
+      const r = await run(process.execPath, [CLI, 'update', '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', path.join(kvDir, `v${version}.js`), ...common]);
+      const rep = JSON.parse(r.out.trim().split('\n').filter((l) => l.startsWith('{')).pop() ?? '{}') as { ok?: boolean; error?: string };
+      if (!rep.ok) throw new Error(`luo update failed: ${rep.error ?? r.out}`);
+    },
+    async stop() {
+      p.child.kill('SIGTERM');
+      await new Promise((r) => p.child.once('exit', r));
+    },
+  };
+}
+
+async function startJson(tmp: string, args: string[]): Promise<Runner> {
+  const port = await freePort();
+  const file = path.join(tmp, 'state.json');
+  const common = ['--mode', 'json', '--state-file', file, '--port', String(port), ...args];
+  const launch = (): Proc => new Proc(spawn(process.execPath, ['--max-old-space-size=8192', path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  let p = launch();
+  await p.wait((l) => l.event === 'ready');
+  return {
+    port,
+    async update() {
+      const exited = new Promise((r) => p.child.once('exit', r));
+      p.child.kill('SIGTERM');
+      await exited;
+      p = launch();
+      await p.wait((l) => l.event === 'ready');
+    },
+    async stop() {
+      const exited = new Promise((r) => p.child.once('exit', r));
+      p.child.kill('SIGTERM');
+      await exited;
+      fs.rmSync(file, { force: true });
+    },
+  };
+}
+
+async function pm2Binary(): Promise<string> {
+  const dir = path.join(root, 'node_modules', '.cache', 'luo-bench', `pm2-${PM2_VERSION}`);
+  const bin = path.join(dir, 'node_modules', 'pm2', 'bin', 'pm2');
+  if (!fs.existsSync(bin)) {
+    log(`installing pm2@${PM2_VERSION} into ${path.relative(root, dir)} …`);
+    fs.mkdirSync(dir, { recursive: true });
+    const r = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--prefix', dir, `pm2@${PM2_VERSION}`], { encoding: 'utf8' });
+    if (r.status !== 0 || !fs.existsSync(bin)) throw new Error(`npm install pm2@${PM2_VERSION} failed: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
+  }
+  return bin;
+}
+
+async function startPm2(tmp: string, args: string[]): Promise<Runner> {
+  const bin = await pm2Binary();
+  const port = await freePort();
+  const env = { PM2_HOME: path.join(tmp, 'pm2'), PM2_DISABLE_UPDATE_CHECK: 'true' };
+  const pm2 = (...a: string[]): Promise<{ code: number; out: string }> => run(process.execPath, [bin, ...a], env);
+  const r = await pm2('start', path.join(kvDir, 'v1.js'), '-i', '1', '--name', 'kv', '--wait-ready', '--listen-timeout', '300000', '--kill-timeout', '1600',
+    '--node-args', '--max-old-space-size=4096', '--', '--mode', 'plain', '--port', String(port), ...args);
+  if (r.code !== 0) throw new Error(`pm2 start failed: ${r.out.slice(-500)}`);
+  await stats(port);
+  return {
+    port,
+    async update() {
+      const u = await pm2('reload', 'kv');
+      if (u.code !== 0) throw new Error(`pm2 reload failed: ${u.out.slice(-500)}`);
+    },
+    async stop() {
+      await pm2('kill');
+    },
+  };
+}
+
+/** One update under load; returns the trial and the busy clients' latency series. */
+async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]> }> {
+  const idle = new IdleHttp(r.port, connections, 1000);
+  const busy = Array.from({ length: 4 }, (_, i) => new HttpClient(r.port, 1000 + rep * 10 + i));
+  await idle.start();
+  await Promise.all(busy.map((c) => c.start()));
+  await sleep(1000);
+  const before = await stats(r.port);
+  const all: Client[] = [idle, ...busy];
+  const d0 = all.reduce((n, c) => n + c.counts.dropped, 0);
+  const f0 = all.reduce((n, c) => n + c.counts.failed, 0);
+  const m0 = busy.reduce((n, c) => n + c.counts.mismatches, 0);
+  const t0 = performance.now();
+  await r.update();
+  const t1 = performance.now();
+  await sleep(1500);
+  const after = await stats(r.port);
+  // Read back every key the busy clients wrote (their next GETs do; give them a moment).
+  await sleep(500);
+  const tEnd = performance.now();
+  await Promise.all(busy.map((c) => c.stop()));
+  await idle.stop();
+  const series: Array<[number, number]> = [];
+  for (const c of busy) for (const [e, l] of c.lat) if (e >= t0 - 1000 && e <= tEnd) series.push([Math.round(e - t0), Math.round(l * 100) / 100]);
+  const lostWrites = busy.reduce((n, c) => n + c.counts.mismatches, 0) - m0;
+  const t: Trial = {
+    contender, stateBytes, entries, connections, rep,
+    pauseMs: Math.round(maxGap(busy, t0, t1) * 10) / 10,
+    p50Ms: Math.round(latencyPercentile(busy, t0, t1, 50) * 100) / 100,
+    p99Ms: Math.round(latencyPercentile(busy, t0, t1, 99) * 100) / 100,
+    updateMs: Math.round(t1 - t0),
+    dropped: all.reduce((n, c) => n + c.counts.dropped, 0) - d0,
+    failed: all.reduce((n, c) => n + c.counts.failed, 0) - f0,
+    entriesBefore: Number(before.entries), entriesAfter: Number(after.entries), lostWrites,
+    stateKept: lostWrites === 0 && Number(after.entries) >= Number(before.entries) && after.pid !== undefined,
+  };
+  return { t, series };
+}
+
+function floors(): { spawnMs: number; execInPlaceMs: number } {
+  const spawnXs: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const t = performance.now();
+    spawnSync(process.execPath, ['-e', '0']);
+    spawnXs.push(performance.now() - t);
+  }
+  const execXs: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const r = spawnSync(process.execPath, [path.join(here, 'kho-image.js'), 'floor', String(2 ** 20)], { encoding: 'utf8' });
+    execXs.push(JSON.parse(r.stdout.trim().split('\n').pop()!).usableMs as number);
+  }
+  return { spawnMs: Math.round(median(spawnXs) * 10) / 10, execInPlaceMs: Math.round(median(execXs) * 10) / 10 };
+}
+
+function machine(): Record<string, unknown> {
+  const read = (f: string): string => {
+    try {
+      return fs.readFileSync(f, 'utf8').trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version,
+    shmemThp: /\[(\w+)\]/.exec(read('/sys/kernel/mm/transparent_hugepage/shmem_enabled'))?.[1] ?? 'unknown',
+    fdLimit: spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim(),
+  };
+}
+
+async function main(): Promise<void> {
+  const tStart = performance.now();
+  const m = machine();
+  log(`bench: ${JSON.stringify(m)}`);
+  const floor = floors();
+  log(`floor: node -e 0 spawned ${floor.spawnMs} ms, exec in place ${floor.execInPlaceMs} ms`);
+  const points: Array<{ size: number; conns: number; series: boolean }> = [
+    ...SIZES.map((size) => ({ size, conns: SIZE_SWEEP_CONNS, series: size === SIZES[Math.min(1, SIZES.length - 1)] })),
+    ...CONNS.filter((c) => !(c === SIZE_SWEEP_CONNS && SIZES.includes(SIZES[0]!))).map((conns) => ({ size: SIZES[0]!, conns, series: false })),
+  ];
+  const trials: Trial[] = [];
+  const series: Record<string, Array<[number, number]>> = {};
+  const skipped: Record<string, string> = {};
+  for (const contender of CONTENDERS) {
+    for (const pt of points) {
+      if (skipped[contender]) break;
+      const capacity = KvStore.capacityFor(pt.size);
+      const entries = Math.floor(capacity * 0.6);
+      const args = ['--entries', String(entries), '--state-bytes', String(pt.size)];
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `luo-bench-${contender}-`));
+      log(`${contender}: ${(pt.size / 1e6).toFixed(0)} MB state (${entries.toLocaleString('en')} entries), ${pt.conns} connections`);
+      let r: Runner | null = null;
+      try {
+        r = contender === 'luo' ? await startLuo(tmp, args) : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
+        const reps = contender === 'luo' ? REPS : Math.max(1, REPS - 1);
+        for (let rep = 0; rep < reps; rep++) {
+          const { t, series: s } = await trial(contender, r, pt.size, entries, pt.conns, rep);
+          trials.push(t);
+          if (pt.series && rep === 0) series[contender] = s;
+          log(`  update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms, dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+        }
+      } catch (e) {
+        log(`  ${contender} skipped: ${(e as Error).message}`);
+        skipped[contender] = (e as Error).message;
+      } finally {
+        await r?.stop().catch(() => {});
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+  }
+  const result = {
+    date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
+    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, busyClients: 4, pm2: PM2_VERSION },
+    durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, series,
+  };
+  fs.mkdirSync(path.dirname(OUT), { recursive: true });
+  fs.writeFileSync(OUT, JSON.stringify(result, null, 1));
+  log(`results: ${path.relative(root, OUT)} (${result.durationS} s)`);
+  if (WRITE_DOCS) {
+    writeDocs(result);
+    log('docs/benchmarks.md and docs/bench-latency.svg regenerated');
+  }
+}
+
+type Result = { date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
+
+const NAMES: Record<Contender, string> = { luo: 'luo update', pm2: 'pm2 reload (cluster)', json: 'restart + JSON state' };
+
+/** The markdown table: one row per contender and point, medians over the updates. */
+export function table(res: Result): string {
+  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | dropped | failed | state |', '|---|---|---|---|---|---|---|---|'];
+  const keys = [...new Set(res.trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
+  for (const k of keys) {
+    const ts = res.trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
+    const t = ts[0]!;
+    const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} |`);
+  }
+  return rows.join('\n');
+}
+
+const fmtBytes = (b: number): string => (b >= 1e9 ? `${(b / 1e9).toFixed(0)} GB` : `${(b / 1e6).toFixed(0)} MB`);
+
+/** Request latency over time across one update, one panel per contender. */
+export function svg(res: Result): string {
+  const names = Object.keys(res.series) as Contender[];
+  const W = 760;
+  const PH = 150;
+  const L = 70;
+  const R = 20;
+  const H = 40 + names.length * (PH + 40);
+  const x0 = -1000;
+  const x1 = Math.max(3000, ...names.flatMap((n) => res.series[n]!.map((p) => p[0])));
+  const yMax = Math.max(10, ...names.flatMap((n) => res.series[n]!.map((p) => p[1])));
+  const colors: Record<Contender, string> = { luo: '#1f77b4', pm2: '#d62728', json: '#ff7f0e' };
+  const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${L}" y="20" font-size="13">Request latency across one update (${fmtBytes(Number((res.settings.sizes as number[])[1] ?? 0))} state, ${res.settings.sizeSweepConnections} connections) — ${res.date}, ${String(res.machine.cores)} cores</text>`];
+  names.forEach((n, i) => {
+    const top = 40 + i * (PH + 40);
+    const sx = (t: number): number => L + ((t - x0) / (x1 - x0)) * (W - L - R);
+    const sy = (v: number): number => top + PH - (Math.log10(Math.max(0.1, v) / 0.1) / Math.log10(yMax * 1.5 / 0.1)) * PH;
+    out.push(`<text x="${L}" y="${top - 6}" font-weight="bold" fill="${colors[n]}">${NAMES[n]}</text>`);
+    out.push(`<rect x="${L}" y="${top}" width="${W - L - R}" height="${PH}" fill="none" stroke="#999"/>`);
+    for (const v of [0.1, 1, 10, 100, 1000, 10000].filter((v) => v <= yMax * 1.5)) {
+      out.push(`<line x1="${L}" x2="${W - R}" y1="${sy(v).toFixed(1)}" y2="${sy(v).toFixed(1)}" stroke="#eee"/><text x="${L - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end">${v} ms</text>`);
+    }
+    out.push(`<line x1="${sx(0).toFixed(1)}" x2="${sx(0).toFixed(1)}" y1="${top}" y2="${top + PH}" stroke="#555" stroke-dasharray="3,3"/>`);
+    for (const [t, l] of res.series[n]!) out.push(`<circle cx="${sx(t).toFixed(1)}" cy="${sy(l).toFixed(1)}" r="1.6" fill="${colors[n]}" fill-opacity="0.6"/>`);
+    for (let t = 0; t <= x1; t += 1000) out.push(`<text x="${sx(t).toFixed(1)}" y="${top + PH + 14}" text-anchor="middle">${t / 1000} s</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+function writeDocs(res: Result): void {
+  const doc = path.join(root, 'docs', 'benchmarks.md');
+  const begin = '<!-- bench:compare:begin -->';
+  const end = '<!-- bench:compare:end -->';
+  const m = res.machine;
+  const section = [begin,
+    `${res.date}, \`${res.command}\` (${res.durationS} s), on ${String(m.cores)} × ${String(m.cpu)}, ${String(m.memGiB)} GiB, Linux ${String(m.kernel)}, Node ${String(m.node)}, shmem THP \`${String(m.shmemThp)}\`, fd limit ${String(m.fdLimit)}. Raw figures: \`bench/results/${path.basename(OUT)}\`.`,
+    '',
+    `Floor: \`node -e 0\` spawned takes ${res.floor.spawnMs} ms; exec'd in place from a running image, ${res.floor.execInPlaceMs} ms to its first instruction of user code.`,
+    '',
+    table(res),
+    '',
+    ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
+    '![request latency across one update](bench-latency.svg)',
+    end].join('\n');
+  let text = fs.readFileSync(doc, 'utf8');
+  if (text.includes(begin)) text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
+  else text += `\n## luo beside pm2 and restart-with-state (\`npm run bench\`)\n\n${section}\n`;
+  fs.writeFileSync(doc, text);
+  fs.writeFileSync(path.join(root, 'docs', 'bench-latency.svg'), svg(res));
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  main().catch((e) => {
+    log(`bench: ${(e as Error).stack ?? e}`);
+    process.exit(1);
+  });
+}
