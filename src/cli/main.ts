@@ -18,7 +18,7 @@ import { DeviceClient, structs } from '../device/client.js';
 import { LuoError } from '../errors.js';
 import { decode, toDts } from '../fdt/index.js';
 import { Event, STATE_NAMES, State, parseEvent, stateName, toToken } from '../luo/abi.js';
-import { IOCTL, encodeLoadImage } from '../uapi/protocol.js';
+import { IOCTL, REBOOT_SUCCESSOR, encodeLoadImage } from '../uapi/protocol.js';
 
 const USAGE = `usage: luo <command> [options] [args]
 
@@ -28,9 +28,12 @@ const USAGE = `usage: luo <command> [options] [args]
   restore TOKEN [--out FILE]   restore TOKEN (after an update); copy its contents to FILE/stdout
   fd-state TOKEN [--incoming]  a preserved file's state
   fd-event TOKEN EVENT         per-file event: prepare, freeze, cancel, finish
-  reboot [-- CMD...]           FREEZE and exec the next image (default: the service's own command)
-  update [--preserve T=FILE]... [--timeout S] [-- CMD...]
+  reboot [--successor] [-- CMD...]
+                               FREEZE and exec the next image (default: the service's own command)
+  update [--preserve T=FILE]... [--timeout S] [--successor] [-- CMD...]
                                the whole update: PREPARE, load, reboot, wait for UPDATED, FINISH
+                               --successor: start the next image first and hand over to it
+                               (a shorter pause, a failed start cancels; the pid changes)
   dump [FILE.dtb]              a DTB as DTS; without FILE, the service's handover trees (debug view)
 
 options: --rundir DIR | --name NAME (the service's runtime directory), --json
@@ -60,7 +63,7 @@ function parse(argv: string[]): Opts {
         const v = inline ?? argv[++i];
         if (v === undefined) throw new UsageError(`--${k} needs a value`);
         flags.set(k, [...(flags.get(k) ?? []), v]);
-      } else if (['json', 'watch', 'incoming', 'help'].includes(k)) flags.set(k, ['1']);
+      } else if (['json', 'watch', 'incoming', 'help', 'successor'].includes(k)) flags.set(k, ['1']);
       else throw new UsageError(`unknown option --${k}`);
     } else args.push(a);
   }
@@ -226,15 +229,17 @@ function rebootOn(c: DeviceClient, o: Opts): void {
     const argv = [...o.rest];
     c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv, cwd: process.cwd(), env: Object.entries(process.env).filter(([k]) => !k.startsWith('LUO_HANDOVER')).map(([k, v]) => `${k}=${v}`) }));
   }
-  c.request(IOCTL.REBOOT, structs.u32(0));
+  c.request(IOCTL.REBOOT, structs.u32(rebootFlags(o)));
   c.waitClosed();
 }
+
+const rebootFlags = (o: Opts): number => (o.flags.has('successor') ? REBOOT_SUCCESSOR : 0);
 
 function cmdReboot(o: Opts): number {
   const c = connect(o);
   try {
     rebootOn(c, o);
-    out(o, 'reboot: the old image exec\'d the next one', { ok: true });
+    out(o, o.flags.has('successor') ? 'reboot: the old image handed over to its successor and exited' : 'reboot: the old image exec\'d the next one', { ok: true });
     return EXIT.OK;
   } finally {
     c.close();
@@ -278,9 +283,9 @@ async function cmdUpdate(o: Opts): Promise<number> {
       c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv: o.rest, cwd: process.cwd() }));
       step('load next image', true, o.rest.join(' '));
     }
-    c.request(IOCTL.REBOOT, structs.u32(0));
+    c.request(IOCTL.REBOOT, structs.u32(rebootFlags(o)));
     rebooted = true;
-    step('freeze + exec');
+    step(o.flags.has('successor') ? 'successor up, freeze + handover' : 'freeze + exec');
     c.waitClosed();
     c.close();
     // The next image boots; its device appears once it has restored what it needs.

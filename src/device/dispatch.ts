@@ -20,7 +20,7 @@ import { selfImage, type Image } from '../kho/index.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
-import { IOCTL, LAYOUTS, decodeLoadImage } from '../uapi/protocol.js';
+import { IOCTL, LAYOUTS, REBOOT_SUCCESSOR, decodeLoadImage } from '../uapi/protocol.js';
 
 export interface Reply {
   result: number;
@@ -152,9 +152,10 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
         return reply(0);
       }
       case IOCTL.REBOOT: {
-        if (k.readUInt32LE(4) !== 0) return bad('EOPNOTSUPP');
+        const flags = k.readUInt32LE(4);
+        if ((flags & ~REBOOT_SUCCESSOR) !== 0) return bad('EOPNOTSUPP');
         const ok = reply(0);
-        await luo.reboot(session.image ?? selfImage(), { beforeExec: () => session.sendNow(ok) });
+        await luo.reboot(session.image ?? selfImage(), { beforeExec: () => session.sendNow(ok), successor: (flags & REBOOT_SUCCESSOR) !== 0 });
         return reply(neg('EIO')); // not reached: reboot only returns by throwing
       }
     }

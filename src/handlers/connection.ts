@@ -146,7 +146,7 @@ export function readTable(luo: Luo, addr: number): { conns: Carried[]; flags: nu
       const off = Number(dv.getBigUint64(e + 16, true));
       if (off + unread + unsent > total) throw fail('EIO', `connection ${i} of the table at ${addr} runs past its end`);
       conns.push({
-        fd: dv.getUint32(e, true),
+        fd: luo.kho.incomingFd(dv.getUint32(e, true)),
         flags: dv.getUint32(e + 4, true),
         unread: Buffer.from(v.subarray(off, off + unread)),
         unsent: Buffer.from(v.subarray(off + unread, off + unread + unsent)),

@@ -44,9 +44,9 @@ export const fdHandler: FileHandler<number> = {
   fds({ file }) {
     return [file];
   },
-  retrieve({ data, fds }) {
-    const fd = Number(data);
-    if (!fds.includes(fd)) throw fail('EBADF', `fd ${fd} was not carried across the exec`);
+  retrieve({ data, fds, luo }) {
+    const fd = luo.kho.incomingFd(Number(data));
+    if (!fds.includes(fd)) throw fail('EBADF', `fd ${Number(data)} was not carried across the exec`);
     return fd;
   },
 };

@@ -130,7 +130,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
   },
   retrieve({ data, luo }): RestoredServer {
     const { conns, flags, extra } = readTable(luo, Number(data));
-    return { listenerFd: Number(extra), connections: conns, http: (flags & 1) !== 0 };
+    return { listenerFd: luo.kho.incomingFd(Number(extra)), connections: conns, http: (flags & 1) !== 0 };
   },
 };
 

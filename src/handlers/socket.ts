@@ -102,7 +102,7 @@ export const listenerHandler: FileHandler<net.Server> = {
   fds({ file }) {
     return [fdOf(file)];
   },
-  retrieve({ data }) {
-    return { fd: Number(data) };
+  retrieve({ data, luo }) {
+    return { fd: luo.kho.incomingFd(Number(data)) };
   },
 };

@@ -175,6 +175,24 @@ export class Kho {
   // memory
 
   /** Zero-copy view of arena memory. EFAULT outside the arena. */
+  #incomingFds: Map<number, number> | null = null;
+
+  /** Successor boot: the previous image's fd numbers → this process's (successor.ts). */
+  setIncomingFds(map: Map<number, number>): void {
+    this.#incomingFds = map;
+  }
+
+  /**
+   * The fd a handed-over fd number names in this process: itself after an in-place exec, its
+   * new number in a successor. EBADF for a number that was not handed over to a successor.
+   */
+  incomingFd(fd: number): number {
+    if (!this.#incomingFds) return fd;
+    const n = this.#incomingFds.get(fd);
+    if (n === undefined) throw fail('EBADF', `fd ${fd} was not handed over`);
+    return n;
+  }
+
   view(addr: number, len: number): Uint8Array {
     return this.arena.view(addr, len);
   }

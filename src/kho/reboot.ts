@@ -2,7 +2,8 @@
  * kho/reboot: boot KHO in this image, and "kexec" into the next one: execve in the same pid.
  *
  * Boot (bootKho): read LUO_HANDOVER and remove it from the environment (children and later
- * images must not see a stale one); no entry → cold boot; a valid entry → adopt the arena;
+ * images must not see a stale one); no entry → cold boot; a valid entry → adopt the arena
+ * ("successor:<fd>": first receive the handover from the running image, successor.ts);
  * a corrupt or incompatible one → fatal: the message goes to stderr naming what was wrong and
  * the process exits with EXIT_PANIC, unless onCorrupt is 'cold' (warn, close the inherited
  * arena, boot cold). After a handover boot, children inherited from the previous image are
@@ -18,6 +19,7 @@ import fs from 'node:fs';
 import { HandoverError, LuoError, SysError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import { HANDOVER_ENV, Kho, type KhoOptions } from './kho.js';
+import { SUCCESSOR_PREFIX, receiveHandover } from './successor.js';
 
 /** Exit status of a fatal boot error (EX_SOFTWARE). */
 export const EXIT_PANIC = 70;
@@ -34,8 +36,19 @@ export function bootKho(opts: BootOptions): Kho {
   delete env[HANDOVER_ENV];
   if (entry === undefined || entry === '') return Kho.create(opts);
   let kho: Kho;
+  let fdMap: Map<number, number> | null = null;
   try {
-    kho = Kho.adopt(entry, opts);
+    let real = entry;
+    if (entry.startsWith(SUCCESSOR_PREFIX)) {
+      // A successor: the previous image is still running; wait here for what it hands over.
+      const fd = Number(entry.slice(SUCCESSOR_PREFIX.length));
+      if (!Number.isInteger(fd) || fd < 3) throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(entry)} does not name a link fd`);
+      const got = receiveHandover(fd);
+      real = got.entry;
+      fdMap = got.fdMap;
+    }
+    kho = Kho.adopt(real, opts);
+    if (fdMap) kho.setIncomingFds(fdMap);
   } catch (e) {
     const msg = e instanceof HandoverError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
     if (opts.onCorrupt === 'cold') {

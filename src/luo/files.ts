@@ -379,11 +379,17 @@ export class Files {
       try {
         node.requireString('compatible');
         node.requireU64('data');
-        for (const fd of node.cells('fds') ?? []) {
+        for (const old of node.cells('fds') ?? []) {
+          let fd: number;
+          try {
+            fd = kho.incomingFd(old);
+          } catch {
+            throw new HandoverError(`files tree: token ${name} carries fd ${old}, which was not handed over`);
+          }
           try {
             sys.setCloexec(fd, true);
           } catch {
-            throw new HandoverError(`files tree: token ${name} carries fd ${fd}, which is not open`);
+            throw new HandoverError(`files tree: token ${name} carries fd ${old}, which is not open`);
           }
         }
       } catch (e) {
@@ -405,7 +411,7 @@ export class Files {
         const handler = this.#handlers.find((h) => h.compatible === compatible);
         if (!handler) this.#luo.fatal(new HandoverError(`files tree: token ${name} needs a handler for "${compatible}", and none is registered`));
         const token = parseTokenName(name);
-        m.set(token, { token, handler: handler!, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, fds: node.cells('fds') ?? [] });
+        m.set(token, { token, handler: handler!, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, fds: (node.cells('fds') ?? []).map((fd) => this.#luo.kho.incomingFd(fd)) });
       }
     }
     this.#in = m;

@@ -26,6 +26,9 @@
  *   reboot     PREPARED: FREEZE, then exec (a FREEZE failure: NORMAL, no exec). Any other
  *              state: exec without a LUO tree (FROZEN: with the frozen one). A failed exec
  *              cancels back to NORMAL and raises the exec's error.
+ *              Successor mode (PREPARED only): start the next image first, FREEZE once it
+ *              waits, hand it everything, exit. A successor that fails or is too slow before
+ *              it has taken the handover is killed and this image cancels back to NORMAL.
  *
  * Transitions run one at a time (queued, like the kernel's rwsem writers). While one runs,
  * register/unregister/preserve/unpreserve raise EBUSY instead of blocking.
@@ -35,7 +38,8 @@ import path from 'node:path';
 import { resolveConfig, type LuoConfig } from '../config.js';
 import { HandoverError, LuoError, fail, type ErrnoName } from '../errors.js';
 import { FdtNode, encode } from '../fdt/index.js';
-import { bootKho, kexec, panic, selfImage, type Image, type Kho } from '../kho/index.js';
+import { Successor, bootKho, kexec, panic, selfImage, type Image, type Kho } from '../kho/index.js';
+import * as sys from '../sys/index.js';
 import {
   Event, FILES_SUBSYSTEM, LIVEUPDATE_NUMBER, LUO_COMPATIBLE, LUO_SUBTREE, State, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_NODE,
   SUBSYSTEM_NAME_RE, stateName, toToken,
@@ -57,6 +61,17 @@ export interface Subsystem {
   boot?(data: bigint): void | Promise<void>;
   /** Next image, at FINISH. Must not fail. */
   finish?(data: bigint): void | Promise<void>;
+}
+
+export interface RebootOpts {
+  /** Called right before the point of no return (the exec, or the handover to a successor). */
+  beforeExec?: () => void;
+  /** Hand over to a pre-started successor process instead of exec'ing in place. */
+  successor?: boolean;
+  /** Successor mode: how long it may take to be ready, and to take the handover (default: the boot timeout). */
+  successorTimeoutMs?: number;
+  /** Successor mode: called with its pid once it owns everything, right before this process exits. */
+  afterHandover?: (pid: number) => void;
 }
 
 export interface LuoOptions extends Partial<LuoConfig> {
@@ -385,7 +400,8 @@ export class Luo extends EventEmitter {
    * reboot(LINUX_REBOOT_CMD_KEXEC): in PREPARED, FREEZE and then exec the next image
    * (default: this service's own command line, read again from disk). Returns only by throwing.
    */
-  async reboot(image: Image = selfImage(), opts: { beforeExec?: () => void } = {}): Promise<never> {
+  async reboot(image: Image = selfImage(), opts: RebootOpts = {}): Promise<never> {
+    if (opts.successor) return this.#rebootToSuccessor(image, opts);
     if (this.#state === State.PREPARED) await this.#freeze();
     return this.#exclusive('REBOOT', async () => {
       const frozen = this.#state === State.FROZEN;
@@ -401,6 +417,52 @@ export class Luo extends EventEmitter {
         if (frozen) await this.#rollback();
         throw err;
       }
+    });
+  }
+
+  /**
+   * Successor mode (kho/successor.ts): start the next image now, while this one serves; once
+   * it has loaded and waits, FREEZE, hand it the arena and every carried fd, and exit when it
+   * has them. Needs PREPARED (EINVAL otherwise). If the successor dies or is too slow before
+   * it takes the handover, it is killed, this image cancels back to NORMAL and keeps serving,
+   * and the error is raised (ECHILD, ETIMEDOUT). Returns only by throwing.
+   */
+  async #rebootToSuccessor(image: Image, opts: RebootOpts): Promise<never> {
+    if (this.#state !== State.PREPARED) throw fail('EINVAL', `a successor reboot needs state prepared, not ${this.stateName}`);
+    let next: Successor;
+    try {
+      next = Successor.start(image);
+    } catch (err) {
+      await this.#exclusive('CANCEL', () => this.#rollback());
+      throw err;
+    }
+    try {
+      await next.ready(opts.successorTimeoutMs ?? this.timeouts.boot);
+    } catch (err) {
+      if (this.#state === State.PREPARED) await this.#exclusive('CANCEL', () => this.#rollback());
+      throw err;
+    }
+    try {
+      await this.#freeze();
+    } catch (err) {
+      next.abort();
+      throw err;
+    }
+    return this.#exclusive('REBOOT', async () => {
+      try {
+        this.files.verifyFrozen();
+        const fds = [this.kho.arena.fd, ...this.files.carriedFds];
+        for (const fd of fds) sys.getFdFlags(fd); // EBADF before anything is sent
+        opts.beforeExec?.();
+        next.handover(this.kho.handover(), fds, opts.successorTimeoutMs ?? this.timeouts.boot);
+      } catch (err) {
+        next.abort();
+        await this.#rollback();
+        throw err;
+      }
+      // The successor owns everything now. Nothing more may touch a carried fd: leave at once.
+      opts.afterHandover?.(next.pid ?? 0);
+      process.exit(0);
     });
   }
 

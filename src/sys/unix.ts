@@ -29,7 +29,7 @@ export const POLLERR = 0x8;
 export const MAX_FDS = 253;
 
 type Fn = (...a: unknown[]) => unknown;
-interface UnixLib { socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn }
+interface UnixLib { socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn }
 let u: UnixLib | undefined;
 
 function lib(): UnixLib {
@@ -45,6 +45,7 @@ function lib(): UnixLib {
   koffi.struct('luo_ucred', { pid: 'int32_t', uid: 'uint32_t', gid: 'uint32_t' });
   koffi.struct('luo_pollfd', { fd: 'int', events: 'short', revents: 'short' });
   u = {
+    socketpair: so.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     socket: so.func('int socket(int domain, int type, int protocol)'),
     bind: so.func('int bind(int fd, const luo_sockaddr_un *addr, uint32_t len)'),
     listen: so.func('int listen(int fd, int backlog)'),
@@ -82,6 +83,13 @@ export function seqpacketListen(path: string, backlog = 16, nonblock = false): n
     close(fd);
     throw e;
   }
+}
+
+/** A connected pair of SOCK_SEQPACKET sockets, both close-on-exec. */
+export function seqpacketPair(): [number, number] {
+  const sv = new Int32Array([-1, -1]);
+  if ((lib().socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) as number) < 0) throw new SysError('socketpair', errno());
+  return [sv[0]!, sv[1]!];
 }
 
 /** Connect to a SOCK_SEQPACKET socket at `path`. */

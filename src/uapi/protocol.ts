@@ -20,11 +20,15 @@ export const IOCTL = {
   SET_FD_EVENT: 0xba06,
   /** luo extension: load the next image (argv, environment, working directory). */
   LOAD_IMAGE: 0xba10,
-  /** luo extension: reboot(LINUX_REBOOT_CMD_KEXEC): FREEZE, then exec the loaded image. */
+  /** luo extension: reboot(LINUX_REBOOT_CMD_KEXEC): FREEZE, then exec the loaded image (flag
+   *  REBOOT_SUCCESSOR: start it first and hand over to it). */
   REBOOT: 0xba11,
 } as const;
 
 export type IoctlName = keyof typeof IOCTL;
+
+/** REBOOT flags: hand over to a pre-started successor process instead of exec'ing in place. */
+export const REBOOT_SUCCESSOR = 1;
 
 export interface Layout {
   name: IoctlName;
