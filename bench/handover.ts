@@ -10,7 +10,10 @@
  *                    served by the new", the issue's definition
  *   connection gap   each probe's own longest silence across the update (p50 and max): what a
  *                    connection adopted in a later batch sees
- * Options: --sizes 1,1000,10000  --updates 3. Writes bench/results/handover-<date>.json.
+ * Both modes: 'exec' (in place, same pid) and 'successor' (the next image pre-started, the
+ * handover over SCM_RIGHTS).
+ * Options: --sizes 1,1000,10000  --updates 3  --modes exec,successor.
+ * Writes bench/results/handover-<date>.json.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -28,6 +31,7 @@ const arg = (name: string, def: string): string => {
 };
 const SIZES = arg('sizes', '1,1000,10000').split(',').map(Number);
 const UPDATES = Number(arg('updates', '3'));
+const MODES = arg('modes', 'exec,successor').split(',') as Array<'exec' | 'successor'>;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
@@ -41,11 +45,15 @@ function floor(): number {
 }
 
 class Svc {
-  child = spawn(process.execPath, ['--max-old-space-size=2048', echo], { env: { ...process.env, LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  child: ReturnType<typeof spawn>;
   lines: Array<Record<string, any>> = [];
-  constructor() {
+  constructor(mode: 'exec' | 'successor') {
+    this.child = spawn(process.execPath, ['--max-old-space-size=2048', echo], {
+      env: { ...process.env, LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let buf = '';
-    this.child.stdout.on('data', (d) => {
+    this.child.stdout!.on('data', (d) => {
       buf += d;
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
@@ -62,12 +70,25 @@ class Svc {
       await sleep(2);
     }
   }
+
+  /** The pid serving now (successor mode: the last one that said ready). */
+  get pid(): number {
+    return (this.lines.filter((l) => l.event === 'ready').at(-1)?.pid as number | undefined) ?? this.child.pid!;
+  }
+
+  kill(): void {
+    for (const pid of new Set([this.child.pid!, ...this.lines.map((l) => l.pid as number).filter(Boolean)])) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* gone */ }
+    }
+  }
 }
 
 interface Probe { sock: net.Socket; rx: number[] }
 
-async function runSize(n: number): Promise<Record<string, unknown>> {
-  const svc = new Svc();
+async function runSize(n: number, mode: 'exec' | 'successor'): Promise<Record<string, unknown>> {
+  const svc = new Svc(mode);
   const port = (await svc.wait((l) => l.event === 'listening')).port as number;
   const socks: net.Socket[] = [];
   for (let i = 0; i < n; i += 250) {
@@ -95,7 +116,7 @@ async function runSize(n: number): Promise<Record<string, unknown>> {
   for (let u = 0; u < UPDATES; u++) {
     const from = svc.lines.length;
     const t0 = performance.now();
-    svc.child.kill('SIGUSR2');
+    process.kill(svc.pid, 'SIGUSR2');
     const ready = await svc.wait((l) => l.event === 'ready' || l.event === 'update-failed', from);
     if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
     await sleep(Math.max(400, n / 20));
@@ -118,23 +139,26 @@ async function runSize(n: number): Promise<Record<string, unknown>> {
   }
   clearInterval(pinger);
   for (const s of socks) s.destroy();
-  svc.child.kill('SIGKILL');
+  svc.kill();
   const med = (k: string): number => pct(results.map((r) => r[k]!), 0.5);
-  return { connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
+  return { mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
 }
 
 const rows = [];
 const f = floor();
 console.log(`exec floor (node -e, exec'd from a running image): ${f.toFixed(1)} ms\n`);
-for (const n of SIZES) {
-  const r = await runSize(n);
-  rows.push(r);
-  console.log(`${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor +${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms, exec→all restored ${(r.execToReadyMs as number).toFixed(1)} ms`);
+for (const mode of MODES) {
+  for (const n of SIZES) {
+    const r = await runSize(n, mode);
+    rows.push(r);
+    console.log(`${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms`);
+  }
 }
-console.log('\n| connections | service pause ms | over floor | connection gap p50 ms | connection gap max ms | exec → all adopted ms |');
+console.log('\n| mode | connections | service pause ms | vs floor | connection gap p50 ms | connection gap max ms |');
 console.log('|---|---|---|---|---|---|');
 for (const r of rows as Array<Record<string, number>>) {
-  console.log(`| ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | +${(r.servicePauseMs! - f).toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} | ${r.execToReadyMs!.toFixed(1)} |`);
+  const d = r.servicePauseMs! - f;
+  console.log(`| ${String(r.mode)} | ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
 }
 const date = new Date().toISOString().slice(0, 10);
 const out = path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);

@@ -11,8 +11,8 @@ import { imagePath } from './helpers.js';
 
 // Every service started here is killed when the test file ends, even after a timed-out test
 // (whose finally never runs): a live child would keep the file from ever exiting.
-const services = new Set<ChildProcess>();
-after(() => services.forEach((c) => c.kill('SIGKILL')));
+const services = new Set<Service>();
+after(() => services.forEach((s) => s.stop()));
 
 export type Line = Record<string, unknown> & { event: string };
 
@@ -24,7 +24,7 @@ export class Service {
 
   constructor(env: NodeJS.ProcessEnv = {}) {
     this.child = spawn(process.execPath, [imagePath('echo-a')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    services.add(this.child);
+    services.add(this);
     let buf = '';
     this.child.stdout!.on('data', (d) => {
       buf += d;
@@ -56,15 +56,25 @@ export class Service {
     return l.port as number;
   }
 
+  /** The pid serving now: the first image's, or (successor mode) the last one announced. */
+  get pid(): number {
+    const ready = this.lines.filter((l) => l.event === 'ready' && typeof l.pid === 'number');
+    return (ready.at(-1)?.pid as number | undefined) ?? this.child.pid!;
+  }
+
   /** Trigger one live update; resolves with the next image's 'ready' (or 'update-failed') line. */
   async update(): Promise<Line> {
     const before = this.lines.length;
-    this.child.kill('SIGUSR2');
+    process.kill(this.pid, 'SIGUSR2');
     return this.next((l) => this.lines.indexOf(l) >= before && (l.event === 'ready' || l.event === 'update-failed'));
   }
 
   stop(): void {
-    this.child.kill('SIGKILL');
+    for (const pid of new Set([this.child.pid!, ...this.lines.filter((l) => typeof l.pid === 'number').map((l) => l.pid as number)])) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* gone */ }
+    }
   }
 }
 

@@ -51,7 +51,8 @@ export function bootKho(opts: BootOptions): Kho {
     if (fdMap) kho.setIncomingFds(fdMap);
   } catch (e) {
     const msg = e instanceof HandoverError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
-    if (opts.onCorrupt === 'cold') {
+    // A successor without its handover must never serve: the previous image still does.
+    if (opts.onCorrupt === 'cold' && !entry.startsWith(SUCCESSOR_PREFIX)) {
       process.emitWarning(`luo: ignoring the handover and booting cold: ${msg}`);
       const fd = Number(/^[^:]*:(\d+):/.exec(entry)?.[1]);
       if (Number.isInteger(fd) && fd > 2) {

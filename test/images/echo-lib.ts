@@ -4,7 +4,9 @@
  * image; the next generation restores the server with every connection, preserves it again
  * for the next update, FINISHes, and prints a "ready" JSON line. Everything it says goes to
  * stdout as JSON lines: {event: 'listening'|'ready'|'update-failed', ...}.
- * Env: ECHO_DRAIN_MS, ECHO_ON_UNDRAINED (carry|fail), ECHO_HTTP=1 (an http.Server instead).
+ * Env: ECHO_DRAIN_MS, ECHO_ON_UNDRAINED (carry|fail), ECHO_HTTP=1 (an http.Server instead),
+ * ECHO_SUCCESSOR=1 (hand over to a pre-started successor instead of exec'ing in place; the
+ * pid changes), ECHO_SUCCESSOR_TIMEOUT_MS, ECHO_NEXT (the next image's script, for failures).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -68,8 +70,10 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
       try {
         await luo.prepare();
         omark('prepared');
-        const next = path.join(path.dirname(fileURLToPath(import.meta.url)), `echo-${version === 'a' ? 'b' : 'a'}.js`);
+        const next = process.env.ECHO_NEXT || path.join(path.dirname(fileURLToPath(import.meta.url)), `echo-${version === 'a' ? 'b' : 'a'}.js`);
         await luo.reboot({ file: process.execPath, argv: [process.execPath, next] }, {
+          successor: process.env.ECHO_SUCCESSOR === '1',
+          successorTimeoutMs: Number(process.env.ECHO_SUCCESSOR_TIMEOUT_MS ?? 30_000),
           beforeExec: () => {
             omark('exec');
             process.env.ECHO_OLD_MARKS = JSON.stringify(old);
