@@ -40,6 +40,7 @@ export const ENV = {
   LUO_KHO_DEBUG: 'write handover DTBs under <rundir>/debug/ (default off)',
   LUO_ARENA_SIZE: 'arena size in bytes, or with a K/M/G/T suffix (default 64G, sparse)',
   LUO_ON_CORRUPT: 'panic (default) or cold: what a corrupt handover does at boot',
+  LUO_TRACE: 'print each update phase with its wall-clock time to stderr ("luo-trace <pid> <ms> <phase>"; default off)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
 } as const;
 
@@ -98,4 +99,25 @@ export function resolveConfig(opts: Partial<LuoConfig> = {}, env: NodeJS.Process
     arenaSize: opts.arenaSize ?? (env.LUO_ARENA_SIZE ? parseSize(env.LUO_ARENA_SIZE, 'LUO_ARENA_SIZE') : DEFAULT_ARENA_SIZE),
     onCorrupt,
   };
+}
+
+let traceOn: boolean | undefined;
+
+/**
+ * LUO_TRACE: one stderr line per update phase, with the wall clock, so the pause can be taken
+ * apart across images ("luo-trace <pid> <epoch ms> <phase>"). Read once; a malformed value is
+ * off (a diagnostic switch must never stop a service).
+ */
+export function trace(phase: string): void {
+  if (traceOn === undefined) {
+    try {
+      traceOn = parseBool(process.env.LUO_TRACE ?? '0', 'LUO_TRACE');
+    } catch {
+      traceOn = false;
+    }
+  }
+  if (!traceOn) return;
+  try {
+    process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(2)} ${phase}\n`);
+  } catch { /* stderr closed */ }
 }

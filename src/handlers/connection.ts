@@ -41,6 +41,8 @@ const MAGIC = 0x434f554c; // "LUOC"
 const HEADER = 32;
 const ENTRY = 24;
 
+const EMPTY = Buffer.alloc(0);
+
 export interface Carried { fd: number; flags: number; unread: Buffer; unsent: Buffer }
 
 /** What the snapshot saw, to verify nothing moved before exec. */
@@ -148,8 +150,8 @@ export function readTable(luo: Luo, addr: number): { conns: Carried[]; flags: nu
       conns.push({
         fd: luo.kho.incomingFd(dv.getUint32(e, true)),
         flags: dv.getUint32(e + 4, true),
-        unread: Buffer.from(v.subarray(off, off + unread)),
-        unsent: Buffer.from(v.subarray(off + unread, off + unread + unsent)),
+        unread: unread ? Buffer.from(v.subarray(off, off + unread)) : EMPTY,
+        unsent: unsent ? Buffer.from(v.subarray(off + unread, off + unread + unsent)) : EMPTY,
       });
     }
     return { conns, flags: dv.getUint32(12, true), extra: dv.getBigUint64(24, true) };

@@ -47,6 +47,9 @@ export function handleOf(s: net.Socket | net.Server): StreamHandle {
 }
 
 /** The kernel fd behind a socket or a listening server. */
+/** Shared and never written: what an idle connection carries. */
+const EMPTY = Buffer.alloc(0);
+
 export function fdOf(s: net.Socket | net.Server): number {
   const fd = handleOf(s).fd;
   if (typeof fd !== 'number' || fd < 0) throw fail('EBADF', `${s.constructor.name} has no file descriptor (handle.fd is ${String(fd)})`);
@@ -81,7 +84,7 @@ export function isReading(s: net.Socket): boolean {
 export function readBuffered(s: net.Socket): Buffer {
   const st = (s as unknown as { _readableState: { buffer: unknown; bufferIndex?: number; length: number; objectMode: boolean; decoder: unknown } })._readableState;
   if (st.objectMode) throw fail('EINVAL', 'socket is in object mode');
-  if (st.length === 0) return Buffer.alloc(0);
+  if (st.length === 0) return EMPTY;
   const chunks: Buffer[] = [];
   const buf = st.buffer as { head?: { data: Buffer; next: unknown } } | Buffer[];
   if (Array.isArray(buf)) {
@@ -144,6 +147,7 @@ export function unsentBytes(s: net.Socket): Buffer {
   const parts: Buffer[] = [];
   const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
   const queued = h ? h.writeQueueSize : 0;
+  if (queued === 0 && s.writableLength === 0) return EMPTY; // the common case, without allocating
   if (queued > 0) {
     const rec = t[TRACKED];
     if (!rec) throw fail('EIO', `libuv holds ${queued} unsent bytes of a write luo did not see (trackWrites was not installed before it)`);

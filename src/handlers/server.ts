@@ -25,6 +25,7 @@
  * upgraded WebSocket) goes to the caller instead of the server, and stays tracked.
  */
 import net from 'node:net';
+import { trace } from '../config.js';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
 import type { Luo } from '../luo/luo.js';
@@ -102,7 +103,9 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const t = tracking(ps.server);
     t.freezing = true;
     if (isHttp(ps.server)) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    trace('server: reading stopped');
     await freezeConnections(t.conns, ps.opts);
+    trace('server: writes drained');
   },
   snapshot({ file: ps, luo }) {
     const conns = [...connectionsOf(ps.server)].filter((s) => !s.destroyed);
@@ -186,15 +189,25 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
       resolve();
     });
   });
+  trace('restoreServer: listening');
   const t = tracking(server);
+  // Batches grow from 16 to `batch`: the first connections are served after a few adoptions,
+  // the bulk goes at full speed.
   const batch = opts.batch ?? 256;
+  let size = Math.min(16, batch);
+  let next = size;
   for (let i = 0; i < st.connections.length; i++) {
     const s = adoptConnection(st.connections[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
     attachToServer(server, s);
     opts.onConnection?.(s);
     if (opts.claim?.(s)) track(t, s);
     else server.emit('connection', s);
-    if ((i + 1) % batch === 0) await new Promise((r) => setImmediate(r));
+    if (i + 1 === next) {
+      if (i + 1 === size) trace('restoreServer: first batch adopted');
+      size = Math.min(batch, size * 2);
+      next += size;
+      await new Promise((r) => setImmediate(r));
+    }
   }
   return {
     connections: st.connections.length,

@@ -182,6 +182,11 @@ export class Kho {
     this.#incomingFds = map;
   }
 
+  /** True in a successor: the carried fds arrived over SCM_RIGHTS (open, close-on-exec). */
+  get fdsReceived(): boolean {
+    return this.#incomingFds !== null;
+  }
+
   /**
    * The fd a handed-over fd number names in this process: itself after an in-place exec, its
    * new number in a successor. EBADF for a number that was not handed over to a successor.

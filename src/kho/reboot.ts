@@ -16,6 +16,7 @@
  * running as it was.
  */
 import fs from 'node:fs';
+import { trace } from '../config.js';
 import { HandoverError, LuoError, SysError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import { HANDOVER_ENV, Kho, type KhoOptions } from './kho.js';
@@ -44,6 +45,7 @@ export function bootKho(opts: BootOptions): Kho {
       const fd = Number(entry.slice(SUCCESSOR_PREFIX.length));
       if (!Number.isInteger(fd) || fd < 3) throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(entry)} does not name a link fd`);
       const got = receiveHandover(fd);
+      trace('successor: handover received');
       real = got.entry;
       fdMap = got.fdMap;
     }
@@ -142,6 +144,7 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
     // Fail here, before the point of no return, on a program that cannot be executed.
     const file = resolveExecutable(image.file, (image.env ?? process.env).PATH);
     opts.beforeExec?.();
+    trace('exec');
     // The environment is read after beforeExec, so it can still add to process.env.
     const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env) };
     delete env[HANDOVER_ENV];

@@ -386,6 +386,7 @@ export class Files {
           } catch {
             throw new HandoverError(`files tree: token ${name} carries fd ${old}, which was not handed over`);
           }
+          if (kho.fdsReceived) continue; // SCM_RIGHTS gave them to us open and close-on-exec
           try {
             sys.setCloexec(fd, true);
           } catch {

@@ -35,11 +35,10 @@
  */
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { resolveConfig, type LuoConfig } from '../config.js';
+import { resolveConfig, trace, type LuoConfig } from '../config.js';
 import { HandoverError, LuoError, fail, type ErrnoName } from '../errors.js';
 import { FdtNode, encode } from '../fdt/index.js';
 import { Successor, bootKho, kexec, panic, selfImage, type Image, type Kho } from '../kho/index.js';
-import * as sys from '../sys/index.js';
 import {
   Event, FILES_SUBSYSTEM, LIVEUPDATE_NUMBER, LUO_COMPATIBLE, LUO_SUBTREE, State, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_NODE,
   SUBSYSTEM_NAME_RE, stateName, toToken,
@@ -125,8 +124,10 @@ export class Luo extends EventEmitter {
       enabled: config.enabled,
       debugDir: config.khoDebug ? path.join(config.rundir, 'debug') : undefined,
     });
+    trace('boot: kho adopted');
     const luo = new Luo(config, kho, { ...DEFAULT_TIMEOUTS, ...opts.timeouts });
     luo.#boot();
+    trace(`boot: luo ${luo.stateName}`);
     return luo;
   }
 
@@ -301,8 +302,10 @@ export class Luo extends EventEmitter {
       const list = this.#list();
       if (this.kho.finalized) this.kho.abort();
       try {
+        trace('freeze: start');
         for (const e of list) {
           e.data = toU64(await runCallback(() => e.sub.freeze?.(e.data), this.timeouts.freeze, `subsystem "${e.sub.name}" freeze`), e.data);
+          trace(`freeze: ${e.sub.name} done`);
         }
         this.#writeTree(list);
         this.kho.finalize();
@@ -451,10 +454,12 @@ export class Luo extends EventEmitter {
     return this.#exclusive('REBOOT', async () => {
       try {
         this.files.verifyFrozen();
+        // A closed fd makes sendmsg fail with EBADF before anything reaches the successor.
         const fds = [this.kho.arena.fd, ...this.files.carriedFds];
-        for (const fd of fds) sys.getFdFlags(fd); // EBADF before anything is sent
+        trace('handover: verified');
         opts.beforeExec?.();
         next.handover(this.kho.handover(), fds, opts.successorTimeoutMs ?? this.timeouts.boot);
+        trace('handover: taken');
       } catch (err) {
         next.abort();
         await this.#rollback();
