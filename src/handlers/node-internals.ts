@@ -46,10 +46,10 @@ export function handleOf(s: net.Socket | net.Server): StreamHandle {
   return h;
 }
 
-/** The kernel fd behind a socket or a listening server. */
 /** Shared and never written: what an idle connection carries. */
 const EMPTY = Buffer.alloc(0);
 
+/** The kernel fd behind a socket or a listening server. */
 export function fdOf(s: net.Socket | net.Server): number {
   const fd = handleOf(s).fd;
   if (typeof fd !== 'number' || fd < 0) throw fail('EBADF', `${s.constructor.name} has no file descriptor (handle.fd is ${String(fd)})`);

@@ -180,7 +180,9 @@ export interface RestoreOptions {
  */
 export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number; unread: number; unsent: number }> {
   if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
+  trace('restoreServer: start');
   const st = await luo.restoreFile<RestoredServer>(token);
+  trace('restoreServer: table read');
   if (st.http && !isHttp(server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -200,8 +202,10 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     const s = adoptConnection(st.connections[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
     attachToServer(server, s);
     opts.onConnection?.(s);
+    if (i === 0) trace('restoreServer: first adopted');
     if (opts.claim?.(s)) track(t, s);
     else server.emit('connection', s);
+    if (i === 0) trace('restoreServer: first handed to the server');
     if (i + 1 === next) {
       if (i + 1 === size) trace('restoreServer: first batch adopted');
       size = Math.min(batch, size * 2);

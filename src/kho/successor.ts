@@ -164,10 +164,9 @@ export class Successor {
  * handover string rewritten with this process's arena fd, and the old → new fd map.
  */
 export function receiveHandover(fd: number): { entry: string; fdMap: Map<number, number> } {
+  // The link is a blocking socket: recvmsg waits by itself.
   const recv = (): sys.Packet => {
     for (;;) {
-      const [rev] = sys.poll([fd], -1);
-      if (!rev) continue;
       const p = sys.recvPacket(fd);
       if (!p) continue;
       if (p.eof) throw new HandoverError('the previous image cancelled the handover (the link closed before it was complete)');

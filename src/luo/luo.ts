@@ -308,12 +308,15 @@ export class Luo extends EventEmitter {
           trace(`freeze: ${e.sub.name} done`);
         }
         this.#writeTree(list);
+        trace('freeze: tree written');
         this.kho.finalize();
+        trace('freeze: kho finalized');
       } catch (err) {
         await this.#rollback();
         throw err;
       }
       this.#setState(State.FROZEN);
+      trace('freeze: frozen');
     });
   }
 
@@ -453,6 +456,7 @@ export class Luo extends EventEmitter {
     }
     return this.#exclusive('REBOOT', async () => {
       try {
+        trace('handover: verifying');
         this.files.verifyFrozen();
         // A closed fd makes sendmsg fail with EBADF before anything reaches the successor.
         const fds = [this.kho.arena.fd, ...this.files.carriedFds];
