@@ -3,7 +3,6 @@
  * with the real agent, stop it. The service is a real process; every test kills what it
  * started when its file ends.
  */
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after } from 'node:test';
@@ -11,8 +10,8 @@ import { Service, agent } from '../examples/kv/demo.js';
 import { distRoot, tmpDir } from './helpers.js';
 
 export const kvDir = path.join(distRoot, 'examples', 'kv');
-const started: ChildProcess[] = [];
-after(() => started.forEach((c) => c.kill('SIGKILL')));
+const started: Service[] = [];
+after(() => started.forEach((s) => s.stop()));
 
 export interface Kv { svc: Service; port: number; rundir: string; args: string[] }
 
@@ -20,7 +19,7 @@ export async function startKv(entries = 5000): Promise<Kv> {
   const rundir = path.join(tmpDir('luo-kv-'), 'run');
   const args = ['--rundir', rundir, '--entries', String(entries)];
   const svc = new Service(path.join(kvDir, 'v1.js'), args);
-  started.push(svc.proc);
+  started.push(svc);
   const ready = await svc.wait((l) => l.event === 'ready', 30_000, 'the service');
   while (!fs.existsSync(path.join(rundir, 'liveupdate'))) await new Promise((r) => setTimeout(r, 10));
   return { svc, port: Number(ready.port), rundir, args };

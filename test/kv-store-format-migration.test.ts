@@ -57,6 +57,12 @@ test('verify() recomputes the checksum exactly while writes land before and afte
   assert.equal(v.expected, before);
   assert.equal(v.computed, before, 'the scan accounts for every write made while it ran');
   assert.equal(v.ok, true);
+  // Called when the state is handed over, scanning later: writes in between count too.
+  const handedOver = s.checksum;
+  const late = s.verify(4096, 30);
+  s.put(Buffer.from('key:1'), Buffer.from('during the delay'));
+  const lv = await late;
+  assert.deepEqual([lv.expected, lv.computed, lv.ok], [handedOver, handedOver, true]);
   const again = await s.verify();
   assert.equal(again.ok, true);
   assert.notEqual(again.computed, before);

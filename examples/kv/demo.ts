@@ -6,7 +6,10 @@
  * repeated, failed or dropped, if a checksum differs, or if the version did not switch.
  *
  *   node dist/examples/kv/demo.js [--updates 4] [--entries 300000] [--http 8] [--ws 8]
- *                                 [--echo 1] [--interval 1500] [--json report.json]
+ *                                 [--echo 1] [--interval 1500] [--mode successor|exec]
+ *                                 [--json report.json]
+ * --mode successor (default): `luo update --successor`, the next version pre-started (a new
+ * pid each update); exec: in place, the same pid throughout (a longer pause).
  *
  * Lifecycle: temporary run directory → service up → clients up → (update, settle) × N →
  * clients stop (the echo stream drains) → service SIGTERM → report. A failed update stops
@@ -24,17 +27,18 @@ import { EchoClient, HttpClient, WsClient, maxGap, type Client } from './clients
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(here, '..', '..', 'src', 'cli', 'main.js');
 
-interface Flags { updates: number; entries: number; http: number; ws: number; echo: number; interval: number; json?: string }
+interface Flags { updates: number; entries: number; http: number; ws: number; echo: number; interval: number; mode: 'successor' | 'exec'; json?: string }
 
 function flags(argv: string[]): Flags {
-  const f: Flags = { updates: 4, entries: 300_000, http: 8, ws: 8, echo: 1, interval: 1500 };
+  const f: Flags = { updates: 4, entries: 300_000, http: 8, ws: 8, echo: 1, interval: 1500, mode: 'successor' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!.replace(/^--/, '');
     const v = argv[++i];
     if (k === 'json') f.json = v;
+    else if (k === 'mode' && (v === 'successor' || v === 'exec')) f.mode = v;
     else if (k in f && v !== undefined && Number.isInteger(Number(v)) && Number(v) >= 0) (f as unknown as Record<string, number>)[k] = Number(v);
     else {
-      process.stderr.write(`demo: unknown or bad option ${argv[i - 1]}\nusage: npm start -- [--updates N] [--entries N] [--http N] [--ws N] [--echo N] [--interval MS] [--json FILE]\n`);
+      process.stderr.write(`demo: unknown or bad option ${argv[i - 1]}\nusage: npm start -- [--updates N] [--entries N] [--http N] [--ws N] [--echo N] [--interval MS] [--mode successor|exec] [--json FILE]\n`);
       process.exit(2);
     }
   }
@@ -43,7 +47,11 @@ function flags(argv: string[]): Flags {
 
 type Line = Record<string, unknown> & { event: string };
 
-/** The service as a child process, its JSON lines collected. */
+/**
+ * The service as a child process, its JSON lines collected. Under successor mode the process
+ * started here exits at the first update and its successor (which inherited stdout) goes on
+ * printing: `pid` is whoever announced itself last, and stop() kills every pid seen.
+ */
 export class Service {
   readonly proc: ChildProcess;
   readonly lines: Line[] = [];
@@ -77,8 +85,20 @@ export class Service {
         reject(new Error(`timed out waiting for ${what}`));
       }, ms);
       this.#waiters.push(w);
-      this.proc.once('exit', (code) => reject(new Error(`the service exited (${code}) while waiting for ${what}`)));
     });
+  }
+
+  get pid(): number {
+    const ready = this.lines.filter((l) => l.event === 'ready' && typeof l.pid === 'number');
+    return (ready.at(-1)?.pid as number | undefined) ?? this.proc.pid!;
+  }
+
+  stop(signal: NodeJS.Signals = 'SIGKILL'): void {
+    for (const pid of new Set([this.proc.pid!, ...this.lines.map((l) => l.pid).filter((p): p is number => typeof p === 'number')])) {
+      try {
+        process.kill(pid, signal);
+      } catch { /* gone */ }
+    }
   }
 }
 
@@ -107,14 +127,14 @@ export async function runDemo(f: Flags): Promise<{ ok: boolean; rows: UpdateRow[
   const rundir = path.join(dir, 'run');
   const common = ['--rundir', rundir, '--entries', String(f.entries)];
   const out = (s: string): void => void process.stdout.write(s);
-  out(`luo demo: a key-value service with ${f.entries.toLocaleString('en')} entries in preserved memory, ${f.http} HTTP keep-alive clients, ${f.ws} WebSocket clients, ${f.echo} TCP echo stream(s); ${f.updates} live updates\n`);
+  out(`luo demo: a key-value service with ${f.entries.toLocaleString('en')} entries in preserved memory, ${f.http} HTTP keep-alive clients, ${f.ws} WebSocket clients, ${f.echo} TCP echo stream(s); ${f.updates} live updates (${f.mode === 'successor' ? 'luo update --successor: the next version starts first, then takes over' : 'luo update: the next version is exec\'d in place'})\n`);
   const svc = new Service(path.join(here, 'v1.js'), common);
   const clients: Client[] = [];
   const rows: UpdateRow[] = [];
   let progress: NodeJS.Timeout | null = null;
   const cleanup = (): void => {
     if (progress) clearInterval(progress);
-    svc.proc.kill('SIGKILL');
+    svc.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   };
   process.once('SIGINT', () => {
@@ -143,7 +163,7 @@ export async function runDemo(f: Flags): Promise<{ ok: boolean; rows: UpdateRow[
       const before = { failed: sum(clients, 'failed'), dropped: sum(clients, 'dropped'), lr: sum(clients, 'lost') + sum(clients, 'repeated'), mm: sum(clients, 'mismatches') };
       const connectionsBefore = clients.filter((c) => c.connected).length;
       const t0 = performance.now();
-      const r = await agent(['update', '--rundir', rundir, '--json', '--', process.execPath, path.join(here, `v${to}.js`), ...common]);
+      const r = await agent(['update', ...(f.mode === 'successor' ? ['--successor'] : []), '--rundir', rundir, '--json', '--', process.execPath, path.join(here, `v${to}.js`), ...common]);
       const t1 = performance.now();
       let res: { ok: boolean; totalMs: number; error?: string };
       try {
@@ -169,7 +189,7 @@ export async function runDemo(f: Flags): Promise<{ ok: boolean; rows: UpdateRow[
       };
       rows.push(row);
       if (progress) out(`\r\x1b[K`);
-      out(`  update ${n}: v${version} → v${to} ${res.ok ? 'done' : 'FAILED'} in ${res.totalMs} ms, clients paused ${row.pauseMs} ms at most, ${row.carried} connections carried${res.ok ? '' : `: ${row.error}`}\n`);
+      out(`  update ${n}: v${version} → v${to} ${res.ok ? 'done' : 'FAILED'} in ${res.totalMs} ms (pid ${String(up?.pid ?? '?')}), clients paused ${row.pauseMs} ms at most, ${row.carried} connections carried${res.ok ? '' : `: ${row.error}`}\n`);
       if (!res.ok) break;
       version = to;
     }

@@ -294,6 +294,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   }
 
   // ------------------------------------------------------------------ serve
+  const verifying = luo && updated ? store.verify(4096, 100) : null;
   if (luo && updated) {
     const r = await restoreServer(luo, 1, server, {
       claim: (s) => {
@@ -320,8 +321,9 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
     setImmediate(() => startDevice(luo));
     if (updated) {
       const generation = luo.liveupdateNumber;
-      // In small slices, once the first answers are out: it must never hold up a request.
-      void sleepMs(100).then(() => store.verify(4096)).then((v) => {
+      // Against the checksum as handed over (taken now, before any request), in small slices
+      // once the first answers are out: it must never hold up a request.
+      void verifying!.then((v) => {
         verified = { ...v, generation };
         say({ event: 'verified', version: tag, ...verified });
       });
@@ -342,8 +344,6 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
-
-const sleepMs = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function listenRetrying(server: http.Server, port: number, host: string): Promise<void> {
   // A restart can find the port still held by the process it replaces for a moment.

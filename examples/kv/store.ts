@@ -340,14 +340,18 @@ export class KvStore {
 
   /**
    * Recompute the checksum from the records themselves, `slice` records per event-loop turn,
-   * and compare it with the running one as it stood when the scan began.
+   * and compare it with the running one as it stood when verify() was called (the state as
+   * handed over, when called before serving). The scan itself starts `delayMs` later; writes
+   * meanwhile are accounted for like writes during the scan.
    */
-  async verify(slice = 4096): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
-    const t0 = performance.now();
+  async verify(slice = 4096, delayMs = 0): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
     const expected = this.checksum;
+    if (this.#scan) throw new Error('a verification is already running');
     const sc = (this.#scan = { cursor: 0, adjA: 0, adjB: 0 });
     let a = 0;
     let b = 0;
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    const t0 = performance.now();
     try {
       while (sc.cursor < this.capacity) {
         const end = Math.min(this.capacity, sc.cursor + slice);
