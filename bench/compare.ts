@@ -2,7 +2,9 @@
  * npm run bench — luo beside what services use today, in one run, on the same service (the
  * key-value example, examples/kv) under the same load:
  *
- *   luo       `luo update` to the other version: state, listener and connections carried
+ *   luo       `luo update --successor` to the other version: the next version starts while
+ *             the current one serves, then takes over state, listener and connections
+ *   luo-exec  `luo update` in place (same pid): the next version starts after the freeze
  *   pm2       `pm2 reload` in cluster mode (pm2 7 from npm, its own PM2_HOME in the bench's
  *             temporary directory, killed afterwards); the app closes gracefully on SIGINT
  *   json      a plain restart: SIGTERM, the state written to disk as JSON, a new process
@@ -50,12 +52,12 @@ const SIZES = opt('sizes', '10e6,100e6,1e9').split(',').map(Number);
 const CONNS = opt('connections', '1,1000,10000').split(',').map(Number);
 const SIZE_SWEEP_CONNS = 100;
 const REPS = Number(opt('reps', '3'));
-const CONTENDERS = opt('contenders', 'luo,pm2,json').split(',') as Contender[];
+const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',') as Contender[];
 const WRITE_DOCS = !argv.includes('--no-docs');
 const today = new Date().toISOString().slice(0, 10);
 const OUT = opt('out', path.join(root, 'bench', 'results', `${today}.json`));
 
-type Contender = 'luo' | 'pm2' | 'json';
+type Contender = 'luo' | 'luo-exec' | 'pm2' | 'json';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -66,7 +68,7 @@ const log = (s: string): void => void process.stderr.write(`${s}\n`);
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
   pauseMs: number; p50Ms: number; p99Ms: number; updateMs: number; dropped: number; failed: number;
-  stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; note?: string;
+  stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; stateRestoreMs?: number;
 }
 
 async function freePort(): Promise<number> {
@@ -139,11 +141,13 @@ function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<{ co
 /** A contender's service: start it, update it once, stop it. */
 interface Runner {
   port: number;
+  /** luo: how long the new image took to reopen the state (from its ready line). */
+  lastStoreOpenMs?(): number | undefined;
   update(): Promise<void>;
   stop(): Promise<void>;
 }
 
-async function startLuo(tmp: string, args: string[]): Promise<Runner> {
+async function startLuo(tmp: string, args: string[], successor: boolean): Promise<Runner> {
   const rundir = path.join(tmp, 'run');
   const common = ['--rundir', rundir, ...args];
   const p = new Proc(spawn(process.execPath, ['--max-old-space-size=4096', path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
@@ -152,15 +156,21 @@ async function startLuo(tmp: string, args: string[]): Promise<Runner> {
   let version = 1;
   return {
     port: Number(ready.port),
+    lastStoreOpenMs: () => p.lines.filter((l) => l.event === 'ready' && l.updated).at(-1)?.storeOpenMs as number | undefined,
     async update() {
       version = version === 1 ? 2 : 1;
-      const r = await run(process.execPath, [CLI, 'update', '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', path.join(kvDir, `v${version}.js`), ...common]);
+      const r = await run(process.execPath, [CLI, 'update', ...(successor ? ['--successor'] : []), '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', path.join(kvDir, `v${version}.js`), ...common]);
       const rep = JSON.parse(r.out.trim().split('\n').filter((l) => l.startsWith('{')).pop() ?? '{}') as { ok?: boolean; error?: string };
       if (!rep.ok) throw new Error(`luo update failed: ${rep.error ?? r.out}`);
     },
     async stop() {
-      p.child.kill('SIGTERM');
-      await new Promise((r) => p.child.once('exit', r));
+      // Successor mode: the process started here is long gone; stop whoever serves now.
+      const pids = new Set([p.child.pid!, ...p.lines.map((l) => l.pid as number).filter(Boolean)]);
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch { /* gone */ }
+      }
     },
   };
 }
@@ -251,13 +261,14 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
   const t: Trial = {
     contender, stateBytes, entries, connections, rep,
     pauseMs: Math.round(maxGap(busy, t0, t1) * 10) / 10,
-    p50Ms: Math.round(latencyPercentile(busy, t0, t1, 50) * 100) / 100,
-    p99Ms: Math.round(latencyPercentile(busy, t0, t1, 99) * 100) / 100,
+    p50Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 50) * 100) / 100,
+    p99Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 99) * 100) / 100,
     updateMs: Math.round(t1 - t0),
     dropped: all.reduce((n, c) => n + c.counts.dropped, 0) - d0,
     failed: all.reduce((n, c) => n + c.counts.failed, 0) - f0,
     entriesBefore: Number(before.entries), entriesAfter: Number(after.entries), lostWrites,
     stateKept: lostWrites === 0 && Number(after.entries) >= Number(before.entries) && after.pid !== undefined,
+    ...(r.lastStoreOpenMs?.() !== undefined ? { stateRestoreMs: r.lastStoreOpenMs()! } : {}),
   };
   return { t, series };
 }
@@ -304,6 +315,7 @@ async function main(): Promise<void> {
   ];
   const trials: Trial[] = [];
   const series: Record<string, Array<[number, number]>> = {};
+  const seriesPoint = points.find((p) => p.series)!;
   const skipped: Record<string, string> = {};
   for (const contender of CONTENDERS) {
     for (const pt of points) {
@@ -315,8 +327,8 @@ async function main(): Promise<void> {
       log(`${contender}: ${(pt.size / 1e6).toFixed(0)} MB state (${entries.toLocaleString('en')} entries), ${pt.conns} connections`);
       let r: Runner | null = null;
       try {
-        r = contender === 'luo' ? await startLuo(tmp, args) : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
-        const reps = contender === 'luo' ? REPS : Math.max(1, REPS - 1);
+        r = contender === 'luo' || contender === 'luo-exec' ? await startLuo(tmp, args, contender === 'luo') : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
+        const reps = contender.startsWith('luo') ? REPS : Math.max(1, REPS - 1);
         for (let rep = 0; rep < reps; rep++) {
           const { t, series: s } = await trial(contender, r, pt.size, entries, pt.conns, rep);
           trials.push(t);
@@ -336,6 +348,7 @@ async function main(): Promise<void> {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
     settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, busyClients: 4, pm2: PM2_VERSION },
     durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, series,
+    seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(result, null, 1));
@@ -346,19 +359,19 @@ async function main(): Promise<void> {
   }
 }
 
-type Result = { date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
+type Result = { seriesAt: { stateBytes: number; connections: number }; date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
 
-const NAMES: Record<Contender, string> = { luo: 'luo update', pm2: 'pm2 reload (cluster)', json: 'restart + JSON state' };
+const NAMES: Record<Contender, string> = { luo: 'luo update --successor', 'luo-exec': 'luo update (exec in place)', pm2: 'pm2 reload (cluster)', json: 'restart + JSON state' };
 
-/** The markdown table: one row per contender and point, medians over the updates. */
-export function table(res: Result): string {
-  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | dropped | failed | state |', '|---|---|---|---|---|---|---|---|'];
-  const keys = [...new Set(res.trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
+/** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
+export function table(res: Result, trials = res.trials): string {
+  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|'];
+  const keys = [...new Set(trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
   for (const k of keys) {
-    const ts = res.trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
+    const ts = trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
     const t = ts[0]!;
     const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
-    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} |`);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
   }
   return rows.join('\n');
 }
@@ -376,10 +389,10 @@ export function svg(res: Result): string {
   const x0 = -1000;
   const x1 = Math.max(3000, ...names.flatMap((n) => res.series[n]!.map((p) => p[0])));
   const yMax = Math.max(10, ...names.flatMap((n) => res.series[n]!.map((p) => p[1])));
-  const colors: Record<Contender, string> = { luo: '#1f77b4', pm2: '#d62728', json: '#ff7f0e' };
+  const colors: Record<Contender, string> = { luo: '#1f77b4', 'luo-exec': '#17becf', pm2: '#d62728', json: '#ff7f0e' };
   const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${L}" y="20" font-size="13">Request latency across one update (${fmtBytes(Number((res.settings.sizes as number[])[1] ?? 0))} state, ${res.settings.sizeSweepConnections} connections) — ${res.date}, ${String(res.machine.cores)} cores</text>`];
+    `<text x="${L}" y="20" font-size="13">Request latency of 4 busy clients across one update (${fmtBytes(res.seriesAt.stateBytes)} state, ${res.seriesAt.connections} connections; the update starts at 0 s) — ${res.date}, ${String(res.machine.cores)} cores</text>`];
   names.forEach((n, i) => {
     const top = 40 + i * (PH + 40);
     const sx = (t: number): number => L + ((t - x0) / (x1 - x0)) * (W - L - R);
@@ -407,7 +420,15 @@ function writeDocs(res: Result): void {
     '',
     `Floor: \`node -e 0\` spawned takes ${res.floor.spawnMs} ms; exec'd in place from a running image, ${res.floor.execInPlaceMs} ms to its first instruction of user code.`,
     '',
-    table(res),
+    `By state size, ${String(res.settings.sizeSweepConnections)} connections:`,
+    '',
+    table(res, res.trials.filter((t) => t.connections === res.settings.sizeSweepConnections)),
+    '',
+    `By connections, ${fmtBytes((res.settings.sizes as number[])[0]!)} of state:`,
+    '',
+    table(res, res.trials.filter((t) => t.stateBytes === (res.settings.sizes as number[])[0])),
+    '',
+    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',

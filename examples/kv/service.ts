@@ -94,6 +94,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   let nextSession = 1;
   let verified: { ok: boolean; expected: string; computed: string; ms: number; generation: number } | null = null;
   let migrated: { from: number; to: number; ms: number } | null = null;
+  let storeOpenMs = 0;
 
   // ------------------------------------------------------------------ the store
   let store: KvStore;
@@ -151,6 +152,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
       boot: (data) => void (sessionsPayload = data),
     });
     if (updated && storePayload) {
+      const to = performance.now();
       const format = Number(storePayload >> 48n);
       store = KvStore.open(Number(storePayload & 0xffffffffffffn), mem, version);
       store.updates = store.updates + 1;
@@ -159,6 +161,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
         store.upgrade(mem);
         migrated = { from: 1, to: 2, ms: Math.round((performance.now() - tm) * 100) / 100 };
       } else if (format !== store.format) migrated = { from: format, to: store.format, ms: 0 };
+      storeOpenMs = Math.round((performance.now() - to) * 1000) / 1000;
     } else {
       store = KvStore.create(KvStore.capacityFor(args.stateBytes), mem, version);
       seed(store, args.entries);
@@ -308,7 +311,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
         return true;
       },
     });
-    say({ event: 'ready', version: tag, pid: process.pid, updated: true, connections: r.connections, sessions: live.size, carriedBytes: r.unread + r.unsent, entries: store.size, format: store.format, migrated, bootMs: Math.round(performance.now() - t0) });
+    say({ event: 'ready', version: tag, pid: process.pid, updated: true, connections: r.connections, sessions: live.size, carriedBytes: r.unread + r.unsent, entries: store.size, bytes: store.bytes, format: store.format, migrated, storeOpenMs, bootMs: Math.round(performance.now() - t0) });
   } else {
     await listenRetrying(server, args.port, args.host);
     const port = (server.address() as net.AddressInfo).port;
