@@ -94,6 +94,7 @@ async function stats(port: number): Promise<Record<string, any>> {
         });
         sock.on('error', reject);
         sock.on('close', () => reject(new Error('closed')));
+        sock.setTimeout(3000, () => reject(new Error('no answer in 3 s')));
         sock.write('GET /stats HTTP/1.1\r\nhost: kv\r\nconnection: close\r\n\r\n');
       });
       return JSON.parse(body) as Record<string, any>;
@@ -128,13 +129,21 @@ class Proc {
   }
 }
 
-function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+/** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
+function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => resolve({ code: code ?? 1, out }));
+    const t = setTimeout(() => {
+      out += `\n(killed after ${timeoutMs / 1000} s)`;
+      p.kill('SIGKILL');
+    }, timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code: code ?? 1, out });
+    });
   });
 }
 
@@ -233,6 +242,17 @@ async function startPm2(tmp: string, args: string[]): Promise<Runner> {
   };
 }
 
+/** The slowest answer in each 10 ms bucket ([bucket start ms, latency ms]); an empty bucket
+ *  (no answer at all: a pause) is absent. Keeps the chart and the results file small. */
+export function bucketMax(points: Array<[number, number]>, ms = 10): Array<[number, number]> {
+  const m = new Map<number, number>();
+  for (const [t, l] of points) {
+    const b = Math.floor(t / ms) * ms;
+    m.set(b, Math.max(m.get(b) ?? 0, l));
+  }
+  return [...m].sort((a, b) => a[0] - b[0]).map(([t, l]) => [t, Math.round(l * 100) / 100]);
+}
+
 /** One update under load; returns the trial and the busy clients' latency series. */
 async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]> }> {
   const idle = new IdleHttp(r.port, connections, 1000);
@@ -255,8 +275,9 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
   const tEnd = performance.now();
   await Promise.all(busy.map((c) => c.stop()));
   await idle.stop();
-  const series: Array<[number, number]> = [];
-  for (const c of busy) for (const [e, l] of c.lat) if (e >= t0 - 1000 && e <= tEnd) series.push([Math.round(e - t0), Math.round(l * 100) / 100]);
+  const raw: Array<[number, number]> = [];
+  for (const c of busy) for (const [e, l] of c.lat) if (e >= t0 - 1000 && e <= tEnd) raw.push([e - t0, l]);
+  const series = bucketMax(raw);
   const lostWrites = busy.reduce((n, c) => n + c.counts.mismatches, 0) - m0;
   const t: Trial = {
     contender, stateBytes, entries, connections, rep,
@@ -351,12 +372,20 @@ async function main(): Promise<void> {
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, JSON.stringify(result, null, 1));
+  fs.writeFileSync(OUT, resultJson(result));
   log(`results: ${path.relative(root, OUT)} (${result.durationS} s)`);
   if (WRITE_DOCS) {
     writeDocs(result);
     log('docs/benchmarks.md and docs/bench-latency.svg regenerated');
   }
+}
+
+/** The results file: readable, with each series on one line. */
+export function resultJson(r: Record<string, unknown> & { series: Record<string, unknown> }): string {
+  const { series, ...rest } = r;
+  const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
+  const ser = Object.entries(series).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
+  return `${head},\n "series": {\n${ser}\n }\n}\n`;
 }
 
 type Result = { seriesAt: { stateBytes: number; connections: number }; date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
@@ -385,16 +414,18 @@ export function svg(res: Result): string {
   const PH = 150;
   const L = 70;
   const R = 20;
-  const H = 40 + names.length * (PH + 40);
+  const HEAD = 56;
+  const H = HEAD + names.length * (PH + 40);
   const x0 = -1000;
   const x1 = Math.max(3000, ...names.flatMap((n) => res.series[n]!.map((p) => p[0])));
   const yMax = Math.max(10, ...names.flatMap((n) => res.series[n]!.map((p) => p[1])));
   const colors: Record<Contender, string> = { luo: '#1f77b4', 'luo-exec': '#17becf', pm2: '#d62728', json: '#ff7f0e' };
   const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${L}" y="20" font-size="13">Request latency of 4 busy clients across one update (${fmtBytes(res.seriesAt.stateBytes)} state, ${res.seriesAt.connections} connections; the update starts at 0 s) — ${res.date}, ${String(res.machine.cores)} cores</text>`];
+    `<text x="${L}" y="18" font-size="13">Slowest answer per 10 ms to 4 busy clients, across one update (log scale; the update starts at 0 s)</text>`,
+    `<text x="${L}" y="34" fill="#555">${fmtBytes(res.seriesAt.stateBytes)} of state, ${res.seriesAt.connections} long-lived connections; ${res.date}, ${String(res.machine.cores)} cores, Node ${String(res.machine.node)}. A gap is time without answers.</text>`];
   names.forEach((n, i) => {
-    const top = 40 + i * (PH + 40);
+    const top = HEAD + i * (PH + 40);
     const sx = (t: number): number => L + ((t - x0) / (x1 - x0)) * (W - L - R);
     const sy = (v: number): number => top + PH - (Math.log10(Math.max(0.1, v) / 0.1) / Math.log10(yMax * 1.5 / 0.1)) * PH;
     out.push(`<text x="${L}" y="${top - 6}" font-weight="bold" fill="${colors[n]}">${NAMES[n]}</text>`);
@@ -403,7 +434,19 @@ export function svg(res: Result): string {
       out.push(`<line x1="${L}" x2="${W - R}" y1="${sy(v).toFixed(1)}" y2="${sy(v).toFixed(1)}" stroke="#eee"/><text x="${L - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end">${v} ms</text>`);
     }
     out.push(`<line x1="${sx(0).toFixed(1)}" x2="${sx(0).toFixed(1)}" y1="${top}" y2="${top + PH}" stroke="#555" stroke-dasharray="3,3"/>`);
-    for (const [t, l] of res.series[n]!) out.push(`<circle cx="${sx(t).toFixed(1)}" cy="${sy(l).toFixed(1)}" r="1.6" fill="${colors[n]}" fill-opacity="0.6"/>`);
+    // The slowest answer per 10 ms, as a line broken wherever a bucket had no answer.
+    const pts = res.series[n]!;
+    let run: string[] = [];
+    const flush = (): void => {
+      if (run.length > 1) out.push(`<polyline fill="none" stroke="${colors[n]}" stroke-width="1.2" points="${run.join(' ')}"/>`);
+      else if (run.length === 1) out.push(`<circle cx="${run[0]!.split(',')[0]}" cy="${run[0]!.split(',')[1]}" r="1.8" fill="${colors[n]}"/>`);
+      run = [];
+    };
+    pts.forEach(([t, l], k) => {
+      if (k > 0 && t - pts[k - 1]![0] > 10) flush();
+      run.push(`${sx(t).toFixed(1)},${sy(l).toFixed(1)}`);
+    });
+    flush();
     for (let t = 0; t <= x1; t += 1000) out.push(`<text x="${sx(t).toFixed(1)}" y="${top + PH + 14}" text-anchor="middle">${t / 1000} s</text>`);
   });
   out.push('</svg>');

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { after } from 'node:test';
-import { imagePath } from './helpers.js';
+import { descendants, imagePath } from './helpers.js';
 
 // Every service started here is killed when the test file ends, even after a timed-out test
 // (whose finally never runs): a live child would keep the file from ever exiting.
@@ -69,12 +69,17 @@ export class Service {
     return this.next((l) => this.lines.indexOf(l) >= before && (l.event === 'ready' || l.event === 'update-failed'));
   }
 
+  /** Kill every image (and any successor still starting), and let go of their output. */
   stop(): void {
-    for (const pid of new Set([this.child.pid!, ...this.lines.filter((l) => typeof l.pid === 'number').map((l) => l.pid as number)])) {
+    const pids = new Set([this.child.pid!, ...this.lines.filter((l) => typeof l.pid === 'number').map((l) => l.pid as number)]);
+    for (const p of [...pids]) for (const d of descendants(p)) pids.add(d);
+    for (const pid of pids) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch { /* gone */ }
     }
+    this.child.stdout?.destroy();
+    this.child.stderr?.destroy();
   }
 }
 

@@ -34,6 +34,7 @@ test('a connection keeps its peer and its bytes, a listener accepts what arrived
   const g1 = await gotLine(1);
   assert.match(g1.refusedServer, /^EOPNOTSUPP: TLS connections cannot be handed over: the session keys live in this process's memory/);
   assert.match(g1.refusedSocket, /^EOPNOTSUPP: TLS/);
+  assert.match(g1.refusedHttps, /^EOPNOTSUPP: TLS connections cannot be handed over/, 'preserveServer refuses a TLS server too');
   assert.deepEqual(g1.kinds, ['listener-v1', 'socket-v1', 'udp-v1']);
   const ps = await peerSide;
   let fromService = '';

@@ -32,6 +32,27 @@ export function runNode(script: string, args: string[] = [], opts: { env?: NodeJ
   });
 }
 
+/** Every live descendant of `pid` (children, grandchildren…), read from /proc. */
+export function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* exited meanwhile */ }
+  }
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    for (const [c, pp] of parent) if (pp === p) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
 export function tmpDir(prefix = 'luo-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

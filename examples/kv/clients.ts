@@ -106,9 +106,20 @@ export class HttpClient extends Client {
     w?.({ status: Number(head[0]!.split(' ')[1]), headers, body });
   }
 
+  /** One request; a request unanswered for 10 s fails and its connection is closed. */
   request(method: string, path: string, body = ''): Promise<{ status: number; headers: Map<string, string>; body: Buffer }> {
     return new Promise((resolve, reject) => {
-      this.#waiting = (r) => (r instanceof Error ? reject(r) : resolve(r));
+      const sock = this.sock!;
+      const t = setTimeout(() => {
+        this.#waiting = null;
+        reject(new Error('no answer in 10 s'));
+        sock.destroy();
+      }, 10_000);
+      this.#waiting = (r) => {
+        clearTimeout(t);
+        if (r instanceof Error) reject(r);
+        else resolve(r);
+      };
       this.sock!.write(`${method} ${path} HTTP/1.1\r\nhost: kv\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
   }

@@ -95,24 +95,22 @@ export class KvStore {
     if (!Number.isInteger(capacity) || capacity < 16 || capacity % perSeg !== 0) throw new RangeError(`capacity must be at least 16 and a whole number of ${2 ** SEG_LOG2}-record segments, not ${capacity}`);
     const nSegs = capacity / perSeg;
     if (nSegs > MAX_SEGS) throw new RangeError(`capacity ${capacity} needs ${nSegs} segments, more than ${MAX_SEGS}`);
+    // Memory from StoreMemory.alloc reads as zeros (luo's arena pages are fresh or were
+    // hole-punched when freed): nothing needs clearing, nothing is touched until used.
     const rootAddr = mem.alloc(ROOT);
     const root = mem.view(rootAddr, ROOT);
-    root.fill(0);
     const dv = new DataView(root.buffer, root.byteOffset, ROOT);
     dv.setUint32(0, MAGIC, true);
     dv.setUint32(4, 1, true);
     dv.setUint32(8, capacity, true);
     dv.setUint32(12, perSeg, true);
     dv.setUint32(16, nSegs, true);
-    const segs: Uint8Array[] = [];
-    for (let i = 0; i < nSegs; i++) {
-      const a = mem.alloc(perSeg * RECORD);
-      dv.setBigUint64(48 + 8 * i, BigInt(a), true);
-      const v = mem.view(a, perSeg * RECORD);
-      v.fill(0);
-      segs.push(v);
-    }
-    const s = new KvStore(rootAddr, root, segs);
+    // One block for all the segments (they are listed one by one, so a store may also be
+    // made of separate blocks).
+    const base = mem.alloc(nSegs * perSeg * RECORD);
+    const addrs = Array.from({ length: nSegs }, (_, i) => base + i * perSeg * RECORD);
+    addrs.forEach((a, i) => dv.setBigUint64(48 + 8 * i, BigInt(a), true));
+    const s = new KvStore(rootAddr, root, mapRuns(mem, addrs, perSeg * RECORD, false));
     if (format === 2) s.upgrade(mem);
     return s;
   }
@@ -131,13 +129,8 @@ export class KvStore {
     const perSeg = dv.getUint32(12, true);
     const nSegs = dv.getUint32(16, true);
     if (perSeg === 0 || nSegs > MAX_SEGS || perSeg * nSegs !== dv.getUint32(8, true)) throw new Error('key-value store root is inconsistent (segments × records per segment ≠ capacity)');
-    const segs: Uint8Array[] = [];
-    for (let i = 0; i < nSegs; i++) {
-      const a = Number(dv.getBigUint64(48 + 8 * i, true));
-      mem.claim?.(a);
-      segs.push(mem.view(a, perSeg * RECORD));
-    }
-    const s = new KvStore(rootAddr, root, segs);
+    const addrs = Array.from({ length: nSegs }, (_, i) => Number(dv.getBigUint64(48 + 8 * i, true)));
+    const s = new KvStore(rootAddr, root, mapRuns(mem, addrs, perSeg * RECORD, true));
     if (format === 2) {
       if (understands >= 2) s.#openRevisions(mem);
       else s.#dropRevisions(mem); // format-1 code: release the block, write format 1
@@ -173,12 +166,19 @@ export class KvStore {
   /** Every block this store uses (root, segments, revision blocks): what must be preserved. */
   blocks(): Array<{ addr: number; size: number }> {
     const out = [{ addr: this.rootAddr, size: ROOT }];
-    for (let i = 0; i < this.#segs.length; i++) out.push({ addr: Number(this.#dv.getBigUint64(48 + 8 * i, true)), size: this.#perSeg * RECORD });
+    const runs = (addrs: number[], size: number): void => {
+      for (const a of runStarts(addrs, size)) {
+        let n = 1;
+        while (addrs.includes(a + n * size)) n++;
+        out.push({ addr: a, size: n * size });
+      }
+    };
+    runs(Array.from({ length: this.#segs.length }, (_, i) => Number(this.#dv.getBigUint64(48 + 8 * i, true))), this.#perSeg * RECORD);
     const revRoot = Number(this.#dv.getBigUint64(40, true));
     if (revRoot && this.#revs) {
       out.push({ addr: revRoot, size: ROOT });
       const r = this.#revRootDv!;
-      for (let i = 0; i < this.#revs.length; i++) out.push({ addr: Number(r.getBigUint64(8 + 8 * i, true)), size: this.#revs[i]!.byteLength });
+      runs(Array.from({ length: this.#revs.length }, (_, i) => Number(r.getBigUint64(8 + 8 * i, true))), this.#perSeg * 4);
     }
     return out;
   }
@@ -192,18 +192,12 @@ export class KvStore {
     const n = this.#segs.length;
     const revRoot = mem.alloc(ROOT);
     const rr = mem.view(revRoot, ROOT);
-    rr.fill(0);
     const rdv = new DataView(rr.buffer, rr.byteOffset, ROOT);
     rdv.setUint32(0, n, true);
-    const revs: Uint32Array[] = [];
-    for (let i = 0; i < n; i++) {
-      const a = mem.alloc(per * 4);
-      rdv.setBigUint64(8 + 8 * i, BigInt(a), true);
-      const v = mem.view(a, per * 4);
-      v.fill(0);
-      revs.push(new Uint32Array(v.buffer, v.byteOffset, per));
-    }
-    this.#revs = revs;
+    const base = mem.alloc(n * per * 4); // zeros: every record starts at revision 0
+    const addrs = Array.from({ length: n }, (_, i) => base + i * per * 4);
+    addrs.forEach((a, i) => rdv.setBigUint64(8 + 8 * i, BigInt(a), true));
+    this.#revs = mapRuns(mem, addrs, per * 4, false).map((v) => new Uint32Array(v.buffer, v.byteOffset, per));
     this.#revRootDv = rdv;
     this.#dv.setBigUint64(40, BigInt(revRoot), true);
     this.#dv.setUint32(4, 2, true);
@@ -217,13 +211,8 @@ export class KvStore {
     const n = rdv.getUint32(0, true);
     const per = this.#perSeg;
     if (n !== this.#segs.length) throw new Error(`key-value store revision block lists ${n} segments, the store has ${this.#segs.length}`);
-    this.#revs = [];
-    for (let i = 0; i < n; i++) {
-      const a = Number(rdv.getBigUint64(8 + 8 * i, true));
-      mem.claim?.(a);
-      const v = mem.view(a, per * 4);
-      this.#revs.push(new Uint32Array(v.buffer, v.byteOffset, per));
-    }
+    const addrs = Array.from({ length: n }, (_, i) => Number(rdv.getBigUint64(8 + 8 * i, true)));
+    this.#revs = mapRuns(mem, addrs, per * 4, true).map((v) => new Uint32Array(v.buffer, v.byteOffset, per));
     this.#revRootDv = rdv;
   }
 
@@ -233,7 +222,8 @@ export class KvStore {
       const rr = mem.view(revRoot, ROOT);
       const rdv = new DataView(rr.buffer, rr.byteOffset, ROOT);
       const n = Math.min(rdv.getUint32(0, true), MAX_SEGS);
-      for (let i = 0; i < n; i++) mem.release(Number(rdv.getBigUint64(8 + 8 * i, true)));
+      const addrs = Array.from({ length: n }, (_, i) => Number(rdv.getBigUint64(8 + 8 * i, true)));
+      for (const a of runStarts(addrs, this.#perSeg * 4)) mem.release(a);
       mem.release(revRoot);
     }
     this.#dv.setBigUint64(40, 0n, true);
@@ -380,6 +370,38 @@ export class KvStore {
   }
 }
 
+/**
+ * Views over `n` blocks of `size` bytes at `addrs`, claiming (after an update) each run of
+ * contiguous blocks once and viewing it whole: one large view costs V8 one GC where many
+ * small ones cost one per 64 MiB (V8 counts external memory and collects as it grows).
+ */
+function mapRuns(mem: StoreMemory, addrs: number[], size: number, claim: boolean): Uint8Array[] {
+  if (claim && mem.claim) {
+    // Claim each handed-over block once: a block holds every address up to its size.
+    let start = -1;
+    let end = -1;
+    for (const a of addrs) {
+      if (a >= start && a + size <= end) continue;
+      start = a;
+      end = a + mem.claim(a);
+    }
+  }
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < addrs.length;) {
+    let j = i + 1;
+    while (j < addrs.length && addrs[j] === addrs[j - 1]! + size && (j - i + 1) * size <= 2 ** 31) j++;
+    const v = mem.view(addrs[i]!, (j - i) * size);
+    for (let k = i; k < j; k++) out.push(v.subarray((k - i) * size, (k - i + 1) * size));
+    i = j;
+  }
+  return out;
+}
+
+/** The first address of each run of contiguous blocks (what was allocated, and is freed). */
+function runStarts(addrs: number[], size: number): number[] {
+  return addrs.filter((a, i) => i === 0 || a !== addrs[i - 1]! + size);
+}
+
 function equal(b: Uint8Array, off: number, key: Uint8Array): boolean {
   for (let i = 0; i < key.length; i++) if (b[off + i] !== key[i]) return false;
   return true;
@@ -397,9 +419,8 @@ export function heapMemory(): StoreMemory {
       return a;
     },
     view(addr, len) {
-      const b = blocks.get(addr);
-      if (!b) throw new RangeError(`no block at ${addr}`);
-      return b.subarray(0, len);
+      for (const [a, b] of blocks) if (addr >= a && addr + len <= a + b.length) return b.subarray(addr - a, addr - a + len);
+      throw new RangeError(`no block holds [${addr}, +${len})`);
     },
   };
 }

@@ -20,12 +20,14 @@
  *   CANCEL     every connection reads again; the table is freed.
  * Incoming (restoreServer): listen on the same listening socket first (serving starts
  * there), then hand each connection to the server as if it had just been accepted
- * (server.emit('connection')), carried bytes first, in batches so the event loop keeps
- * serving while the rest are adopted. A connection the caller claims (opts.claim, e.g. an
+ * (server.emit('connection')), carried bytes first, in slices of a few milliseconds so the
+ * event loop keeps serving while the rest are adopted. Busy connections (bytes carried, or readable in the
+ * kernel: one poll over all of them) are adopted before idle ones. A connection the caller claims (opts.claim, e.g. an
  * upgraded WebSocket) goes to the caller instead of the server, and stays tracked.
  */
 import net from 'node:net';
 import { trace } from '../config.js';
+import * as sys from '../sys/index.js';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
 import type { Luo } from '../luo/luo.js';
@@ -161,8 +163,10 @@ export function preserveServer(luo: Luo, token: bigint | number, server: net.Ser
 }
 
 export interface RestoreOptions {
-  /** Connections adopted per event-loop turn (default 256). */
+  /** At most this many connections adopted per event-loop turn (default 256)... */
   batch?: number;
+  /** ...and for at most this long (default 4 ms), so requests keep being served meanwhile. */
+  sliceMs?: number;
   /** Called for each adopted connection before the server sees it. */
   onConnection?: (s: net.Socket) => void;
   /**
@@ -192,27 +196,33 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     });
   });
   trace('restoreServer: listening');
+  // Serve first: connections with something to do (bytes carried, or waiting in the kernel)
+  // are adopted before idle ones, which may wait a few batches without anyone noticing.
+  const ready = sys.readyNow(st.connections.map((c) => c.fd));
+  const order = st.connections.map((c, i) => ({ c, busy: ready[i] === 1 || c.unread.length > 0 || c.unsent.length > 0 }));
+  const conns = [...order.filter((x) => x.busy), ...order.filter((x) => !x.busy)].map((x) => x.c);
+  trace(`restoreServer: ${conns.length} connections, ${order.filter((x) => x.busy).length} busy first`);
   const t = tracking(server);
-  // Batches grow from 16 to `batch`: the first connections are served after a few adoptions,
-  // the bulk goes at full speed.
+  // Adopt in slices of at most `sliceMs` (and `batch` connections), yielding to the event
+  // loop in between: whatever is already adopted is served while the rest waits its turn.
   const batch = opts.batch ?? 256;
-  let size = Math.min(16, batch);
-  let next = size;
-  for (let i = 0; i < st.connections.length; i++) {
-    const s = adoptConnection(st.connections[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
+  const sliceMs = opts.sliceMs ?? 4;
+  let sliceStart = performance.now();
+  let inSlice = 0;
+  for (let i = 0; i < conns.length; i++) {
+    const s = adoptConnection(conns[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
     attachToServer(server, s);
     opts.onConnection?.(s);
-    if (i === 0) trace('restoreServer: first adopted');
     if (opts.claim?.(s)) track(t, s);
     else server.emit('connection', s);
-    if (i === 0) trace('restoreServer: first handed to the server');
-    if (i + 1 === next) {
-      if (i + 1 === size) trace('restoreServer: first batch adopted');
-      size = Math.min(batch, size * 2);
-      next += size;
+    if (i === 0) trace('restoreServer: first adopted');
+    if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
       await new Promise((r) => setImmediate(r));
+      sliceStart = performance.now();
+      inSlice = 0;
     }
   }
+  trace('restoreServer: all adopted');
   return {
     connections: st.connections.length,
     unread: st.connections.reduce((n, c) => n + c.unread.length, 0),

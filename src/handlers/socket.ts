@@ -20,8 +20,9 @@ import {
 } from './connection.js';
 import { tlsModule } from './builtins.js';
 import { fdOf } from './node-internals.js';
+import { PreservedServer } from './server.js';
 
-const isTls = (f: unknown): boolean => {
+export const isTls = (f: unknown): boolean => {
   if (!f || typeof f !== 'object') return false;
   const tls = tlsModule();
   return f instanceof tls.TLSSocket || f instanceof tls.Server;
@@ -30,7 +31,7 @@ const isTls = (f: unknown): boolean => {
 /** Claims TLS sockets and servers only to refuse them with a reason. Registered first. */
 export const tlsRefusal: FileHandler = {
   compatible: 'tls-refused',
-  canPreserve: isTls,
+  canPreserve: (f) => isTls(f) || (f instanceof PreservedServer && isTls(f.server)),
   attach() {
     throw fail('EOPNOTSUPP', 'TLS connections cannot be handed over: the session keys live in this process\'s memory. Terminate TLS in front of the service, or let TLS clients reconnect');
   },

@@ -29,7 +29,7 @@ export const POLLERR = 0x8;
 export const MAX_FDS = 253;
 
 type Fn = (...a: unknown[]) => unknown;
-interface UnixLib { socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn }
+interface UnixLib { pollRaw: Fn; socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn }
 let u: UnixLib | undefined;
 
 function lib(): UnixLib {
@@ -55,6 +55,7 @@ function lib(): UnixLib {
     recvmsg: so.func('intptr_t recvmsg(int fd, _Inout_ luo_msghdr *msg, int flags)'),
     getsockopt: so.func('int getsockopt(int fd, int level, int name, _Out_ luo_ucred *val, _Inout_ uint32_t *len)'),
     poll: so.func('int poll(_Inout_ luo_pollfd *fds, unsigned long n, int timeout)'),
+    pollRaw: so.func('int poll(void *fds, unsigned long n, int timeout)'),
   };
   return u;
 }
@@ -177,6 +178,22 @@ export function peerCred(fd: number): PeerCred {
   const len = [12];
   if ((lib().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) as number) < 0) throw new SysError('getsockopt(SO_PEERCRED)', errno());
   return cred;
+}
+
+/**
+ * poll(2) without waiting on many fds at once (one call, the pollfd array in one buffer):
+ * for each fd, whether it is readable, hung up or in error right now.
+ */
+export function readyNow(fds: number[]): Uint8Array {
+  const buf = Buffer.alloc(8 * fds.length);
+  for (let i = 0; i < fds.length; i++) {
+    buf.writeInt32LE(fds[i]!, 8 * i);
+    buf.writeInt16LE(POLLIN, 8 * i + 4);
+  }
+  if (fds.length && (lib().pollRaw(buf, fds.length, 0) as number) < 0) throw new SysError('poll', errno());
+  const out = new Uint8Array(fds.length);
+  for (let i = 0; i < fds.length; i++) out[i] = buf.readInt16LE(8 * i + 6) !== 0 ? 1 : 0;
+  return out;
 }
 
 /** poll(2) on fds for POLLIN; returns each fd's revents. Blocks up to timeoutMs (-1: forever). */

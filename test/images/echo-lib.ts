@@ -37,9 +37,15 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const otherFds = (): number => sys.openFds().length - connectionsOf(server).size;
 
   let restored = 0;
+  const firstPorts: number[] = [];
   let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
-    const r = await restoreServer(luo, 1, server, { onConnection: () => void (marks.length < 4 && mark('first connection adopted')) });
+    const r = await restoreServer(luo, 1, server, {
+      onConnection: (s) => {
+        if (marks.length < 4) mark('first connection adopted');
+        if (firstPorts.length < 16) firstPorts.push(s.remotePort ?? 0);
+      },
+    });
     mark('all adopted');
     restored = r.connections;
     carried = { unread: r.unread, unsent: r.unsent };
@@ -51,17 +57,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     drainTimeoutMs: Number(process.env.ECHO_DRAIN_MS ?? 2000),
     onUndrained: (process.env.ECHO_ON_UNDRAINED as 'carry' | 'fail') ?? 'carry',
   });
-  if (luo.state === State.UPDATED) {
-    await luo.finish();
-    mark('finished');
-    const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
-    const nt = performance.nodeTiming;
-    const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
-    say({ event: 'ready', version, pid: process.pid, restored, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
-  } else {
-    say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
-  }
-
+  // Signals first: a harness may signal as soon as it reads the ready line.
   process.on('SIGUSR2', () => {
     void (async () => {
       const ts = process.hrtime.bigint();
@@ -87,4 +83,15 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     })();
   });
   process.on('SIGTERM', () => process.exit(0));
+  if (luo.state === State.UPDATED) {
+    await luo.finish();
+    mark('finished');
+    const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
+    const nt = performance.nodeTiming;
+    const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
+    say({ event: 'ready', version, pid: process.pid, restored, firstPorts, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
+  } else {
+    say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
+  }
+
 }

@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import tls from 'node:tls';
-import { boot, State } from '../../src/index.js';
+import { boot, preserveServer, State } from '../../src/index.js';
 
 const luo = boot({ arenaSize: 2 ** 28 });
 const say = (o: object): void => void process.stdout.write(JSON.stringify(o) + '\n');
@@ -24,6 +24,7 @@ const code = (fn: () => unknown): string => {
 if (luo.state !== State.UPDATED) {
   const refusedServer = code(() => luo.preserveFile(9, tls.createServer({})));
   const refusedSocket = code(() => luo.preserveFile(10, new tls.TLSSocket(new net.Socket())));
+  const refusedHttps = code(() => preserveServer(luo, 11, tls.createServer({})));
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   luo.preserveFile(1, server);
@@ -36,7 +37,7 @@ if (luo.state !== State.UPDATED) {
   const gen1Datagrams: string[] = [];
   udp.on('message', (m) => gen1Datagrams.push(m.toString()));
   luo.preserveFile(3, udp);
-  say({ gen: 1, refusedServer, refusedSocket, listenPort: (server.address() as net.AddressInfo).port, udpPort: udp.address().port, localPort: conn.localPort, kinds: luo.files.describeOutgoing().map((f) => f.compatible) });
+  say({ gen: 1, refusedServer, refusedSocket, refusedHttps, listenPort: (server.address() as net.AddressInfo).port, udpPort: udp.address().port, localPort: conn.localPort, kinds: luo.files.describeOutgoing().map((f) => f.compatible) });
   await new Promise((r) => setTimeout(r, 400));
   await luo.prepare();
   await luo.reboot({ file: process.execPath, argv: [process.execPath, process.argv[1]!] }, {
