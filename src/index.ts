@@ -8,6 +8,7 @@
  *   await luo.prepare();  await luo.reboot();   // exec the next version in place
  */
 import { Device, type DeviceOptions } from './device/server.js';
+import { HANDOVER_ENV, SUCCESSOR_PREFIX } from './kho/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
@@ -21,6 +22,9 @@ export * from './handlers/index.js';
 
 /** Boot luo in this image with the built-in file handlers registered. */
 export function boot(opts: LuoOptions = {}): Luo {
+  // A successor is about to block until the running image hands over: start the control
+  // device's worker meanwhile, so its start-up is not part of the pause.
+  if ((opts.enabled ?? true) && process.env[HANDOVER_ENV]?.startsWith(SUCCESSOR_PREFIX)) Device.prewarm();
   const luo = Luo.boot(opts);
   if (luo.config.enabled) for (const h of builtinHandlers()) luo.registerFileHandler(h);
   return luo;

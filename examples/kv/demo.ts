@@ -57,7 +57,10 @@ export class Service {
   readonly lines: Line[] = [];
   #waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
   constructor(file: string, args: string[]) {
-    this.proc = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // stderr through a pipe of its own (forwarded), not inherited: an image still exiting must
+    // not hold the demo's own output open after the demo is done.
+    this.proc = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stderr!.on('data', (d: Buffer) => void process.stderr.write(d));
     readline.createInterface({ input: this.proc.stdout! }).on('line', (text) => {
       let l: Line;
       try {

@@ -3,7 +3,7 @@
  * (mode 0600, in a 0700 directory), speaking the protocol in src/uapi.
  *
  * Lifecycle: start() removes a stale socket (a previous image's), binds, listens and starts
- * the I/O worker (worker.ts); requests arrive as messages and run on the main thread
+ * the I/O worker (worker.ts), or hands the socket to one started early by prewarm(); requests arrive as messages and run on the main thread
  * (dispatch.ts), one at a time; replies go back through a MessagePort. When the agent hangs up,
  * the tokens it preserved are dropped (cancelled if prepared) and the global state stays as it
  * is (v3 §2.4). REBOOT sends its success reply right before execve; the exec then closes the
@@ -25,6 +25,20 @@ export interface DeviceOptions {
   allowGids?: number[];
 }
 
+interface Spare { worker: Worker; port: MessagePort; sab: SharedArrayBuffer }
+let spare: Spare | null = null;
+
+function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: number[] }): Spare {
+  const sab = new SharedArrayBuffer(16);
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(new URL('./worker.js', import.meta.url), {
+    workerData: { ...init, sab, port: port2, uid: process.getuid?.() ?? 0 },
+    transferList: [port2],
+  });
+  worker.unref();
+  return { worker, port: port1, sab };
+}
+
 export class Device {
   readonly path: string;
   readonly #luo: Luo;
@@ -41,15 +55,20 @@ export class Device {
     this.#luo = luo;
     this.path = file;
     this.#listenFd = listenFd;
-    const sab = new SharedArrayBuffer(8);
-    this.#flag = new Int32Array(sab);
-    const { port1, port2 } = new MessageChannel();
-    this.#port = port1;
-    this.#worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { listenFd, sab, port: port2, uid: process.getuid?.() ?? 0, allowUids: opts.allowUids ?? [], allowGids: opts.allowGids ?? [] },
-      transferList: [port2],
-    });
-    this.#worker.unref();
+    const init = { listenFd, allowUids: opts.allowUids ?? [], allowGids: opts.allowGids ?? [] };
+    let w: Spare;
+    if (spare) {
+      // A worker started while this process waited for its handover: give it the socket.
+      w = spare;
+      spare = null;
+      w.port.postMessage(init);
+      const f = new Int32Array(w.sab);
+      Atomics.store(f, 3, 1);
+      Atomics.notify(f, 3);
+    } else w = spawnWorker(init);
+    this.#flag = new Int32Array(w.sab);
+    this.#port = w.port;
+    this.#worker = w.worker;
     this.#worker.on('message', (m: { type: string; data?: Uint8Array; fds?: number[]; agent?: number; cred?: { pid: number; uid: number; gid: number } | null }) => {
       if (m.type === 'open') this.#session = { tokens: new Set(), image: null, sendNow: (r) => this.#sendDirect(m, r) };
       if (m.type === 'denied') this.denied.push(m.cred ?? null);
@@ -57,6 +76,15 @@ export class Device {
       if (m.type === 'req') this.#chain = this.#chain.then(() => this.#request(m.agent!, Buffer.from(m.data!), m.fds ?? []));
     });
     this.#worker.on('error', (e) => process.emitWarning(`luo: control device worker failed: ${e.message}`));
+  }
+
+  /**
+   * Start the I/O worker now, before there is a socket to serve: a successor does this before
+   * it blocks for its handover, so the worker's start-up (a thread, its modules) is not in the
+   * pause. start() then hands it the socket. Idempotent; an unused spare costs one idle thread.
+   */
+  static prewarm(): void {
+    spare ??= spawnWorker({ listenFd: -1, allowUids: [], allowGids: [] });
   }
 
   static start(luo: Luo, opts: DeviceOptions = {}): Device {

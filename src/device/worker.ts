@@ -2,6 +2,7 @@
  * device/worker: the control socket's I/O thread. It blocks in poll/accept/recvmsg so that
  * the service's event loop never does.
  *
+ * Started by Device.prewarm(), it first sleeps until start() gives it the socket.
  * Loop: poll the listening socket and the agent's connection (250 ms, to notice a stop
  * request) →
  *   a new connection: a peer without rights gets EPERM as its only reply and is closed; while
@@ -18,7 +19,13 @@ import * as sys from '../sys/index.js';
 
 interface Init { listenFd: number; sab: SharedArrayBuffer; port: MessagePort; uid: number; allowUids: number[]; allowGids: number[] }
 const init = workerData as Init;
-const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop
+const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [3]: socket given (prewarmed)
+// Started early (Device.prewarm): wait for the socket and the allow-lists.
+while (init.listenFd < 0) {
+  Atomics.wait(flag, 3, 0);
+  const m = receiveMessageOnPort(init.port)?.message as { listenFd: number; allowUids: number[]; allowGids: number[] } | undefined;
+  if (m) Object.assign(init, m);
+}
 const EPERM = -1;
 const EBUSY = -16;
 let agent = -1;
