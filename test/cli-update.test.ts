@@ -78,6 +78,25 @@ test('a next image that cannot be executed: the report says so, the update is ca
   }
 });
 
+test('--successor with a program that does not exist: ENOENT, cancelled, the old code keeps serving', { timeout: 30_000 }, async () => {
+  const { svc, port, rundir } = await startExample();
+  try {
+    const r = await runNode(cliPath, ['update', '--successor', '--rundir', rundir, '--', '/nonexistent/node', 'x.js']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^luo: update failed: ENOENT/, 'refused at once, not after waiting for a successor (ETIMEDOUT)');
+    const st = await runNode(cliPath, ['state', '--rundir', rundir]);
+    assert.equal(st.stdout, 'normal\n');
+    const c = new StreamClient(1, port);
+    await c.connected();
+    c.pump(100);
+    await c.settled();
+    assert.equal(c.received, 100, 'still serving');
+    c.sock.destroy();
+  } finally {
+    svc.kill('SIGKILL');
+  }
+});
+
 test('a next image that dies at start: the report names the phase and the state left behind, exit 5 (timed out)', { timeout: 30_000 }, async () => {
   const { svc, rundir } = await startExample();
   try {

@@ -28,7 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { HandoverError, LuoError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import { HANDOVER_ENV } from './kho.js';
-import type { Image } from './reboot.js';
+import { resolveExecutable, type Image } from './reboot.js';
 
 /** The fd the successor finds its end of the link on. */
 export const SUCCESSOR_FD = 3;
@@ -48,11 +48,14 @@ export class Successor {
   /** Start the next image as a successor (stdio inherited, the link as fd 3). */
   static start(image: Image): Successor {
     if (!image.file || !Array.isArray(image.argv) || image.argv.length === 0) throw fail('EINVAL', 'next image needs a file and argv[0]');
+    // Fail now, as an exec would, on a program that cannot be run (spawn would only say so
+    // asynchronously, and the update would wait for a successor that never comes).
+    const file = resolveExecutable(image.file, (image.env ?? process.env).PATH);
     const [mine, theirs] = sys.seqpacketPair();
     let child: ChildProcess;
     try {
       const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env), [HANDOVER_ENV]: `${SUCCESSOR_PREFIX}${SUCCESSOR_FD}` };
-      child = spawn(image.file, image.argv.slice(1), {
+      child = spawn(file, image.argv.slice(1), {
         argv0: image.argv[0], cwd: image.cwd, env, stdio: ['inherit', 'inherit', 'inherit', theirs],
       });
     } catch (e) {
