@@ -25,6 +25,18 @@ async function startExample(): Promise<{ svc: ChildProcess; port: number; rundir
   return { svc, port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)![1]), rundir, out: () => out };
 }
 
+/** After a failed update: back to NORMAL, and the old image still echoes. */
+async function assertStillServing(rundir: string, port: number): Promise<void> {
+  const st = await runNode(cliPath, ['state', '--rundir', rundir]);
+  assert.equal(st.stdout, 'normal\n', 'back to NORMAL, old image still running');
+  const c = new StreamClient(1, port);
+  await c.connected();
+  c.pump(100);
+  await c.settled();
+  assert.equal(c.received, 100, 'still serving');
+  c.sock.destroy();
+}
+
 test('luo update drives the whole update (prepare, reboot, updated, finish) while 50 connections stream', { timeout: 60_000 }, async () => {
   const { svc, port, rundir } = await startExample();
   try {
@@ -65,14 +77,7 @@ test('a next image that cannot be executed: the report says so, the update is ca
     assert.match(r.stdout, /✓ load next image .*\/nonexistent\/node x\.js/);
     assert.match(r.stdout, /✗ update .*ENOENT: the service answered ENOENT to REBOOT/);
     assert.match(r.stderr, /^luo: update failed: ENOENT/);
-    const st = await runNode(cliPath, ['state', '--rundir', rundir]);
-    assert.equal(st.stdout, 'normal\n', 'back to NORMAL, old image still running');
-    const c = new StreamClient(1, port);
-    await c.connected();
-    c.pump(100);
-    await c.settled();
-    assert.equal(c.received, 100, 'still serving');
-    c.sock.destroy();
+    await assertStillServing(rundir, port);
   } finally {
     svc.kill('SIGKILL');
   }
@@ -84,14 +89,7 @@ test('--successor with a program that does not exist: ENOENT, cancelled, the old
     const r = await runNode(cliPath, ['update', '--successor', '--rundir', rundir, '--', '/nonexistent/node', 'x.js']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^luo: update failed: ENOENT/, 'refused at once, not after waiting for a successor (ETIMEDOUT)');
-    const st = await runNode(cliPath, ['state', '--rundir', rundir]);
-    assert.equal(st.stdout, 'normal\n');
-    const c = new StreamClient(1, port);
-    await c.connected();
-    c.pump(100);
-    await c.settled();
-    assert.equal(c.received, 100, 'still serving');
-    c.sock.destroy();
+    await assertStillServing(rundir, port);
   } finally {
     svc.kill('SIGKILL');
   }

@@ -52,6 +52,19 @@ export abstract class Client {
   }
   abstract start(): Promise<void>;
   abstract stop(): Promise<void>;
+
+  /** Connect and upgrade to `proto` on `path`; every byte after the 101 goes to `onData`. */
+  protected async openUpgraded(path: string, proto: string, onData: (d: Buffer) => void, onClose: () => void): Promise<void> {
+    const { sock, rest, version } = await upgrade(this.port, this.host, path, proto);
+    this.sock = sock;
+    this.seen(version);
+    sock.on('data', onData);
+    sock.on('close', () => {
+      if (this.running) this.counts.dropped++;
+      onClose();
+    });
+    if (rest.length) onData(rest);
+  }
 }
 
 /** A minimal HTTP/1.1 keep-alive client on one socket (so a dropped connection is visible). */
@@ -210,15 +223,7 @@ export class WsClient extends Client {
   }
 
   async start(): Promise<void> {
-    const { sock, rest, version } = await upgrade(this.port, this.host, '/ws', 'websocket');
-    this.sock = sock;
-    this.seen(version);
-    sock.on('data', (d: Buffer) => this.#onData(d));
-    sock.on('close', () => {
-      if (this.running) this.counts.dropped++;
-      this.#pending?.();
-    });
-    if (rest.length) this.#onData(rest);
+    await this.openUpgraded('/ws', 'websocket', (d) => this.#onData(d), () => this.#pending?.());
     this.#loop = this.#run();
   }
 
@@ -282,15 +287,7 @@ export class EchoClient extends Client {
   #allBack: (() => void) | null = null;
 
   async start(): Promise<void> {
-    const { sock, rest, version } = await upgrade(this.port, this.host, '/echo', 'tcp-echo');
-    this.sock = sock;
-    this.seen(version);
-    sock.on('data', (d: Buffer) => this.#onData(d));
-    sock.on('close', () => {
-      if (this.running) this.counts.dropped++;
-      this.#allBack?.();
-    });
-    if (rest.length) this.#onData(rest);
+    await this.openUpgraded('/echo', 'tcp-echo', (d) => this.#onData(d), () => this.#allBack?.());
     this.#writing = this.#write();
   }
 

@@ -166,19 +166,15 @@ export class KvStore {
   /** Every block this store uses (root, segments, revision blocks): what must be preserved. */
   blocks(): Array<{ addr: number; size: number }> {
     const out = [{ addr: this.rootAddr, size: ROOT }];
-    const runs = (addrs: number[], size: number): void => {
-      for (const a of runStarts(addrs, size)) {
-        let n = 1;
-        while (addrs.includes(a + n * size)) n++;
-        out.push({ addr: a, size: n * size });
-      }
+    const add = (addrs: number[], size: number): void => {
+      for (const r of runs(addrs, size)) out.push({ addr: r.addr, size: r.count * size });
     };
-    runs(Array.from({ length: this.#segs.length }, (_, i) => Number(this.#dv.getBigUint64(48 + 8 * i, true))), this.#perSeg * RECORD);
+    add(Array.from({ length: this.#segs.length }, (_, i) => Number(this.#dv.getBigUint64(48 + 8 * i, true))), this.#perSeg * RECORD);
     const revRoot = Number(this.#dv.getBigUint64(40, true));
     if (revRoot && this.#revs) {
       out.push({ addr: revRoot, size: ROOT });
       const r = this.#revRootDv!;
-      runs(Array.from({ length: this.#revs.length }, (_, i) => Number(r.getBigUint64(8 + 8 * i, true))), this.#perSeg * 4);
+      add(Array.from({ length: this.#revs.length }, (_, i) => Number(r.getBigUint64(8 + 8 * i, true))), this.#perSeg * 4);
     }
     return out;
   }
@@ -223,7 +219,7 @@ export class KvStore {
       const rdv = new DataView(rr.buffer, rr.byteOffset, ROOT);
       const n = Math.min(rdv.getUint32(0, true), MAX_SEGS);
       const addrs = Array.from({ length: n }, (_, i) => Number(rdv.getBigUint64(8 + 8 * i, true)));
-      for (const a of runStarts(addrs, this.#perSeg * 4)) mem.release(a);
+      for (const r of runs(addrs, this.#perSeg * 4)) mem.release(r.addr);
       mem.release(revRoot);
     }
     this.#dv.setBigUint64(40, 0n, true);
@@ -387,19 +383,25 @@ function mapRuns(mem: StoreMemory, addrs: number[], size: number, claim: boolean
     }
   }
   const out: Uint8Array[] = [];
-  for (let i = 0; i < addrs.length;) {
-    let j = i + 1;
-    while (j < addrs.length && addrs[j] === addrs[j - 1]! + size && (j - i + 1) * size <= 2 ** 31) j++;
-    const v = mem.view(addrs[i]!, (j - i) * size);
-    for (let k = i; k < j; k++) out.push(v.subarray((k - i) * size, (k - i + 1) * size));
-    i = j;
+  for (const r of runs(addrs, size, 2 ** 31)) {
+    const v = mem.view(r.addr, r.count * size);
+    for (let k = 0; k < r.count; k++) out.push(v.subarray(k * size, (k + 1) * size));
   }
   return out;
 }
 
-/** The first address of each run of contiguous blocks (what was allocated, and is freed). */
-function runStarts(addrs: number[], size: number): number[] {
-  return addrs.filter((a, i) => i === 0 || a !== addrs[i - 1]! + size);
+/**
+ * Runs of contiguous blocks of `size` bytes among `addrs`, in order, each at most `maxBytes`
+ * long: a run is what was allocated as one block (and is freed as one).
+ */
+function runs(addrs: number[], size: number, maxBytes = Infinity): Array<{ addr: number; count: number }> {
+  const out: Array<{ addr: number; count: number }> = [];
+  for (const a of addrs) {
+    const last = out[out.length - 1];
+    if (last && a === last.addr + last.count * size && (last.count + 1) * size <= maxBytes) last.count++;
+    else out.push({ addr: a, count: 1 });
+  }
+  return out;
 }
 
 function equal(b: Uint8Array, off: number, key: Uint8Array): boolean {

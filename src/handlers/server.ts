@@ -199,9 +199,11 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // Serve first: connections with something to do (bytes carried, or waiting in the kernel)
   // are adopted before idle ones, which may wait a few batches without anyone noticing.
   const ready = sys.readyNow(st.connections.map((c) => c.fd));
-  const order = st.connections.map((c, i) => ({ c, busy: ready[i] === 1 || c.unread.length > 0 || c.unsent.length > 0 }));
-  const conns = [...order.filter((x) => x.busy), ...order.filter((x) => !x.busy)].map((x) => x.c);
-  trace(`restoreServer: ${conns.length} connections, ${order.filter((x) => x.busy).length} busy first`);
+  const busy: Carried[] = [];
+  const idle: Carried[] = [];
+  st.connections.forEach((c, i) => (ready[i] === 1 || c.unread.length > 0 || c.unsent.length > 0 ? busy : idle).push(c));
+  const conns = [...busy, ...idle];
+  trace(`restoreServer: ${conns.length} connections, ${busy.length} busy first`);
   const t = tracking(server);
   // Adopt in slices of at most `sliceMs` (and `batch` connections), yielding to the event
   // loop in between: whatever is already adopted is served while the rest waits its turn.
