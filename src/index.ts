@@ -10,6 +10,7 @@
 import { Device, type DeviceOptions } from './device/server.js';
 import { HANDOVER_ENV, SUCCESSOR_PREFIX } from './kho/index.js';
 import { builtinHandlers } from './handlers/index.js';
+import { collectGarbage } from './handlers/node-internals.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
 export * from './errors.js';
@@ -24,8 +25,22 @@ export * from './handlers/index.js';
 export function boot(opts: LuoOptions = {}): Luo {
   // A successor is about to block until the running image hands over: start the control
   // device's worker meanwhile, so its start-up is not part of the pause.
-  if ((opts.enabled ?? true) && process.env[HANDOVER_ENV]?.startsWith(SUCCESSOR_PREFIX)) Device.prewarm();
-  const luo = Luo.boot(opts);
+  // It must have started before the running image hears we are ready (and freezes).
+  const successor = (opts.enabled ?? true) && process.env[HANDOVER_ENV]?.startsWith(SUCCESSOR_PREFIX);
+  if (successor) Device.prewarm();
+  const luo = Luo.boot(successor ? {
+    ...opts,
+    beforeHandover: () => {
+      Device.awaitPrewarm(2000);
+      opts.beforeHandover?.();
+    },
+    // The arena is mapped and viewed (V8 counted a large external buffer and started a
+    // collection): finish it now, not in the pause.
+    settle: () => {
+      collectGarbage();
+      opts.settle?.();
+    },
+  } : opts);
   if (luo.config.enabled) for (const h of builtinHandlers()) luo.registerFileHandler(h);
   return luo;
 }

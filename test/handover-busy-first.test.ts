@@ -1,37 +1,42 @@
 // restoreServer serves first: connections with bytes waiting (carried, or readable in the
-// kernel) are adopted before idle ones. 400 idle connections are opened first, then 5 that
-// stream; after an update the 5 are among the first adopted, and every byte still comes
-// back exactly once.
+// kernel) are adopted before idle ones, and served before any idle one is adopted. 400 idle
+// connections are opened first, then 5 that stream; after an update the 5 are the first
+// adopted, the first byte the new image reads comes when exactly those 5 are adopted, and
+// every byte still comes back exactly once. In place (readiness from poll) and through a
+// successor (readiness from the epoll set it registered before the freeze).
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Service, StreamClient } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
-test('busy connections are adopted before idle ones', { timeout: 60_000 }, async () => {
-  const svc = new Service({ LUO_RUNDIR: tmpDir() });
-  try {
-    const port = await svc.start();
-    const idle = Array.from({ length: 400 }, (_, i) => new StreamClient(i, port));
-    await Promise.all(idle.map((c) => c.connected()));
-    for (const c of idle) c.pump(16);
-    await Promise.all(idle.map((c) => c.settled()));
-    const busy = Array.from({ length: 5 }, (_, i) => new StreamClient(1000 + i, port));
-    await Promise.all(busy.map((c) => c.connected()));
-    const pumper = setInterval(() => busy.forEach((c) => c.pump(64)), 1);
-    await new Promise((r) => setTimeout(r, 200));
-    const r = await svc.update();
-    assert.equal(r.event, 'ready', JSON.stringify(r));
-    await new Promise((res) => setTimeout(res, 200));
-    clearInterval(pumper);
-    await Promise.all([...idle, ...busy].map((c) => c.settled()));
-    const first = (r.firstPorts as number[]).slice(0, 5).sort();
-    assert.deepEqual(first, busy.map((c) => c.sock.localPort).sort(), 'the streaming connections come first');
-    for (const c of [...idle, ...busy]) {
-      assert.equal(c.error, null);
-      assert.equal(c.received, c.sent);
+for (const mode of ['exec', 'successor'] as const) {
+  test(`busy connections are adopted and served before idle ones (${mode})`, { timeout: 60_000 }, async () => {
+    const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' });
+    try {
+      const port = await svc.start();
+      const idle = Array.from({ length: 400 }, (_, i) => new StreamClient(i, port));
+      await Promise.all(idle.map((c) => c.connected()));
+      for (const c of idle) c.pump(16);
+      await Promise.all(idle.map((c) => c.settled()));
+      const busy = Array.from({ length: 5 }, (_, i) => new StreamClient(1000 + i, port));
+      await Promise.all(busy.map((c) => c.connected()));
+      const pumper = setInterval(() => busy.forEach((c) => c.pump(64)), 1);
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await svc.update();
+      assert.equal(r.event, 'ready', JSON.stringify(r));
+      await new Promise((res) => setTimeout(res, 200));
+      clearInterval(pumper);
+      await Promise.all([...idle, ...busy].map((c) => c.settled()));
+      const first = (r.firstPorts as number[]).slice(0, 5).sort();
+      assert.deepEqual(first, busy.map((c) => c.sock.localPort).sort(), 'the streaming connections come first');
+      assert.equal(r.adoptedAtFirstData, 5, 'the first byte was read before any idle connection was adopted');
+      for (const c of [...idle, ...busy]) {
+        assert.equal(c.error, null);
+        assert.equal(c.received, c.sent);
+      }
+      for (const c of [...idle, ...busy]) c.sock.destroy();
+    } finally {
+      svc.stop();
     }
-    for (const c of [...idle, ...busy]) c.sock.destroy();
-  } finally {
-    svc.stop();
-  }
-});
+  });
+}

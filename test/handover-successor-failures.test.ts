@@ -1,15 +1,22 @@
 // Successor mode when the successor fails before it has taken the handover: it crashes while
-// loading (ECHILD), or never gets to luo's boot (ETIMEDOUT, and it is killed). Either way the
-// current image cancels back to NORMAL and keeps serving every connection, nothing lost, and
-// the successor is gone.
+// loading (ECHILD), never gets to luo's boot (ETIMEDOUT, and it is killed), or dies once it
+// holds the fds sent before the freeze (ECHILD: it had copies only). Each time the current
+// image cancels back to NORMAL and keeps serving every connection, nothing lost, and the
+// successor is gone.
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Service, StreamClient } from './echo-harness.js';
 import { imagePath, tmpDir } from './helpers.js';
 
-for (const [what, next, code] of [['crashes while loading', 'dies-at-start', 'ECHILD'], ['never gets to boot', 'never-ready', 'ETIMEDOUT']] as const) {
+const cases = [
+  ['crashes while loading', { ECHO_NEXT: imagePath('dies-at-start') }, 'ECHILD'],
+  ['never gets to boot', { ECHO_NEXT: imagePath('never-ready') }, 'ETIMEDOUT'],
+  ['dies once it holds the fds sent early', { ECHO_DIE_AT_SETTLE: '1' }, 'ECHILD'],
+] as const;
+
+for (const [what, env, code] of cases) {
   test(`a successor that ${what}: ${code}, the old image cancels and keeps serving every byte`, { timeout: 60_000 }, async () => {
-    const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_SUCCESSOR_TIMEOUT_MS: '1500', ECHO_NEXT: imagePath(next) });
+    const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_SUCCESSOR_TIMEOUT_MS: '1500', ...env });
     try {
       const port = await svc.start();
       const clients = Array.from({ length: 20 }, (_, i) => new StreamClient(i, port));

@@ -140,3 +140,27 @@ test('dropping all outgoing files (device close) cancels the prepared ones and l
   assert.equal(luo.state, State.NORMAL);
   assert.deepEqual(luo.files.outgoingTokens, []);
 });
+
+test('presend (successor mode): each fd a handler lets go early comes with a key object, else EINVAL; only PREPARED files are asked', async () => {
+  const key = {};
+  const mk = (compatible: string, refs: () => Array<{ fd: number; key: object }>): FileHandler<{ id: number }> => ({
+    compatible,
+    canPreserve: (f) => typeof f === 'object' && f !== null && (f as { kind?: string }).kind === compatible,
+    presend: () => refs(),
+    retrieve: () => null,
+  });
+  const luo = mkLuo();
+  luo.registerFileHandler(mk('early-v1', () => [{ fd: 1, key }, { fd: 2, key: {} }]) as FileHandler);
+  luo.registerFileHandler(mk('keyless-v1', () => [{ fd: 3, key: null as unknown as object }]) as FileHandler);
+  luo.preserveFile(7n, { kind: 'early-v1' });
+  assert.deepEqual(luo.files.presendRefs(), [], 'nothing before PREPARE');
+  await luo.prepare();
+  const refs = luo.files.presendRefs();
+  assert.deepEqual(refs.map((r) => r.fd), [1, 2]);
+  assert.equal(refs[0]!.key, key);
+  await luo.cancel();
+  luo.preserveFile(8n, { kind: 'keyless-v1' });
+  await luo.prepare();
+  assert.equal(await code(() => luo.files.presendRefs()), 'EINVAL');
+  await luo.cancel();
+});

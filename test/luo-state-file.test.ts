@@ -6,6 +6,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { imagePath, jsonLines, runNode, tmpDir } from './helpers.js';
 import { hooks, mkLuo } from './luo-helpers.js';
+import { StateFile } from '../src/luo/statefile.js';
 
 const read = (f: string | null): string => fs.readFileSync(f!, 'utf8');
 
@@ -59,4 +60,19 @@ test('can be watched: fs.watch on the runtime directory reports every change', a
   await new Promise((r) => setTimeout(r, 100));
   w.close();
   assert.ok(changes.includes('prepared\n') && changes.at(-1) === 'normal\n', JSON.stringify(changes));
+});
+
+test('a successor writes its first state off the main thread; later writes queue behind it and never overtake it', async () => {
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'state'), 'frozen\n', { mode: 0o444 }); // the previous image's
+  const f = StateFile.open(dir, 'updated', { deferred: true });
+  assert.equal(read(f.path), 'frozen\n', 'not written yet: the main thread went on');
+  f.write('normal'); // FINISH, while the first write is still in flight
+  await f.idle();
+  assert.equal(read(f.path), 'normal\n');
+  assert.deepEqual(fs.readdirSync(dir), ['state'], 'no temporary files left');
+  f.write('prepared'); // nothing pending: written at once
+  assert.equal(read(f.path), 'prepared\n');
+  f.close();
+  assert.deepEqual(fs.readdirSync(dir), []);
 });

@@ -6,8 +6,10 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
 import test from 'node:test';
+import vm from 'node:vm';
 import {
-  attachToServer, fdOf, handleOf, hasDecoder, httpBusy, isReading, readBuffered, resumeReading, stopReading, trackWrites, udpHandleOf, unsentBytes,
+  attachToServer, collectGarbage, fdOf, firstChanged, handleOf, hasDecoder, httpBusy, isReading, readBuffered, READ_ENDED, resumeReading,
+  scanSockets, stopAll, stopReading, trackWrites, udpHandleOf, unsentBytes, WRITE_ENDED,
 } from '../src/handlers/node-internals.js';
 import * as sys from '../src/sys/index.js';
 
@@ -137,4 +139,68 @@ test('dgram: the handle behind the internal state symbol has an fd, recvStop and
   assert.equal(typeof h.recvStop, 'function');
   assert.equal(typeof h.recvStart, 'function');
   u.close();
+});
+
+test('stream state: the freeze\'s passes read buffered lengths, end flags and the fd cached on the handle', async () => {
+  const { server, a, b } = await pair();
+  trackWrites(b); // caches the fd on the handle
+  stopReading(b);
+  a.write('abc');
+  await tick();
+  let scan = scanSockets([b], false);
+  assert.deepEqual(scan.fds, [fdOf(b)]);
+  assert.equal(scan.handles[0], handleOf(b));
+  assert.deepEqual(scan.busy, [], 'nothing read (reading stopped): idle');
+  resumeReading(b);
+  b.pause();
+  await tick();
+  scan = scanSockets([b], true);
+  assert.deepEqual(scan.busy, [0], 'bytes read and not consumed: busy');
+  assert.equal(isReading(b), false, 'scanSockets(…, true) stopped reading');
+  assert.equal(firstChanged(scan, new Uint8Array([1])), -1);
+  assert.equal(firstChanged(scan, null), 0, 'a busy socket is not idle');
+  b.read(); // consume
+  assert.equal(firstChanged(scan, null), -1, 'idle again, same handle, not reading');
+  resumeReading(b);
+  assert.equal(firstChanged(scan, null), 0, 'reading again: changed');
+  stopReading(b);
+  assert.deepEqual(stopAll([b]), [], 'nothing pending');
+  b.destroy();
+  assert.equal(scanSockets([b], false).sockets.length, 0, 'a destroyed socket is skipped');
+  assert.equal(firstChanged(scan, null), 0, 'destroyed: its handle is gone');
+  a.destroy();
+  server.close();
+});
+
+test('stream state: end flags, each side on its own (half-open connections)', async () => {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const open = async (): Promise<[net.Socket, net.Socket]> => {
+    const bP = new Promise<net.Socket>((r) => server.once('connection', r));
+    const a = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    return [a, await bP];
+  };
+  const [a1, b1] = await open();
+  b1.end(); // this side ended its writes
+  await tick();
+  assert.equal(scanSockets([b1], false).flags[0], WRITE_ENDED);
+  const [a2, b2] = await open();
+  b2.resume();
+  const ended = new Promise((r) => b2.once('end', r));
+  a2.end(); // the peer ended: this side has read to the end
+  await ended;
+  assert.equal(scanSockets([b2], false).flags[0], READ_ENDED);
+  for (const s of [a1, b1, a2, b2]) s.destroy();
+  server.close();
+});
+
+test('collectGarbage: a full collection on demand, without --expose-gc, and gc stays hidden', async () => {
+  let target: object | null = { big: new Array(1000).fill(1) };
+  const ref = new WeakRef(target);
+  target = null;
+  await tick(10); // a WeakRef keeps its target alive until the end of the job that made it
+  assert.equal(collectGarbage(), true);
+  assert.equal(ref.deref(), undefined, 'the unreachable object was collected');
+  assert.equal(vm.runInNewContext('typeof gc'), 'undefined', 'gc is not exposed to other code');
+  assert.equal(collectGarbage(), true, 'again');
 });

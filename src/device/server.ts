@@ -87,6 +87,24 @@ export class Device {
     spare ??= spawnWorker({ listenFd: -1, allowUids: [], allowGids: [] });
   }
 
+  /**
+   * Block (without the event loop, which a booting successor does not run yet) until the
+   * worker prewarm() started has loaded, for at most `timeoutMs`. A successor calls this
+   * before it says it is ready: a thread still starting would compete with the pause for CPU.
+   * Returns whether it has started; no spare worker counts as started.
+   */
+  static awaitPrewarm(timeoutMs = 2000): boolean {
+    if (!spare) return true;
+    const f = new Int32Array(spare.sab);
+    const deadline = Date.now() + timeoutMs;
+    while (Atomics.load(f, 2) === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      Atomics.wait(f, 2, 0, left);
+    }
+    return true;
+  }
+
   static start(luo: Luo, opts: DeviceOptions = {}): Device {
     if (!luo.config.enabled) throw fail('EOPNOTSUPP', 'live update is disabled (LUO_ENABLE=0): no control device');
     const dir = luo.config.rundir;

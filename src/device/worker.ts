@@ -19,7 +19,10 @@ import * as sys from '../sys/index.js';
 
 interface Init { listenFd: number; sab: SharedArrayBuffer; port: MessagePort; uid: number; allowUids: number[]; allowGids: number[] }
 const init = workerData as Init;
-const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [3]: socket given (prewarmed)
+const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [2]: started, [3]: socket given (prewarmed)
+// Loaded: say so (a successor waits for this before it lets the running image freeze).
+Atomics.store(flag, 2, 1);
+Atomics.notify(flag, 2);
 // Started early (Device.prewarm): wait for the socket and the allow-lists.
 while (init.listenFd < 0) {
   Atomics.wait(flag, 3, 0);

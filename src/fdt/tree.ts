@@ -73,7 +73,7 @@ export class FdtNode {
   setCells(name: string, cells: number[]): this {
     const b = new Uint8Array(cells.length * 4);
     const dv = new DataView(b.buffer);
-    cells.forEach((c, i) => dv.setUint32(i * 4, c >>> 0));
+    for (let i = 0; i < cells.length; i++) dv.setUint32(i * 4, cells[i]! >>> 0);
     return this.setBytes(name, b);
   }
 
@@ -127,7 +127,9 @@ export class FdtNode {
     if (v === undefined) return undefined;
     if (v.length % 4 !== 0) throw new FdtError(-1, `property "${name}" is ${v.length} bytes, not whole cells`);
     const dv = new DataView(v.buffer, v.byteOffset, v.length);
-    return Array.from({ length: v.length / 4 }, (_, i) => dv.getUint32(i * 4));
+    const out: number[] = new Array(v.length / 4);
+    for (let i = 0; i < out.length; i++) out[i] = dv.getUint32(i * 4);
+    return out;
   }
 
   u64Array(name: string): bigint[] | undefined {

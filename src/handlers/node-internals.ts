@@ -14,8 +14,16 @@
  *     (+ bufferIndex) or a BufferList     with bufferIndex (Node ≥ 20.?), a BufferList before
  *   socket._writableState.getBuffer()     writes Node has not handed to libuv yet
  *   handle.writeQueueSize                 bytes libuv has not written yet
+ *   _readableState.length,                bytes in userspace either way: 0 and 0 (and an empty
+ *     _writableState.length               libuv queue) is an idle connection, nothing to copy
+ *   _readableState.endEmitted/.destroyed, the end and destroyed flags, read from the states
+ *     _writableState.ending               the freeze's passes read anyway (see scanSockets)
+ *   the handle object itself              lives exactly as long as its fd (a reconnect or a
+ *                                         new listen makes a new one): the key that lets a
+ *                                         successor get the fd before the freeze
  *   socket._writeGeneric                  wrapped per socket to remember the in-flight write,
  *                                         whose unsent tail is the last writeQueueSize bytes
+ *   v8 --expose-gc, set at run time       collectGarbage(): a synchronous full collection
  *
  * Lifecycle for a preserved socket: trackWrites() at preserve time → stopReading() at FREEZE
  * → snapshot (readBuffered, unsentBytes) synchronously at the end of FREEZE (nothing runs
@@ -24,9 +32,11 @@
  * back.
  */
 import type net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { fail } from '../errors.js';
 
-interface StreamHandle {
+export interface StreamHandle {
   fd: number;
   reading?: boolean;
   readStop(): number;
@@ -58,11 +68,121 @@ export function fdOf(s: net.Socket | net.Server): number {
 
 /** Stop libuv reading, keeping Node's reading flag consistent. Idempotent. */
 export function stopReading(s: net.Socket): void {
-  const h = handleOf(s);
+  stopHandle(handleOf(s));
+}
+
+/** stopReading on a handle already in hand (the freeze's pass over every connection). */
+export function stopHandle(h: StreamHandle): void {
   if (h.reading !== false) {
     h.reading = false;
     h.readStop();
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Passes over every connection of a server (FREEZE, snapshot, verify). With 10 000 connections
+// each costs milliseconds in code that runs once per process (never optimized) and in objects
+// long out of the CPU's caches, so each pass reads as little as it can: the stream states
+// once, Node's `_handle` as the sign of a closed socket (Socket._destroy drops it at once),
+// and the fd from a cache on the handle (handle.fd is a C++ accessor; a handle's fd never
+// changes).
+
+const FD = Symbol('luo.fd');
+/** Socket bits of a snapshot: the write side ended, the read side ended. */
+export const WRITE_ENDED = 1;
+export const READ_ENDED = 2;
+
+interface SocketState {
+  _handle: StreamHandle | null;
+  _readableState: { length: number; endEmitted: boolean; destroyed: boolean };
+  _writableState: { length: number; ending: boolean };
+}
+
+/** The fd of a handle, kept on it after the first read. */
+export function handleFd(h: StreamHandle): number {
+  const c = (h as unknown as Record<symbol, number | undefined>)[FD];
+  if (c !== undefined) return c;
+  const fd = h.fd;
+  if (typeof fd === 'number' && fd >= 0) (h as unknown as Record<symbol, number>)[FD] = fd;
+  return fd;
+}
+
+/** Stop reading every live socket; returns those with writes still on their way to the kernel. */
+export function stopAll(sockets: Iterable<net.Socket>): net.Socket[] {
+  const pending: net.Socket[] = [];
+  for (const s of sockets) {
+    const x = s as unknown as SocketState;
+    const h = x._handle;
+    if (!h || x._readableState.destroyed) continue;
+    if (h.reading !== false) {
+      h.reading = false;
+      h.readStop();
+    }
+    if (x._writableState.length > 0) pending.push(s);
+  }
+  return pending;
+}
+
+/** One pass over the live sockets, into parallel arrays. */
+export interface SocketScan {
+  sockets: net.Socket[];
+  handles: StreamHandle[];
+  fds: number[];
+  /** WRITE_ENDED | READ_ENDED */
+  flags: number[];
+  /** Indices of the sockets with bytes in userspace (read and not consumed, or not yet sent). */
+  busy: number[];
+}
+
+/** Scan the live sockets (and stop reading each, when `stop`). */
+export function scanSockets(sockets: Iterable<net.Socket>, stop: boolean): SocketScan {
+  const out: SocketScan = { sockets: [], handles: [], fds: [], flags: [], busy: [] };
+  for (const s of sockets) {
+    const x = s as unknown as SocketState;
+    const h = x._handle;
+    const rs = x._readableState;
+    if (!h || rs.destroyed) continue;
+    if (stop && h.reading !== false) {
+      h.reading = false;
+      h.readStop();
+    }
+    const ws = x._writableState;
+    const i = out.sockets.length;
+    out.sockets.push(s);
+    out.handles.push(h);
+    out.fds.push(handleFd(h));
+    out.flags.push((ws.ending ? WRITE_ENDED : 0) | (rs.endEmitted ? READ_ENDED : 0));
+    if (rs.length !== 0 || ws.length !== 0) out.busy.push(i);
+  }
+  return out;
+}
+
+/**
+ * The first socket of a scan that changed since (another handle or none: closed or reopened;
+ * reading again; or bytes in userspace), skipping the indices marked in `skip` (the caller
+ * checks those); -1 when none did.
+ */
+export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandle[] }, skip: Uint8Array | null): number {
+  const { sockets, handles } = scan;
+  for (let i = 0; i < sockets.length; i++) {
+    if (skip && skip[i]) continue;
+    const x = sockets[i] as unknown as SocketState;
+    const h = x._handle;
+    if (h !== handles[i] || h.reading !== false || x._readableState.length !== 0 || x._writableState.length !== 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * Nothing of this connection is in userspace: no bytes read and not consumed, none written and
+ * not yet in the kernel (Node's buffer and libuv's queue). What most connections are at a
+ * freeze; the snapshot then has nothing to copy.
+ */
+export function isIdle(s: net.Socket): boolean {
+  // Node counts a write in its length until libuv's callback: a zero length means libuv has
+  // nothing queued either (handle.writeQueueSize, a C++ accessor, need not be read).
+  const x = s as unknown as { _readableState: { length: number }; _writableState: { length: number } };
+  return x._readableState.length === 0 && x._writableState.length === 0;
 }
 
 /** Undo stopReading (CANCEL): libuv reads again and Node knows it. */
@@ -114,6 +234,8 @@ export function hasDecoder(s: net.Socket): boolean {
 export function trackWrites(s: net.Socket): void {
   const t = s as Tracked;
   if (TRACKED in t) return;
+  const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
+  if (h) handleFd(h); // read the fd now, not in the freeze's pass over every connection
   const proto = Object.getPrototypeOf(s) as { _writeGeneric?: WriteGeneric };
   if (typeof proto._writeGeneric !== 'function') throw fail('ENOTSUP', 'net.Socket has no _writeGeneric on this Node version (node-internals.ts needs updating)');
   t[TRACKED] = null;
@@ -185,4 +307,36 @@ export function attachToServer(server: net.Server, s: net.Socket): void {
   srv._connections++;
   sock.server = server;
   sock._server = server;
+}
+
+let gcFn: (() => void) | null | undefined;
+
+/**
+ * A full, synchronous garbage collection: V8's gc(), reached without --expose-gc on the
+ * command line (the flag is set, the function taken from a new context, the flag unset again,
+ * so nothing else sees it). A successor calls it before its handover, once it has mapped the
+ * arena: a collection V8 started then would otherwise finish inside the pause. False where
+ * this Node cannot do it (the caller goes on without).
+ */
+export function collectGarbage(): boolean {
+  if (gcFn === undefined) {
+    const own = (globalThis as { gc?: unknown }).gc;
+    if (typeof own === 'function') gcFn = own as () => void;
+    else {
+      try {
+        v8.setFlagsFromString('--expose-gc');
+        const f = vm.runInNewContext('gc') as unknown;
+        gcFn = typeof f === 'function' ? (f as () => void) : null;
+      } catch {
+        gcFn = null;
+      } finally {
+        try {
+          v8.setFlagsFromString('--no-expose-gc');
+        } catch { /* the flag stays: harmless */ }
+      }
+    }
+  }
+  if (!gcFn) return false;
+  gcFn();
+  return true;
 }

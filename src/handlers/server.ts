@@ -15,28 +15,30 @@
  *              If requests are still in progress at the deadline (httpDrainMs), FREEZE fails
  *              with EBUSY and the update is cancelled: no request is cut. Then every connection
  *              drains its writes (connection.ts).
+ *   presend    (successor mode, before FREEZE, still serving) the listener and every live
+ *              connection, each keyed by its libuv handle, go to the successor early; what
+ *              changes until the snapshot (accepted, closed) is the delta of the handover.
  *   snapshot   one connections table for all of them; the listener fd in its header.
  *   verify     nothing moved and no connection was accepted since the snapshot.
  *   CANCEL     every connection reads again; the table is freed.
  * Incoming (restoreServer): listen on the same listening socket first (serving starts
  * there), then hand each connection to the server as if it had just been accepted
  * (server.emit('connection')), carried bytes first, in slices of a few milliseconds so the
- * event loop keeps serving while the rest are adopted. Busy connections (bytes carried, or readable in the
- * kernel: one poll over all of them) are adopted before idle ones. A connection the caller claims (opts.claim, e.g. an
+ * event loop keeps serving while the rest are adopted. Busy connections (bytes carried, or
+ * readable in the kernel: luo.kho.readyNow) are adopted first and served before any idle one. A connection the caller claims (opts.claim, e.g. an
  * upgraded WebSocket) goes to the caller instead of the server, and stays tracked.
  */
 import net from 'node:net';
 import { trace } from '../config.js';
-import * as sys from '../sys/index.js';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
 import type { Luo } from '../luo/luo.js';
 import { State } from '../luo/abi.js';
 import {
-  adoptConnection, freezeConnections, readTable, releaseConnection, snapshotConnection, thawConnections, verifyUnchanged,
-  writeTable, type Carried, type ConnectionOptions, type Seen,
+  adoptConnection, freezeConnections, readTable, releaseConnection, snapshotConnections, thawConnections, verifySnapshot,
+  writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions,
 } from './connection.js';
-import { attachToServer, fdOf, httpBusy, stopReading, trackWrites } from './node-internals.js';
+import { attachToServer, fdOf, handleOf, httpBusy, scanSockets, stopReading, trackWrites } from './node-internals.js';
 import { freeTable } from './socket.js';
 import { httpModule } from './builtins.js';
 
@@ -48,26 +50,29 @@ export interface ServerOptions extends ConnectionOptions {
 }
 
 const TRACK = Symbol('luo.connections');
-type Tracked = net.Server & { [TRACK]?: { conns: Set<net.Socket>; freezing: boolean } };
+/** A server's live connections; `added` counts every one ever tracked (verify compares it). */
+interface Tracking { conns: Set<net.Socket>; freezing: boolean; added: number }
+type Tracked = net.Server & { [TRACK]?: Tracking };
 
 /** The set of live connections of a server, tracked from the first call on. */
 export function connectionsOf(server: net.Server): Set<net.Socket> {
   return tracking(server).conns;
 }
 
-function tracking(server: net.Server): { conns: Set<net.Socket>; freezing: boolean } {
+function tracking(server: net.Server): Tracking {
   const t = server as Tracked;
   if (!t[TRACK]) {
-    const state = { conns: new Set<net.Socket>(), freezing: false };
+    const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0 };
     t[TRACK] = state;
     server.prependListener('connection', (s: net.Socket) => track(state, s));
   }
   return t[TRACK]!;
 }
 
-function track(state: { conns: Set<net.Socket>; freezing: boolean }, s: net.Socket): void {
+function track(state: Tracking, s: net.Socket): void {
   if (state.conns.has(s)) return;
   state.conns.add(s);
+  state.added++;
   trackWrites(s);
   if (state.freezing) stopReading(s);
   s.once('close', () => state.conns.delete(s));
@@ -78,8 +83,9 @@ export class PreservedServer {
   readonly server: net.Server;
   readonly opts: ServerOptions;
   table = 0;
-  seen: Seen[] = [];
-  count = 0;
+  snap: ConnSnapshot | null = null;
+  /** tracking().added at the snapshot: a connection accepted after it fails verify. */
+  addedAtSnapshot = 0;
   constructor(server: net.Server, opts: ServerOptions) {
     this.server = server;
     this.opts = opts;
@@ -87,7 +93,7 @@ export class PreservedServer {
 }
 
 /** What retrieve returns; restoreServer turns it into a serving server. */
-export interface RestoredServer { listenerFd: number; connections: Carried[]; http: boolean }
+export interface RestoredServer { listenerFd: number; connections: CarriedTable; http: boolean }
 
 export const serverHandler: FileHandler<PreservedServer> = {
   compatible: 'server-v1',
@@ -110,20 +116,36 @@ export const serverHandler: FileHandler<PreservedServer> = {
     trace('server: writes drained');
   },
   snapshot({ file: ps, luo }) {
-    const conns = [...connectionsOf(ps.server)].filter((s) => !s.destroyed);
-    const snaps = conns.map(snapshotConnection);
-    ps.seen = snaps.map((x) => x.seen);
-    ps.count = conns.length;
-    ps.table = writeTable(luo, snaps.map((x) => x.carried), isHttp(ps.server) ? 1 : 0, BigInt(fdOf(ps.server)));
+    const t = tracking(ps.server);
+    const snap = snapshotConnections(t.conns);
+    ps.snap = snap;
+    ps.addedAtSnapshot = t.added;
+    ps.table = writeTable(luo, snap, isHttp(ps.server) ? 1 : 0, BigInt(fdOf(ps.server)));
     return ps.table;
   },
   verify({ file: ps }) {
-    verifyUnchanged(ps.seen);
-    const live = [...connectionsOf(ps.server)].filter((s) => !s.destroyed).length;
-    if (live !== ps.count) throw fail('EBUSY', `server has ${live} connections, ${ps.count} at its snapshot`);
+    // Every connection of the snapshot unchanged (a closed one has lost its handle), and none
+    // accepted since.
+    verifySnapshot(ps.snap!);
+    const added = tracking(ps.server).added - ps.addedAtSnapshot;
+    if (added) throw fail('EBUSY', `server accepted ${added} connection(s) after its snapshot`);
+  },
+  presend({ file: ps }) {
+    // The listener and every connection as they are now, each keyed by its handle, which
+    // lives exactly as long as its fd. Connections accepted or closed until the freeze are
+    // the delta the handover carries.
+    const scan = scanSockets(connectionsOf(ps.server), false);
+    const refs = new Array<{ fd: number; key: object }>(scan.sockets.length + 1);
+    refs[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
+    for (let i = 0; i < scan.sockets.length; i++) refs[i + 1] = { fd: scan.fds[i]!, key: scan.handles[i]! };
+    return refs;
   },
   fds({ file: ps }) {
-    return [fdOf(ps.server), ...ps.seen.map((x) => fdOf(x.socket))];
+    const snap = ps.snap!;
+    const refs = new Array<{ fd: number; key: object }>(snap.count + 1);
+    refs[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
+    for (let i = 0; i < snap.count; i++) refs[i + 1] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    return refs;
   },
   cancel({ file: ps, luo }) {
     const t = tracking(ps.server);
@@ -131,11 +153,11 @@ export const serverHandler: FileHandler<PreservedServer> = {
     thawConnections(t.conns);
     if (ps.table) freeTable(luo, ps.table);
     ps.table = 0;
-    ps.seen = [];
+    ps.snap = null;
   },
   retrieve({ data, luo }): RestoredServer {
-    const { conns, flags, extra } = readTable(luo, Number(data));
-    return { listenerFd: luo.kho.incomingFd(Number(extra)), connections: conns, http: (flags & 1) !== 0 };
+    const { table, flags, extra } = readTable(luo, Number(data));
+    return { listenerFd: luo.kho.incomingFd(Number(extra)), connections: table, http: (flags & 1) !== 0 };
   },
 };
 
@@ -196,14 +218,20 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     });
   });
   trace('restoreServer: listening');
-  // Serve first: connections with something to do (bytes carried, or waiting in the kernel)
-  // are adopted before idle ones, which may wait a few batches without anyone noticing.
-  const ready = sys.readyNow(st.connections.map((c) => c.fd));
-  const busy: Carried[] = [];
-  const idle: Carried[] = [];
-  st.connections.forEach((c, i) => (ready[i] === 1 || c.unread.length > 0 || c.unsent.length > 0 ? busy : idle).push(c));
-  const conns = [...busy, ...idle];
-  trace(`restoreServer: ${conns.length} connections, ${busy.length} busy first`);
+  // Serve first: connections with something to do (bytes carried, or waiting in the kernel:
+  // in a successor, found among the fds watched since before the freeze at O(busy) cost)
+  // are adopted before idle ones, and served before any idle one is adopted. Idle ones
+  // follow in slices; they may wait a few slices without anyone noticing.
+  const table = st.connections;
+  const ready = luo.kho.readyNow(table.fds);
+  // The order of adoption: busy ones (ready, or with bytes carried) first.
+  for (const i of table.bytes.keys()) ready[i] = 1;
+  const order = new Int32Array(table.count);
+  let nBusy = 0;
+  let k = table.count;
+  for (let i = table.count - 1; i >= 0; i--) if (ready[i] !== 1) order[--k] = i;
+  for (let i = 0; i < table.count; i++) if (ready[i] === 1) order[nBusy++] = i;
+  trace(`restoreServer: ${table.count} connections, ${nBusy} busy first`);
   const t = tracking(server);
   // Adopt in slices of at most `sliceMs` (and `batch` connections), yielding to the event
   // loop in between: whatever is already adopted is served while the rest waits its turn.
@@ -211,23 +239,31 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   const sliceMs = opts.sliceMs ?? 4;
   let sliceStart = performance.now();
   let inSlice = 0;
-  for (let i = 0; i < conns.length; i++) {
-    const s = adoptConnection(conns[i]!, { allowHalfOpen: (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen });
+  const allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen;
+  for (let i = 0; i < order.length; i++) {
+    const s = adoptConnection(table.at(order[i]!), { allowHalfOpen });
     attachToServer(server, s);
     opts.onConnection?.(s);
     if (opts.claim?.(s)) track(t, s);
     else server.emit('connection', s);
     if (i === 0) trace('restoreServer: first adopted');
-    if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
+    if (i === nBusy - 1) {
+      // Serve the busy ones now: let the loop poll (and read them) before adopting any idle
+      // one. One setImmediate is not enough: queued from outside the check phase (the
+      // restore runs from a module's top-level await, an I/O callback, a timer) it runs in
+      // this iteration's check phase, before any poll; queued from inside it, the next
+      // immediate runs only after the next iteration's poll.
+      trace('restoreServer: busy ones adopted');
+      await new Promise((r) => setImmediate(() => setImmediate(r)));
+      trace('restoreServer: busy ones served');
+      sliceStart = performance.now();
+      inSlice = 0;
+    } else if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
       await new Promise((r) => setImmediate(r));
       sliceStart = performance.now();
       inSlice = 0;
     }
   }
   trace('restoreServer: all adopted');
-  return {
-    connections: st.connections.length,
-    unread: st.connections.reduce((n, c) => n + c.unread.length, 0),
-    unsent: st.connections.reduce((n, c) => n + c.unsent.length, 0),
-  };
+  return { connections: table.count, unread: table.unread, unsent: table.unsent };
 }

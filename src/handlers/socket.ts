@@ -15,11 +15,11 @@ import net from 'node:net';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/files.js';
 import {
-  freezeConnections, prepareConnection, readTable, releaseConnection, snapshotConnection, thawConnections, verifyUnchanged,
-  writeTable, adoptConnection, type ConnectionOptions, type Seen,
+  freezeConnections, prepareConnection, readTable, releaseConnection, snapshotConnections, thawConnections, verifySnapshot,
+  writeTable, adoptConnection, type ConnectionOptions, type ConnSnapshot,
 } from './connection.js';
 import { tlsModule } from './builtins.js';
-import { fdOf } from './node-internals.js';
+import { fdOf, handleOf } from './node-internals.js';
 import { PreservedServer } from './server.js';
 
 export const isTls = (f: unknown): boolean => {
@@ -40,7 +40,10 @@ export const tlsRefusal: FileHandler = {
   },
 };
 
-interface HeldSocket { socket: net.Socket; opts: ConnectionOptions; table: number; seen: Seen[] }
+interface HeldSocket { socket: net.Socket; opts: ConnectionOptions; table: number; snap: ConnSnapshot | null }
+
+/** An fd with the handle that names it (its key for a successor that gets it early). */
+const refOf = (x: net.Socket | net.Server): { fd: number; key: object } => ({ fd: fdOf(x), key: handleOf(x) });
 
 export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSocket> {
   return {
@@ -49,7 +52,7 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
     attach(file) {
       const socket = file as net.Socket;
       prepareConnection(socket);
-      return { socket, opts, table: 0, seen: [] };
+      return { socket, opts, table: 0, snap: null };
     },
     detach(h) {
       releaseConnection(h.socket);
@@ -58,26 +61,31 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
       await freezeConnections([file.socket], file.opts);
     },
     snapshot({ file, luo }) {
-      const { carried, seen } = snapshotConnection(file.socket);
-      file.table = writeTable(luo, [carried]);
-      file.seen = [seen];
+      const snap = snapshotConnections([file.socket]);
+      if (snap.count !== 1) throw fail('EBADF', 'the socket was closed during FREEZE');
+      file.table = writeTable(luo, snap);
+      file.snap = snap;
       return file.table;
     },
     verify({ file }) {
-      verifyUnchanged(file.seen);
+      if (file.snap) verifySnapshot(file.snap);
+    },
+    presend({ file }) {
+      return [refOf(file.socket)];
     },
     fds({ file }) {
-      return [fdOf(file.socket)];
+      return [refOf(file.socket)];
     },
     cancel({ file, luo }) {
       thawConnections([file.socket]);
       if (file.table) freeTable(luo, file.table);
       file.table = 0;
+      file.snap = null;
     },
     retrieve({ data, luo }) {
-      const { conns } = readTable(luo, Number(data));
-      if (conns.length !== 1) throw fail('EIO', `socket-v1 payload holds ${conns.length} connections`);
-      return adoptConnection(conns[0]!);
+      const { table } = readTable(luo, Number(data));
+      if (table.count !== 1) throw fail('EIO', `socket-v1 payload holds ${table.count} connections`);
+      return adoptConnection(table.at(0));
     },
   };
 }
@@ -100,8 +108,11 @@ export const listenerHandler: FileHandler<net.Server> = {
   prepare({ file }) {
     return BigInt(fdOf(file));
   },
+  presend({ file }) {
+    return [refOf(file)];
+  },
   fds({ file }) {
-    return [fdOf(file)];
+    return [refOf(file)];
   },
   retrieve({ data, luo }) {
     return { fd: luo.kho.incomingFd(Number(data)) };

@@ -6,7 +6,8 @@
  * adopt() on a boot after an update (the memfd inherited across exec, checked to really be a
  * luo arena, mapped again: the same bytes appear at the same addresses, nothing is copied).
  * The arena lives until the process exits or execs; it is never unmapped, so views from it
- * stay valid. release() punches holes: the pages' memory returns to the system and they read
+ * stay valid (a successor may map it before its handover, and discard() that mapping if the
+ * handover names another arena). release() punches holes: the pages' memory returns to the system and they read
  * as zeros. A failure while creating closes what was opened and raises SysError.
  */
 import { fail } from '../errors.js';
@@ -14,6 +15,8 @@ import * as sys from '../sys/index.js';
 import { PAGE_SIZE } from './alloc.js';
 
 export const ARENA_NAME = 'luo-arena';
+/** Room left after the last preserved region when a successor views the arena ahead. */
+const PIN_SLACK = 64 * 2 ** 20;
 
 export class Arena {
   readonly fd: number;
@@ -55,6 +58,31 @@ export class Arena {
     const m = sys.Mapping.map(fd, size);
     m.adviseHugePages(); // a no-op where shmem THP is off
     return m;
+  }
+
+  /**
+   * Successor, before the handover: view the arena ahead, given the regions the previous image
+   * preserved so far (a hint: regions outside the arena are skipped), so that V8's one-time
+   * cost for it is paid while the previous image still serves. Returns the bytes viewed.
+   */
+  pin(regions: Array<[number, number]>): number {
+    // One view over everything in use, from the start of the arena to the end of the last
+    // region, plus room for what the previous image allocates at its freeze (trees, tables;
+    // first fit puts them low): views of the handed-over memory are then slices, and no view
+    // made in the pause adds to what V8 counts.
+    let end = 0;
+    for (const [addr, size] of regions) {
+      if (addr % PAGE_SIZE !== 0 || size <= 0 || addr + size > this.size) continue;
+      end = Math.max(end, addr + size);
+    }
+    const len = Math.min(this.size, Math.ceil((end + PIN_SLACK) / PAGE_SIZE) * PAGE_SIZE);
+    this.#map.pin(0, len);
+    return len;
+  }
+
+  /** Give up a mapping made ahead that the handover did not use (its views then read zeros). */
+  discard(): void {
+    this.#map.unmap();
   }
 
   /** Zero-copy view of [addr, addr+len). EFAULT outside the arena. */

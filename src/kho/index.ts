@@ -7,4 +7,4 @@ export { PAGE_SIZE, PAGE_SHIFT, PageAllocator } from './alloc.js';
 export { Arena, ARENA_NAME } from './arena.js';
 export { Kho, KHO_COMPATIBLE, HANDOVER_ENV, type KhoOptions } from './kho.js';
 export { bootKho, kexec, panic, selfImage, childPids, reapInheritedChildren, resolveExecutable, EXIT_PANIC, type Image, type BootOptions, type RebootOptions } from './reboot.js';
-export { Successor, receiveHandover, SUCCESSOR_FD, SUCCESSOR_PREFIX } from './successor.js';
+export { Successor, receiveHandover, retire, SUCCESSOR_FD, SUCCESSOR_PREFIX, PRESEND, type FdRef, type PresendInfo } from './successor.js';

@@ -29,6 +29,7 @@ import { FdtError, HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode, decode, encode, readHeader } from '../fdt/index.js';
 import { PAGE_SHIFT, PAGE_SIZE, PageAllocator } from './alloc.js';
 import { Arena } from './arena.js';
+import * as sys from '../sys/index.js';
 
 export const KHO_COMPATIBLE = 'kho-v1';
 /** The one environment variable that carries the handover: "kho-v1:<fd>:<root addr>:<root size>". */
@@ -97,7 +98,7 @@ export class Kho {
    * Boot from a handover entry point (the value of LUO_HANDOVER). Raises HandoverError naming
    * what is wrong; on error the inherited arena fd is left open for the caller to decide.
    */
-  static adopt(entry: string, opts: Omit<KhoOptions, 'arenaSize'>): Kho {
+  static adopt(entry: string, opts: Omit<KhoOptions, 'arenaSize'> & { premapped?: Arena | null }): Kho {
     const m = /^kho-v1:(\d+):(0x[0-9a-f]+|\d+):(\d+)$/i.exec(entry);
     if (!m) {
       const v = /^([^:]*):/.exec(entry)?.[1];
@@ -109,7 +110,12 @@ export class Kho {
     const rootSize = Number(m[3]);
     let arena: Arena;
     try {
-      arena = Arena.adopt(fd);
+      // A successor mapped the arena before its handover: use that mapping if it is this fd.
+      if (opts.premapped && opts.premapped.fd === fd) arena = opts.premapped;
+      else {
+        opts.premapped?.discard();
+        arena = Arena.adopt(fd);
+      }
     } catch (e) {
       throw new HandoverError(`the arena fd ${fd} named in ${HANDOVER_ENV} is unusable: ${(e as Error).message}`, { cause: e });
     }
@@ -174,12 +180,59 @@ export class Kho {
   // ---------------------------------------------------------------------------------------
   // memory
 
-  /** Zero-copy view of arena memory. EFAULT outside the arena. */
-  #incomingFds: Map<number, number> | null = null;
+  /** Successor: the previous image's fd number → this process's (-1: not handed over). */
+  #incomingFds: Int32Array | null = null;
+  /** Successor: the fds sent before the freeze, watched for input (a hint for serving first). */
+  #readiness: { set: sys.ReadySet; watched: Uint8Array } | null = null;
 
-  /** Successor boot: the previous image's fd numbers → this process's (successor.ts). */
-  setIncomingFds(map: Map<number, number>): void {
+  /** Successor boot: the fd map from the handover (successor.ts), and the readiness set
+   *  registered before it (over this process's fd numbers, with a bitmap of those watched), if any. */
+  setIncomingFds(map: Int32Array, readiness: { set: sys.ReadySet; watched: Uint8Array } | null = null): void {
     this.#incomingFds = map;
+    this.#readiness = readiness;
+  }
+
+  /** Successor: true when `fd` (a previous image's number) was handed over. */
+  hasIncomingFd(fd: number): boolean {
+    const m = this.#incomingFds;
+    return !m || (fd >= 0 && fd < m.length && m[fd]! >= 0);
+  }
+
+  /**
+   * For each of `fds` (this process's numbers): 1 if it has input waiting, has hung up or is in
+   * error right now. A hint, to serve those first: in a successor it costs O(ready) for the
+   * fds watched since before the freeze (epoll), O(n) for the others (poll).
+   */
+  readyNow(fds: ArrayLike<number>): Uint8Array {
+    const r = this.#readiness;
+    if (!r) return sys.readyNow(Array.from(fds));
+    const out = new Uint8Array(fds.length);
+    // Ready fds marked in a bitmap over fd numbers, then one pass over `fds`.
+    const ready = r.set.ready();
+    const mark = new Uint8Array(r.watched.length);
+    for (const fd of ready) if (fd < mark.length) mark[fd] = 1;
+    const rest: number[] = [];
+    const restAt: number[] = [];
+    const watched = r.watched;
+    for (let i = 0; i < fds.length; i++) {
+      const fd = fds[i]!;
+      if (fd < watched.length && watched[fd] === 1) out[i] = mark[fd]!;
+      else {
+        rest.push(fd);
+        restAt.push(i);
+      }
+    }
+    if (rest.length) {
+      const v = sys.readyNow(rest);
+      for (let k = 0; k < rest.length; k++) out[restAt[k]!] = v[k]!;
+    }
+    return out;
+  }
+
+  /** Stop watching the fds handed over for input (FINISH does it). Idempotent. */
+  closeReadiness(): void {
+    this.#readiness?.set.close();
+    this.#readiness = null;
   }
 
   /** True in a successor: the carried fds arrived over SCM_RIGHTS (open, close-on-exec). */
@@ -192,11 +245,14 @@ export class Kho {
    * new number in a successor. EBADF for a number that was not handed over to a successor.
    */
   incomingFd(fd: number): number {
-    if (!this.#incomingFds) return fd;
-    const n = this.#incomingFds.get(fd);
-    if (n === undefined) throw fail('EBADF', `fd ${fd} was not handed over`);
+    const m = this.#incomingFds;
+    if (!m) return fd;
+    const n = fd >= 0 && fd < m.length ? m[fd]! : -1;
+    if (n < 0) throw fail('EBADF', `fd ${fd} was not handed over`);
     return n;
   }
+
+  /** Zero-copy view of arena memory. EFAULT outside the arena. */
 
   view(addr: number, len: number): Uint8Array {
     return this.arena.view(addr, len);
@@ -290,6 +346,11 @@ export class Kho {
 
   isPreserved(addr: number): boolean {
     return this.#overlaps(this.#preserved, addr, 1) !== undefined;
+  }
+
+  /** Outgoing preserved regions, [address, size] in address order (a successor maps them ahead). */
+  get preservedRegions(): Array<[number, number]> {
+    return [...this.#preserved.values()].sort((a, b) => a.addr - b.addr).map((r) => [r.addr, r.size]);
   }
 
   /** Preserved bytes (outgoing). */

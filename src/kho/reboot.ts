@@ -3,10 +3,12 @@
  *
  * Boot (bootKho): read LUO_HANDOVER and remove it from the environment (children and later
  * images must not see a stale one); no entry → cold boot; a valid entry → adopt the arena
- * ("successor:<fd>": first receive the handover from the running image, successor.ts);
+ * ("successor:<fd>": first receive the handover from the running image, successor.ts; fds
+ * it sends before its freeze are used meanwhile: the arena is mapped and its large regions
+ * viewed, the rest watched for input);
  * a corrupt or incompatible one → fatal: the message goes to stderr naming what was wrong and
  * the process exits with EXIT_PANIC, unless onCorrupt is 'cold' (warn, close the inherited
- * arena, boot cold). After a handover boot, children inherited from the previous image are
+ * arena, boot cold). After an in-place exec, children inherited from the previous image are
  * reaped (now, and as they exit) so they do not linger as zombies.
  *
  * Reboot (kexec): carry exactly stdio, the arena (when KHO is finalized) and the fds the caller
@@ -19,6 +21,7 @@ import fs from 'node:fs';
 import { trace } from '../config.js';
 import { HandoverError, LuoError, SysError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
+import { Arena } from './arena.js';
 import { HANDOVER_ENV, Kho, type KhoOptions } from './kho.js';
 import { SUCCESSOR_PREFIX, receiveHandover } from './successor.js';
 
@@ -29,6 +32,13 @@ export interface BootOptions extends KhoOptions {
   onCorrupt?: 'panic' | 'cold';
   /** Environment to read LUO_HANDOVER from (default process.env; the variable is removed). */
   env?: NodeJS.ProcessEnv;
+  /** Successor: called right before it says it is ready (the previous image freezes when it
+   *  hears that): finish whatever is still starting up (luo waits for its device worker). */
+  beforeHandover?: () => void;
+  /** Successor: called once the fds sent before the freeze are in hand (the arena mapped and
+   *  viewed), before the previous image hears so and freezes: settle what would otherwise
+   *  land in the pause (luo collects garbage here). */
+  settle?: () => void;
 }
 
 export function bootKho(opts: BootOptions): Kho {
@@ -37,21 +47,39 @@ export function bootKho(opts: BootOptions): Kho {
   delete env[HANDOVER_ENV];
   if (entry === undefined || entry === '') return Kho.create(opts);
   let kho: Kho;
-  let fdMap: Map<number, number> | null = null;
+  let fdMap: Int32Array | null = null;
+  const early: { arena: Arena | null; readiness: { set: sys.ReadySet; watched: Uint8Array } | null } = { arena: null, readiness: null };
   try {
     let real = entry;
     if (entry.startsWith(SUCCESSOR_PREFIX)) {
       // A successor: the previous image is still running; wait here for what it hands over.
       const fd = Number(entry.slice(SUCCESSOR_PREFIX.length));
       if (!Number.isInteger(fd) || fd < 3) throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(entry)} does not name a link fd`);
-      const got = receiveHandover(fd);
+      const got = receiveHandover(fd, {
+        beforeHello: opts.beforeHandover,
+        // Sent before the freeze: get ready to serve while the previous image still does.
+        presend: ({ arena, regions, fds }) => {
+          trace(`successor: ${fds.length + (arena >= 0 ? 1 : 0)} fds sent early`);
+          if (arena >= 0) {
+            early.arena = Arena.adopt(arena);
+            early.arena.pin(regions);
+          }
+          early.readiness = watchForInput(fds);
+          opts.settle?.();
+          trace('successor: arena mapped, fds watched, settled');
+        },
+      });
       trace('successor: handover received');
       real = got.entry;
       fdMap = got.fdMap;
+      // Early copies closed again: their numbers may be reused, so they are not watched.
+      if (early.readiness) for (const f of got.closedEarly) if (f < early.readiness.watched.length) early.readiness.watched[f] = 0;
     }
-    kho = Kho.adopt(real, opts);
-    if (fdMap) kho.setIncomingFds(fdMap);
+    kho = Kho.adopt(real, { ...opts, premapped: early.arena });
+    if (fdMap) kho.setIncomingFds(fdMap, early.readiness);
+    else early.readiness?.set.close();
   } catch (e) {
+    early.readiness?.set.close();
     const msg = e instanceof HandoverError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
     // A successor without its handover must never serve: the previous image still does.
     if (opts.onCorrupt === 'cold' && !entry.startsWith(SUCCESSOR_PREFIX)) {
@@ -66,8 +94,32 @@ export function bootKho(opts: BootOptions): Kho {
     }
     panic(msg);
   }
-  reapInheritedChildren();
+  // After an in-place exec this pid's children are the previous image's; a successor is a
+  // new process and has none.
+  if (!fdMap) reapInheritedChildren();
   return kho;
+}
+
+/**
+ * A readiness set over the fds sent early (successor.ts), so that after the handover the few
+ * with input waiting are found without polling every one. Only a hint: if it cannot be made
+ * (epoll limits), the successor polls instead.
+ */
+function watchForInput(fds: number[]): { set: sys.ReadySet; watched: Uint8Array } | null {
+  let set: sys.ReadySet | null = null;
+  try {
+    set = new sys.ReadySet();
+    set.add(fds);
+    let size = 0;
+    for (const fd of fds) size = Math.max(size, fd + 1);
+    const watched = new Uint8Array(size);
+    for (const fd of fds) watched[fd] = 1;
+    return { set, watched };
+  } catch (e) {
+    set?.close();
+    trace(`successor: cannot watch the fds sent early (${(e as Error).message}); polling instead`);
+    return null;
+  }
 }
 
 /** The kernel's panic(): a one-line reason on stderr, then exit. Never returns. */

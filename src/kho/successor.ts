@@ -1,28 +1,47 @@
 /*
  * kho/successor: the handover to a pre-started successor process, luo's alternative to the
  * in-place exec. The next image is started while the current one still serves, loads its
- * code and blocks in boot; only then does the current image freeze and pass it the arena and
- * every carried fd over a socketpair (SCM_RIGHTS), and exit once the successor has them.
- * The pause is the freeze plus the transfer, not a Node start; the price is a new pid.
+ * code and blocks in boot. Then, still serving, the current image sends it the arena and every
+ * fd that will not change until the freeze (presend): the successor maps the arena and gets
+ * ready to serve meanwhile. Only then does the current image freeze and send what is left:
+ * the handover string, the fds opened since, and which early ones are gone. It exits once the
+ * successor has everything. The pause is the freeze plus a small delta, not a Node start, nor
+ * a pass of the kernel over every fd; the price is a new pid.
  *
- * Protocol (SOCK_SEQPACKET, one JSON object per datagram; fd 3 in the successor, whose
- * environment has LUO_HANDOVER=successor:3):
- *   successor → current   {"luo":"successor-v1","pid":P}                 ready to receive
- *   current → successor   {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N}
- *                         then N datagrams {"chunk":i} carrying fds[253i…] in order
- *   successor → current   {"taken":count}                                 it owns them now
+ * Protocol (SOCK_SEQPACKET, one JSON object per datagram, fds as SCM_RIGHTS; fd 3 in the
+ * successor, whose environment has LUO_HANDOVER=successor:3):
+ *   successor → current  {"luo":"successor-v1","pid":P,"accepts":["presend-v1"]}     ready
+ * presend-v1 (only when the successor accepts it; the current image still serves):
+ *   current → successor  {"luo":"presend-v1","fds":[…],"chunks":N,"arena":A,"regions":[[addr,size],…]}
+ *                        then N datagrams {"chunk":i} carrying fds[253i…] in order
+ *   successor → current  {"presented":n}                         it holds them, arena mapped
+ * at FREEZE, without a presend:
+ *   current → successor  {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N} + N chunks
+ * at FREEZE, after a presend:
+ *   current → successor  {"luo":"handover-v2","entry":E,"fds":[…],"chunks":N,"closed":[i,…]}
+ *                        + N chunks: only the fds that were not sent early; `closed` lists the
+ *                        early ones (by index) that are not carried after all
+ *   successor → current  {"taken":count}                         it owns them now
  * E is the in-place handover string (kho-v1:<arena fd>:<root>:<size>) with the current
- * image's fd numbers; `fds` lists those numbers, the arena's included. The successor receives
- * each fd under a new number and translates through the map (Kho.incomingFd).
+ * image's fd numbers; `fds` lists those numbers. The successor receives each fd under a new
+ * number and translates through the map it returns (Kho.incomingFd). An image that does not
+ * know `accepts` ignores it and sends handover-v1; a successor that does not say it gets
+ * handover-v1: images of different luo versions still hand over.
+ *
+ * What may be sent early: an fd whose caller-given key (an object) still names it at the
+ * freeze. The same key with the same fd at the freeze means the same open file (the key is
+ * an object that lives exactly as long as the fd, such as a libuv handle), so it is not sent
+ * again; anything else travels in the delta and the early copy is closed.
  *
  * Lifecycle, current image: start() → ready() (the loop keeps serving; rejects if the
- * successor exits or times out, and kills it) → handover() (synchronous: send, then block
- * until "taken"; throws if the successor dies or does not answer in time, and kills it, so
- * the caller can cancel and keep serving: nothing was given up) → the caller exits.
- * abort() kills the successor and closes the link at any point; the successor then exits
- * with "the previous image cancelled the handover".
+ * successor exits or times out, and kills it) → presend() (optional; the loop keeps serving
+ * between datagrams; rejects and kills the successor on any failure: nothing was given up,
+ * the successor held copies) → handover() (synchronous: send, then block until "taken";
+ * throws if the successor dies or does not answer in time, and kills it, so the caller can
+ * cancel and keep serving) → the caller exits. abort() kills the successor and closes the
+ * link at any point; the successor then exits with "the previous image cancelled the handover".
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
- * a successor without its handover must not serve).
+ * a successor without its handover must not serve). A malformed message is fatal too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { HandoverError, LuoError, fail } from '../errors.js';
@@ -33,11 +52,50 @@ import { resolveExecutable, type Image } from './reboot.js';
 /** The fd the successor finds its end of the link on. */
 export const SUCCESSOR_FD = 3;
 export const SUCCESSOR_PREFIX = 'successor:';
+export const PRESEND = 'presend-v1';
+/** fd numbers above this are refused in a handover (Linux's nr_open is at most 2^20 by default). */
+const MAX_FD_NUMBER = 2 ** 22;
+
+/** An fd, and the object that names it for as long as it is open (see the header). */
+export interface FdRef { fd: number; key: object | null }
+
+/** What a successor knows before the freeze (sent with presend-v1). */
+export interface PresendInfo {
+  /** The arena's fd in the current image (one of the refs). */
+  arenaFd: number;
+  /** Memory preserved so far: [address, size] pairs. A hint for mapping ahead, not a promise. */
+  regions: Array<[number, number]>;
+}
+
+const json = (o: unknown): Buffer => Buffer.from(JSON.stringify(o));
+/** Each fd number once (two tokens may carry the same fd: it is one file, sent once). */
+function unique(refs: FdRef[]): FdRef[] {
+  let max = 0;
+  for (const r of refs) if (r.fd > max) max = r.fd;
+  const seen = new Uint8Array(max + 1);
+  let dup = false;
+  for (const r of refs) {
+    if (seen[r.fd]) dup = true;
+    seen[r.fd] = 1;
+  }
+  if (!dup) return refs;
+  seen.fill(0);
+  return refs.filter((r) => (seen[r.fd] ? false : (seen[r.fd] = 1)));
+}
+const chunksOf = <T>(xs: T[], n: number): T[][] => {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+};
 
 export class Successor {
   readonly child: ChildProcess;
   #fd: number;
   #exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  #accepts: string[] = [];
+  /** Sent early: key → (fd, index in the presend). */
+  #early: Map<object, { fd: number; index: number }> | null = null;
+  #earlyCount = 0;
 
   private constructor(child: ChildProcess, fd: number) {
     this.child = child;
@@ -73,13 +131,21 @@ export class Successor {
     return this.child.pid;
   }
 
+  /** The successor takes fds before the freeze (it said so in its hello). */
+  get acceptsPresend(): boolean {
+    return this.#accepts.includes(PRESEND);
+  }
+
   #exitText(): string {
     const e = this.#exit!;
     return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
   }
 
-  /** Resolves when the successor has loaded and waits for the handover. Never blocks the loop. */
-  async ready(timeoutMs: number): Promise<void> {
+  /**
+   * Wait, without blocking the loop, for one message from the successor. Rejects (having
+   * killed it) when it exits, closes the link or is not heard from within timeoutMs.
+   */
+  async #next(timeoutMs: number, what: string): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
@@ -88,45 +154,109 @@ export class Successor {
         const p = sys.recvPacket(this.#fd);
         if (p && !p.eof) {
           for (const fd of p.fds) sys.close(fd);
-          let m: { luo?: string };
           try {
-            m = JSON.parse(p.data.toString()) as typeof m;
-          } catch {
-            m = {};
-          }
-          if (m.luo === 'successor-v1') return;
+            const m = JSON.parse(p.data.toString()) as unknown;
+            if (m && typeof m === 'object' && !Array.isArray(m)) return m as Record<string, unknown>;
+          } catch { /* reported below */ }
           this.abort();
-          throw fail('EPROTO', `the successor said ${JSON.stringify(p.data.toString().slice(0, 80))}, not hello`);
+          throw fail('EPROTO', `the successor said ${JSON.stringify(p.data.toString().slice(0, 80))} ${what}`);
         }
         // EOF: it closed the link (usually by exiting); wait for its exit status below.
         const until = Date.now() + 1000;
         while (!this.#exit && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
         this.abort();
-        throw fail('ECHILD', `the successor ${this.#exit ? this.#exitText() : 'closed the handover link'} before it was ready`);
+        throw fail('ECHILD', `the successor ${this.#exit ? this.#exitText() : 'closed the handover link'} ${what}`);
       }
       if (this.#exit) {
         this.abort();
-        throw fail('ECHILD', `the successor ${this.#exitText()} before it was ready`);
+        throw fail('ECHILD', `the successor ${this.#exitText()} ${what}`);
       }
       if (Date.now() > deadline) {
         this.abort();
-        throw fail('ETIMEDOUT', `the successor was not ready within ${timeoutMs} ms`);
+        throw fail('ETIMEDOUT', `the successor did not answer within ${timeoutMs} ms ${what}`);
       }
-      await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 1));
     }
   }
 
+  /** Resolves when the successor has loaded and waits for the handover. Never blocks the loop. */
+  async ready(timeoutMs: number): Promise<void> {
+    const m = await this.#next(timeoutMs, 'before it was ready');
+    if (m.luo !== 'successor-v1') {
+      this.abort();
+      throw fail('EPROTO', `the successor said ${JSON.stringify(m).slice(0, 80)}, not hello`);
+    }
+    this.#accepts = Array.isArray(m.accepts) ? m.accepts.filter((x): x is string => typeof x === 'string') : [];
+  }
+
   /**
-   * Give the successor the handover string and its fds; block until it has taken them.
-   * Throws (having killed the successor) when it dies or does not answer within timeoutMs.
+   * Send fds early (presend-v1), while this image keeps serving: the loop runs between
+   * datagrams. Resolves once the successor holds them all. EPROTO if it did not accept
+   * presend; any failure kills the successor (it only held copies: nothing is lost).
    */
-  handover(entry: string, fds: number[], timeoutMs: number): void {
+  async presend(refs: FdRef[], info: PresendInfo, timeoutMs: number): Promise<void> {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
-    const chunks: number[][] = [];
-    for (let i = 0; i < fds.length; i += sys.MAX_FDS) chunks.push(fds.slice(i, i + sys.MAX_FDS));
+    if (!this.acceptsPresend) throw fail('EPROTO', 'the successor does not accept fds before the freeze');
+    if (this.#early) throw fail('EBUSY', 'fds were already sent early to this successor');
+    const early = new Map<object, { fd: number; index: number }>();
+    const fds: number[] = [];
+    for (const r of unique(refs)) {
+      if (r.key) early.set(r.key, { fd: r.fd, index: fds.length });
+      fds.push(r.fd);
+    }
+    const chunks = chunksOf(fds, sys.MAX_FDS);
     try {
-      sys.sendPacket(this.#fd, Buffer.from(JSON.stringify({ luo: 'handover-v1', entry, fds, chunks: chunks.length })));
-      chunks.forEach((c, i) => sys.sendPacket(this.#fd, Buffer.from(JSON.stringify({ chunk: i })), c));
+      sys.sendPacket(this.#fd, json({ luo: PRESEND, fds, chunks: chunks.length, arena: info.arenaFd, regions: info.regions }));
+      for (let i = 0; i < chunks.length; i++) {
+        sys.sendPacket(this.#fd, json({ chunk: i }), chunks[i]);
+        if (i % 8 === 7) await new Promise((r) => setImmediate(r)); // keep serving
+        if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
+      }
+    } catch (e) {
+      this.abort();
+      if (e instanceof LuoError) throw e;
+      throw fail('EIO', `sending fds to the successor failed: ${(e as Error).message}`);
+    }
+    const m = await this.#next(timeoutMs, 'while taking the fds sent early');
+    if (m.presented !== fds.length) {
+      this.abort();
+      throw fail('EPROTO', `the successor holds ${String(m.presented)} of the ${fds.length} fds sent early`);
+    }
+    this.#early = early;
+    this.#earlyCount = fds.length;
+  }
+
+  /**
+   * Give the successor the handover string and the fds it does not hold yet; block until it
+   * has taken them all. Throws (having killed the successor) when it dies or does not answer
+   * within timeoutMs.
+   */
+  handover(entry: string, refs: FdRef[], timeoutMs: number): void {
+    if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
+    refs = unique(refs);
+    let head: Record<string, unknown>;
+    let send: number[];
+    if (this.#early) {
+      // Only what the successor does not hold already; and which of its copies to drop.
+      const kept = new Uint8Array(this.#earlyCount);
+      const fds: number[] = [];
+      for (const r of refs) {
+        const e = r.key ? this.#early.get(r.key) : undefined;
+        if (e && e.fd === r.fd && kept[e.index] === 0) kept[e.index] = 1;
+        else fds.push(r.fd);
+      }
+      const closed: number[] = [];
+      for (let i = 0; i < kept.length; i++) if (!kept[i]) closed.push(i);
+      send = fds;
+      head = { luo: 'handover-v2', entry, fds, closed };
+    } else {
+      send = refs.map((r) => r.fd);
+      head = { luo: 'handover-v1', entry, fds: send };
+    }
+    const chunks = chunksOf(send, sys.MAX_FDS);
+    try {
+      sys.sendPacket(this.#fd, json({ ...head, chunks: chunks.length }));
+      chunks.forEach((c, i) => sys.sendPacket(this.#fd, json({ chunk: i }), c));
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const left = deadline - Date.now();
@@ -136,7 +266,7 @@ export class Successor {
         const p = sys.recvPacket(this.#fd);
         if (!p || p.eof) throw fail('ECHILD', 'the successor closed the handover link before taking it');
         const m = JSON.parse(p.data.toString()) as { taken?: number };
-        if (m.taken !== fds.length) throw fail('EPROTO', `the successor took ${m.taken} fds, ${fds.length} were sent`);
+        if (m.taken !== refs.length) throw fail('EPROTO', `the successor took ${m.taken} fds, ${refs.length} were handed over`);
         break;
       }
     } catch (e) {
@@ -163,48 +293,180 @@ export class Successor {
 }
 
 /**
- * Successor side: say hello on `fd`, wait for the handover, take every fd. Returns the
- * handover string rewritten with this process's arena fd, and the old → new fd map.
+ * The current image after a handover, right before it exits: close every fd it handed over
+ * (at full priority, so that a connection the successor closes is not held open by this
+ * process while it exits), then lower every thread to the lowest priority: the exit's real
+ * work, tearing down the V8 heap and the arena's page tables (tens of milliseconds for a
+ * GiB of 4 KiB pages), must not take CPU from the successor, which is serving by then.
+ * Every thread: Linux keeps a nice value per thread, and the one that tears the memory down
+ * is whichever exits last. Never throws.
  */
-export function receiveHandover(fd: number): { entry: string; fdMap: Map<number, number> } {
-  // The link is a blocking socket: recvmsg waits by itself.
+export function retire(handedOver: number[]): void {
+  try {
+    sys.closeFds(handedOver);
+  } catch { /* exiting anyway: the kernel closes them */ }
+  try {
+    sys.reniceAllThreads(19);
+  } catch { /* not permitted: exit at the normal priority */ }
+}
+
+// -------------------------------------------------------------------------------------------
+// the successor's side
+
+/** What a successor does with fds sent before the freeze (kho/reboot.ts fills these in). */
+export interface SuccessorHooks {
+  /** Right before saying hello: the last of the start-up work (the current image freezes
+   *  as soon as it hears hello, so anything still starting would be in the pause). */
+  beforeHello?: () => void;
+  /** fds sent early: the arena's new fd (or -1), the regions preserved so far, every other
+   *  fd's new number. Runs before the successor confirms them; throwing is fatal. */
+  presend?: (p: { arena: number; regions: Array<[number, number]>; fds: number[] }) => void;
+}
+
+export interface Received {
+  /** The in-place handover string, rewritten with this process's arena fd. */
+  entry: string;
+  /** The previous image's fd number → this process's (-1: not handed over). */
+  fdMap: Int32Array;
+  /** fds sent early and closed again (not carried after all): their numbers may be reused. */
+  closedEarly: number[];
+}
+
+const isFdNumber = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < MAX_FD_NUMBER;
+
+/**
+ * Successor side: say hello on `fd`, take what is sent early, wait for the handover, take
+ * every fd. Raises HandoverError on anything malformed or when the link closes early.
+ */
+export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Received {
+  const all: number[] = []; // every fd received, closed if the handover fails
+  const dropped = new Set<number>(); // ...except those closed already
   const recv = (): sys.Packet => {
     for (;;) {
       const p = sys.recvPacket(fd);
       if (!p) continue;
       if (p.eof) throw new HandoverError('the previous image cancelled the handover (the link closed before it was complete)');
+      all.push(...p.fds);
+      if (p.fdsTruncated) throw new HandoverError('fds were lost in the handover (SCM_RIGHTS truncated: is the fd limit too low?)');
       return p;
     }
   };
+  const parse = (p: sys.Packet, what: string): Record<string, unknown> => {
+    try {
+      const m = JSON.parse(p.data.toString()) as unknown;
+      if (m && typeof m === 'object' && !Array.isArray(m)) return m as Record<string, unknown>;
+    } catch { /* below */ }
+    throw new HandoverError(`the ${what} is not a JSON object: ${p.data.toString().slice(0, 120)}`);
+  };
+  /** Receive `chunks` datagrams of fds, in order; exactly `count` fds. */
+  const takeChunks = (chunks: unknown, count: number, what: string): number[] => {
+    if (!Number.isInteger(chunks) || (chunks as number) < 0 || (chunks as number) > Math.ceil(count / sys.MAX_FDS)) {
+      throw new HandoverError(`the ${what} announces ${String(chunks)} datagrams for ${count} fds`);
+    }
+    const got: number[] = [];
+    for (let i = 0; i < (chunks as number); i++) {
+      const p = recv();
+      const m = parse(p, `${what} datagram ${i}`);
+      if (m.chunk !== i) throw new HandoverError(`the ${what} datagram ${i} arrived as ${JSON.stringify(m.chunk)}`);
+      for (const f of p.fds) got.push(f);
+    }
+    if (got.length !== count) throw new HandoverError(`the ${what} named ${count} fds and ${got.length} arrived`);
+    return got;
+  };
+
   try {
-    sys.sendPacket(fd, Buffer.from(JSON.stringify({ luo: 'successor-v1', pid: process.pid })));
+    hooks.beforeHello?.();
+    try {
+      sys.sendPacket(fd, Buffer.from(JSON.stringify({ luo: 'successor-v1', pid: process.pid, accepts: [PRESEND] })));
+    } catch (e) {
+      throw new HandoverError(`the handover link (fd ${fd}) is unusable: ${(e as Error).message}`);
+    }
+    // fds sent early, and the old → new map they make (built now, before the freeze).
+    let early: { old: number[]; fds: number[]; map: Int32Array } | null = null;
+    for (;;) {
+      const head = recv();
+      const h = parse(head, 'handover header');
+      if (head.fds.length) throw new HandoverError(`the ${String(h.luo)} header carries ${head.fds.length} fds (only its datagrams {"chunk":i} may)`);
+      if (h.luo === PRESEND) {
+        if (early) throw new HandoverError('fds were sent early twice');
+        if (!Array.isArray(h.fds) || !h.fds.every(isFdNumber)) throw new HandoverError('the presend header has no valid fd list');
+        const old = h.fds as number[];
+        const fds = takeChunks(h.chunks, old.length, 'presend');
+        const regions = Array.isArray(h.regions) ? (h.regions as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) : [];
+        let size = 0;
+        for (const o of old) size = Math.max(size, o + 1);
+        const map = new Int32Array(size).fill(-1);
+        for (let i = 0; i < old.length; i++) {
+          if (map[old[i]!] !== -1) throw new HandoverError(`fd ${old[i]} was sent early twice`);
+          map[old[i]!] = fds[i]!;
+        }
+        const ai = old.indexOf(h.arena as number);
+        hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions, fds: fds.filter((_, i) => i !== ai) });
+        early = { old, fds, map };
+        sys.sendPacket(fd, Buffer.from(JSON.stringify({ presented: fds.length })));
+        continue;
+      }
+      if (h.luo !== 'handover-v1' && h.luo !== 'handover-v2') throw new HandoverError(`the handover header is malformed: ${head.data.toString().slice(0, 120)}`);
+      if (typeof h.entry !== 'string' || !Array.isArray(h.fds) || !h.fds.every(isFdNumber)) {
+        throw new HandoverError(`the handover header is malformed: ${head.data.toString().slice(0, 120)}`);
+      }
+      const old = h.fds as number[];
+      const got = takeChunks(h.chunks, old.length, 'handover');
+      const spare: number[] = [];
+      let fdMap: Int32Array;
+      let count: number;
+      if (h.luo === 'handover-v2') {
+        // The early map, minus the copies not carried after all, plus the delta.
+        if (!early) throw new HandoverError('a handover-v2 came without fds sent early');
+        if (!Array.isArray(h.closed)) throw new HandoverError('the handover header has no "closed" list');
+        let size = early.map.length;
+        for (const o of old) size = Math.max(size, o + 1);
+        fdMap = size === early.map.length ? early.map : new Int32Array(size).fill(-1);
+        if (fdMap !== early.map) fdMap.set(early.map);
+        count = early.fds.length;
+        for (const i of h.closed as unknown[]) {
+          if (!Number.isInteger(i) || (i as number) < 0 || (i as number) >= early.fds.length) throw new HandoverError(`the handover closes early fd #${String(i)}, which was not sent`);
+          const o = early.old[i as number]!;
+          if (fdMap[o] === -1) throw new HandoverError(`the handover closes early fd #${String(i)} twice`);
+          fdMap[o] = -1;
+          spare.push(early.fds[i as number]!);
+          count--;
+        }
+      } else {
+        let size = 0;
+        for (const o of old) size = Math.max(size, o + 1);
+        fdMap = new Int32Array(size).fill(-1);
+        count = 0;
+        // An image that sent fds early and then everything again: the early copies are spare.
+        if (early) spare.push(...early.fds);
+      }
+      for (let i = 0; i < old.length; i++) {
+        if (fdMap[old[i]!] !== -1) throw new HandoverError(`the handover names fd ${old[i]} twice`);
+        fdMap[old[i]!] = got[i]!;
+        count++;
+      }
+      const m = /^([^:]*):(\d+):(.*)$/.exec(h.entry);
+      if (!m) throw new HandoverError(`the handover string ${JSON.stringify(h.entry)} is malformed`);
+      const arenaOld = Number(m[2]);
+      const arena = arenaOld < fdMap.length ? fdMap[arenaOld]! : -1;
+      if (arena < 0) throw new HandoverError(`the arena fd ${m[2]} was not among the fds handed over`);
+      // Everything checked: drop the early copies that are not carried after all.
+      for (const f of spare) {
+        dropped.add(f);
+        sys.close(f);
+      }
+      sys.sendPacket(fd, Buffer.from(JSON.stringify({ taken: count })));
+      sys.close(fd);
+      return { entry: `${m[1]}:${arena}:${m[3]}`, fdMap, closedEarly: spare };
+    }
   } catch (e) {
-    throw new HandoverError(`the handover link (fd ${fd}) is unusable: ${(e as Error).message}`);
+    for (const f of all) {
+      if (dropped.has(f)) continue;
+      try {
+        sys.close(f);
+      } catch { /* closed already */ }
+    }
+    if (e instanceof HandoverError) throw e;
+    throw new HandoverError(`the handover failed: ${(e as Error).message}`);
   }
-  const head = recv();
-  let h: { luo?: string; entry?: string; fds?: number[]; chunks?: number };
-  try {
-    h = JSON.parse(head.data.toString()) as typeof h;
-  } catch {
-    throw new HandoverError('the handover header is not JSON');
-  }
-  if (h.luo !== 'handover-v1' || typeof h.entry !== 'string' || !Array.isArray(h.fds) || !Number.isInteger(h.chunks)) {
-    throw new HandoverError(`the handover header is malformed: ${head.data.toString().slice(0, 120)}`);
-  }
-  const got: number[] = [];
-  for (let i = 0; i < h.chunks!; i++) {
-    const p = recv();
-    if (p.fdsTruncated) throw new HandoverError('fds were lost in the handover (SCM_RIGHTS truncated: is the fd limit too low?)');
-    got.push(...p.fds);
-  }
-  if (got.length !== h.fds.length) throw new HandoverError(`the handover named ${h.fds.length} fds and ${got.length} arrived`);
-  const fdMap = new Map<number, number>();
-  h.fds.forEach((old, i) => fdMap.set(old, got[i]!));
-  const m = /^([^:]*):(\d+):(.*)$/.exec(h.entry);
-  if (!m) throw new HandoverError(`the handover string ${JSON.stringify(h.entry)} is malformed`);
-  const arena = fdMap.get(Number(m[2]));
-  if (arena === undefined) throw new HandoverError(`the arena fd ${m[2]} was not among the fds handed over`);
-  sys.sendPacket(fd, Buffer.from(JSON.stringify({ taken: got.length })));
-  sys.close(fd);
-  return { entry: `${m[1]}:${arena}:${m[3]}`, fdMap };
 }

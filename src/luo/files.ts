@@ -34,6 +34,9 @@ import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
 import { asLuoError, runCallback, runInfallible, toU64, type Payload, type Timeouts } from './callbacks.js';
 import type { Luo } from './luo.js';
+import type { FdRef } from '../kho/successor.js';
+
+export type { FdRef };
 
 export interface FileArgs<H = unknown> {
   token: bigint;
@@ -62,8 +65,20 @@ export interface FileHandler<H = unknown> {
   finish?(a: { token: bigint; file: unknown | null; data: bigint; reclaimed: boolean; luo: Luo }): void | Promise<void>;
   /** In the next image: rebuild the file from its payload. Required. */
   retrieve(a: { token: bigint; data: bigint; fds: number[]; luo: Luo }): unknown;
-  /** fds the next image must inherit for this file (called at FREEZE, after freeze()). */
-  fds?(a: FileArgs<H>): number[];
+  /**
+   * fds the next image must inherit for this file (called at FREEZE, after snapshot()). An
+   * entry may come with a key (see presend): then a successor that got the same key with the
+   * same fd early is not sent it again.
+   */
+  fds?(a: FileArgs<H>): Array<number | FdRef>;
+  /**
+   * Successor mode, in PREPARED, while this image still serves: fds that can be sent to the
+   * successor before the freeze, each with a key, an object that names that fd for as long as
+   * it is open (a libuv handle, say; never something that can be reopened on a new fd). fds()
+   * then names the same key with the same fd, and only what changed travels in the pause.
+   * Optional: without it, every fd of the file is sent at the freeze.
+   */
+  presend?(a: FileArgs<H>): FdRef[];
   /**
    * Synchronous capture at the very end of FREEZE, after every freeze() of every file: nothing
    * runs between it and the exec but promise continuations. May return a new payload (and may
@@ -76,7 +91,7 @@ export interface FileHandler<H = unknown> {
 }
 
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State }
-interface InFile { token: bigint; handler: FileHandler; data: bigint; state: State; reclaimed: boolean; file: unknown | null; fds: number[] }
+interface InFile { token: bigint; handler: FileHandler; data: bigint; state: State; reclaimed: boolean; file: unknown | null; oldFds: number[]; fds: number[] | null }
 
 export class Files {
   readonly #luo: Luo;
@@ -88,7 +103,9 @@ export class Files {
   #inTree: Fdt | null = null;
   #inTreeRegion: { addr: number; size: number } | null = null;
   #in: Map<bigint, InFile> | null = null;
-  #carried = new Map<bigint, number[]>();
+  /** Incoming: each token's fds as the previous image numbered them (decoded once, at boot). */
+  #inFds = new Map<bigint, number[]>();
+  #carried = new Map<bigint, FdRef[]>();
 
   constructor(luo: Luo, timeouts: () => Timeouts) {
     this.#luo = luo;
@@ -309,7 +326,35 @@ export class Files {
 
   /** fds the next image must inherit (computed at the last freeze). */
   get carriedFds(): number[] {
-    return [...this.#carried.values()].flat();
+    const out: number[] = [];
+    for (const refs of this.#carried.values()) for (const r of refs) out.push(r.fd);
+    return out;
+  }
+
+  /** The same, with each fd's key (for a successor that got some of them early). */
+  get carriedRefs(): FdRef[] {
+    const out: FdRef[] = [];
+    for (const refs of this.#carried.values()) for (const r of refs) out.push(r);
+    return out;
+  }
+
+  /** Successor mode, PREPARED: the fds the handlers let go early (presend), each with its key. */
+  presendRefs(): FdRef[] {
+    const out: FdRef[] = [];
+    for (const f of this.#sortedOut()) {
+      if (f.state !== State.PREPARED || !f.handler.presend) continue;
+      let refs: FdRef[];
+      try {
+        refs = f.handler.presend(this.#args(f));
+      } catch (e) {
+        throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) presend`);
+      }
+      for (const r of refs) {
+        if (!Number.isInteger(r?.fd) || r.fd < 0 || !r.key || typeof r.key !== 'object') throw fail('EINVAL', `handler ${f.handler.compatible} sent fd ${String(r?.fd)} early without a key object (token ${tokenName(f.token)})`);
+        out.push(r);
+      }
+    }
+    return out;
   }
 
   #writeTree(files: OutFile[], withFds: boolean): void {
@@ -320,9 +365,17 @@ export class Files {
       const n = root.addChild(tokenName(f.token));
       n.setString('compatible', f.handler.compatible).setU64('data', f.data);
       if (withFds) {
-        const fds = f.handler.fds?.(this.#args(f)) ?? [];
-        for (const fd of fds) if (!Number.isInteger(fd) || fd < 0) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${fd} for token ${tokenName(f.token)}`);
-        this.#carried.set(f.token, fds);
+        const given = f.handler.fds?.(this.#args(f)) ?? [];
+        const refs: FdRef[] = new Array(given.length);
+        const fds: number[] = new Array(given.length);
+        for (let i = 0; i < given.length; i++) {
+          const g = given[i]!;
+          const r = typeof g === 'number' ? { fd: g, key: null } : g;
+          if (!r || !Number.isInteger(r.fd) || r.fd < 0) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${String(r?.fd)} for token ${tokenName(f.token)}`);
+          refs[i] = r;
+          fds[i] = r.fd;
+        }
+        this.#carried.set(f.token, refs);
         n.setCells('fds', fds);
       }
     }
@@ -379,18 +432,20 @@ export class Files {
       try {
         node.requireString('compatible');
         node.requireU64('data');
-        for (const old of node.cells('fds') ?? []) {
-          let fd: number;
-          try {
-            fd = kho.incomingFd(old);
-          } catch {
-            throw new HandoverError(`files tree: token ${name} carries fd ${old}, which was not handed over`);
+        const fds = node.cells('fds') ?? [];
+        this.#inFds.set(token, fds);
+        if (kho.fdsReceived) {
+          // A successor: SCM_RIGHTS gave them to us open and close-on-exec; each must be one.
+          for (let i = 0; i < fds.length; i++) {
+            if (!kho.hasIncomingFd(fds[i]!)) throw new HandoverError(`files tree: token ${name} carries fd ${fds[i]}, which was not handed over`);
           }
-          if (kho.fdsReceived) continue; // SCM_RIGHTS gave them to us open and close-on-exec
-          try {
-            sys.setCloexec(fd, true);
-          } catch {
-            throw new HandoverError(`files tree: token ${name} carries fd ${old}, which is not open`);
+        } else {
+          for (const fd of fds) {
+            try {
+              sys.setCloexec(fd, true);
+            } catch {
+              throw new HandoverError(`files tree: token ${name} carries fd ${fd}, which is not open`);
+            }
           }
         }
       } catch (e) {
@@ -412,7 +467,7 @@ export class Files {
         const handler = this.#handlers.find((h) => h.compatible === compatible);
         if (!handler) this.#luo.fatal(new HandoverError(`files tree: token ${name} needs a handler for "${compatible}", and none is registered`));
         const token = parseTokenName(name);
-        m.set(token, { token, handler: handler!, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, fds: (node.cells('fds') ?? []).map((fd) => this.#luo.kho.incomingFd(fd)) });
+        m.set(token, { token, handler: handler!, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, oldFds: this.#inFds.get(token) ?? node.cells('fds') ?? [], fds: null });
       }
     }
     this.#in = m;
@@ -453,7 +508,16 @@ export class Files {
     if (f.reclaimed) throw fail('EINVAL', `token ${tokenName(token)} was already restored`);
     // v3 marks the token reclaimed before retrieve runs (a failed retrieve could never be
     // retried); luo marks it only once retrieve succeeded.
-    const file = await runCallback(() => f.handler.retrieve({ token, data: f.data, fds: f.fds, luo: this.#luo }), this.#timeouts().boot, `file ${tokenName(token)} (${f.handler.compatible}) retrieve`);
+    const kho = this.#luo.kho;
+    const args = {
+      token, data: f.data, luo: this.#luo,
+      // This process's numbers, translated when a handler asks (the server handler, with its
+      // own table of thousands of connections, never does).
+      get fds(): number[] {
+        return fdsOf(f, kho);
+      },
+    };
+    const file = await runCallback(() => f.handler.retrieve(args), this.#timeouts().boot, `file ${tokenName(token)} (${f.handler.compatible}) retrieve`);
     f.reclaimed = true;
     f.file = file;
     return file;
@@ -463,7 +527,7 @@ export class Files {
     if (f.state !== State.UPDATED) return;
     await runInfallible(() => f.handler.finish?.({ token: f.token, file: f.file, data: f.data, reclaimed: f.reclaimed, luo: this.#luo }), this.#timeouts().finish, `file ${tokenName(f.token)} (${f.handler.compatible}) finish`);
     if (!f.reclaimed) {
-      for (const fd of f.fds) {
+      for (const fd of fdsOf(f, this.#luo.kho)) {
         try {
           sys.close(fd);
         } catch { /* the handler closed it */ }
@@ -477,6 +541,7 @@ export class Files {
     const m = this.#incoming();
     for (const token of this.incomingTokens) await this.#finishOne(m.get(token)!);
     this.#in = new Map();
+    this.#inFds.clear();
     this.#inTree = null;
     if (this.#inTreeRegion) {
       this.#luo.kho.free(this.#inTreeRegion.addr, this.#inTreeRegion.size);
@@ -489,6 +554,12 @@ export class Files {
   }
 }
 
+
+/** An incoming file's fds in this process's numbers (translated once, on first use). */
+function fdsOf(f: InFile, kho: Luo['kho']): number[] {
+  f.fds ??= f.oldFds.map((fd) => kho.incomingFd(fd));
+  return f.fds;
+}
 
 function describe(file: unknown): string {
   if (typeof file === 'number') return `fd ${file}`;

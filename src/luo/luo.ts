@@ -26,20 +26,21 @@
  *   reboot     PREPARED: FREEZE, then exec (a FREEZE failure: NORMAL, no exec). Any other
  *              state: exec without a LUO tree (FROZEN: with the frozen one). A failed exec
  *              cancels back to NORMAL and raises the exec's error.
- *              Successor mode (PREPARED only): start the next image first, FREEZE once it
- *              waits, hand it everything, exit. A successor that fails or is too slow before
- *              it has taken the handover is killed and this image cancels back to NORMAL.
+ *              Successor mode (PREPARED only): start the next image first; once it waits,
+ *              send it every fd that will not change (still serving), FREEZE, hand it the
+ *              rest, close what was handed over, lower every thread, exit. A successor that
+ *              fails or is too slow before it has taken the handover is killed and this image
+ *              cancels back to NORMAL.
  *
  * Transitions run one at a time (queued, like the kernel's rwsem writers). While one runs,
  * register/unregister/preserve/unpreserve raise EBUSY instead of blocking.
  */
 import { EventEmitter } from 'node:events';
-import os from 'node:os';
 import path from 'node:path';
 import { resolveConfig, trace, type LuoConfig } from '../config.js';
 import { HandoverError, LuoError, fail, type ErrnoName } from '../errors.js';
 import { FdtNode, encode } from '../fdt/index.js';
-import { Successor, bootKho, kexec, panic, selfImage, type Image, type Kho } from '../kho/index.js';
+import { Successor, bootKho, kexec, panic, retire, selfImage, type FdRef, type Image, type Kho } from '../kho/index.js';
 import {
   Event, FILES_SUBSYSTEM, LIVEUPDATE_NUMBER, LUO_COMPATIBLE, LUO_SUBTREE, State, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_NODE,
   SUBSYSTEM_NAME_RE, stateName, toToken,
@@ -76,6 +77,12 @@ export interface RebootOpts {
 
 export interface LuoOptions extends Partial<LuoConfig> {
   timeouts?: Partial<Timeouts>;
+  /** Successor mode: called right before this image tells the running one it is ready (the
+   *  running one then freezes): the last start-up work that must not overlap the pause. */
+  beforeHandover?: () => void;
+  /** Successor mode: called once the running image has sent what it can before its freeze,
+   *  right before it freezes: settle what would otherwise land in the pause. */
+  settle?: () => void;
 }
 
 interface Entry { sub: Subsystem; data: bigint; internal?: boolean }
@@ -124,6 +131,8 @@ export class Luo extends EventEmitter {
       onCorrupt: config.onCorrupt,
       enabled: config.enabled,
       debugDir: config.khoDebug ? path.join(config.rundir, 'debug') : undefined,
+      beforeHandover: opts.beforeHandover,
+      settle: opts.settle,
     });
     trace('boot: kho adopted');
     const luo = new Luo(config, kho, { ...DEFAULT_TIMEOUTS, ...opts.timeouts });
@@ -146,7 +155,7 @@ export class Luo extends EventEmitter {
       }
     }
     this.#state = state;
-    if (this.config.stateFile) this.#stateFile = StateFile.open(this.config.rundir, stateName(state));
+    if (this.config.stateFile) this.#stateFile = StateFile.open(this.config.rundir, stateName(state), { deferred: this.kho.fdsReceived });
   }
 
   /** Read the handed-over "luo-v1" tree. False when there is none. HandoverError if corrupt. */
@@ -349,9 +358,13 @@ export class Luo extends EventEmitter {
         this.#inRegion = null;
       }
       this.#inTree = null;
+      this.kho.closeReadiness();
       const leaked = this.kho.releaseUnclaimed();
       if (leaked > 0) process.emitWarning(`luo: FINISH released ${leaked} bytes of handed-over memory that no subsystem restored`, { code: 'LUO_UNCLAIMED_MEMORY' });
       this.#setState(State.NORMAL);
+      // A successor wrote its first state off the main thread; FINISH is over once the file
+      // says what the state is.
+      await this.#stateFile?.idle();
     });
   }
 
@@ -443,9 +456,19 @@ export class Luo extends EventEmitter {
       await this.#exclusive('CANCEL', () => this.#rollback());
       throw err;
     }
+    const timeout = opts.successorTimeoutMs ?? this.timeouts.boot;
     try {
-      await next.ready(opts.successorTimeoutMs ?? this.timeouts.boot);
+      await next.ready(timeout);
+      trace('successor: ready');
+      // Still serving: send the arena and every fd that will not change before the freeze, so
+      // that only what did change crosses in the pause (and the successor maps the arena now).
+      if (next.acceptsPresend && this.#state === State.PREPARED) {
+        const refs: FdRef[] = [{ fd: this.kho.arena.fd, key: this.kho.arena }, ...this.files.presendRefs()];
+        await next.presend(refs, { arenaFd: this.kho.arena.fd, regions: this.kho.preservedRegions }, timeout);
+        trace(`successor: ${refs.length} fds sent early`);
+      }
     } catch (err) {
+      next.abort();
       if (this.#state === State.PREPARED) await this.#exclusive('CANCEL', () => this.#rollback());
       throw err;
     }
@@ -456,14 +479,15 @@ export class Luo extends EventEmitter {
       throw err;
     }
     return this.#exclusive('REBOOT', async () => {
+      let refs: FdRef[] = [];
       try {
         trace('handover: verifying');
         this.files.verifyFrozen();
         // A closed fd makes sendmsg fail with EBADF before anything reaches the successor.
-        const fds = [this.kho.arena.fd, ...this.files.carriedFds];
+        refs = [{ fd: this.kho.arena.fd, key: this.kho.arena }, ...this.files.carriedRefs];
         trace('handover: verified');
         opts.beforeExec?.();
-        next.handover(this.kho.handover(), fds, opts.successorTimeoutMs ?? this.timeouts.boot);
+        next.handover(this.kho.handover(), refs, timeout);
         trace('handover: taken');
       } catch (err) {
         next.abort();
@@ -472,11 +496,7 @@ export class Luo extends EventEmitter {
       }
       // The successor owns everything now. Nothing more may touch a carried fd: leave at once.
       opts.afterHandover?.(next.pid ?? 0);
-      // Tearing down this process's mappings (the arena's page tables: ~60 ms for 1 GiB of
-      // 4 KiB pages) takes CPU the successor needs right now: do it at the lowest priority.
-      try {
-        os.setPriority(19);
-      } catch { /* not allowed: exit at the normal priority */ }
+      retire(refs.map((r) => r.fd));
       process.exit(0);
     });
   }

@@ -1,10 +1,11 @@
 /*
  * luo/statefile: <rundir>/state, the process's /sys/kernel/liveupdate/state.
  *
- * Lifecycle: open() creates the runtime directory (0700) and writes the first state; write()
- * replaces the file atomically on every transition (write a temporary file in the same
- * directory, then rename over the old one), so a reader sees the old text or the new, never a
- * partial or empty file. The file is mode 0444 and luo has no way to write it from outside.
+ * Lifecycle: open() creates the runtime directory (0700) and writes the first state (a
+ * successor: off the main thread, see open); write() replaces the file atomically on every
+ * transition (write a temporary file in the same directory, then rename over the old one), so
+ * a reader sees the old text or the new, never a partial or empty file. Writes never overtake
+ * each other: while an asynchronous one is in progress, the next ones queue behind it. The file is mode 0444 and luo has no way to write it from outside.
  * Watchers: watch the directory (fs.watch/inotify report "state" on every rename), or the
  * file, re-arming after each rename. close() removes it (the service is gone: no state).
  * A failure to write is reported as a warning and never fails the transition itself.
@@ -15,32 +16,77 @@ import path from 'node:path';
 export class StateFile {
   readonly path: string;
   #seq = 0;
+  /** An asynchronous write in progress: later writes (and close) queue behind it. */
+  #pending: Promise<void> | null = null;
 
   private constructor(file: string) {
     this.path = file;
   }
 
-  static open(rundir: string, initial: string): StateFile {
+  /**
+   * `deferred`: write the first state off the main thread (the file system calls run in
+   * libuv's pool; a successor's boot is inside the pause, and these calls cost it 1-2 ms).
+   * The file then keeps the previous image's text ("frozen") for a few milliseconds more.
+   */
+  static open(rundir: string, initial: string, opts: { deferred?: boolean } = {}): StateFile {
     fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
     const f = new StateFile(path.join(rundir, 'state'));
-    f.write(initial);
+    if (opts.deferred) f.#enqueue(() => f.#writeAsync(initial));
+    else f.write(initial);
     return f;
   }
 
   write(text: string): void {
-    const tmp = `${this.path}.${process.pid}.${this.#seq++}.tmp`;
+    if (this.#pending) {
+      this.#enqueue(() => this.#writeAsync(text));
+      return;
+    }
+    const tmp = this.#tmp();
     try {
       fs.writeFileSync(tmp, `${text}\n`, { mode: 0o444 });
       fs.renameSync(tmp, this.path);
     } catch (e) {
-      try {
-        fs.rmSync(tmp, { force: true });
-      } catch { /* nothing to clean */ }
-      process.emitWarning(`luo: could not write ${this.path}: ${(e as Error).message}`);
+      this.#failed(tmp, e);
     }
   }
 
+  /** Resolves once every write queued so far is on disk (at once when none is). */
+  async idle(): Promise<void> {
+    while (this.#pending) await this.#pending;
+  }
+
   close(): void {
-    fs.rmSync(this.path, { force: true });
+    if (this.#pending) this.#enqueue(() => fs.promises.rm(this.path, { force: true }));
+    else fs.rmSync(this.path, { force: true });
+  }
+
+  #tmp(): string {
+    return `${this.path}.${process.pid}.${this.#seq++}.tmp`;
+  }
+
+  #failed(tmp: string, e: unknown): void {
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch { /* nothing to clean */ }
+    process.emitWarning(`luo: could not write ${this.path}: ${(e as Error).message}`);
+  }
+
+  async #writeAsync(text: string): Promise<void> {
+    const tmp = this.#tmp();
+    try {
+      await fs.promises.writeFile(tmp, `${text}\n`, { mode: 0o444 });
+      await fs.promises.rename(tmp, this.path);
+    } catch (e) {
+      this.#failed(tmp, e);
+    }
+  }
+
+  /** Run `op` after every write queued before it; the queue empties itself. */
+  #enqueue(op: () => Promise<unknown>): void {
+    const p: Promise<void> = (this.#pending ?? Promise.resolve()).then(op).then(() => {}, () => {});
+    this.#pending = p;
+    void p.then(() => {
+      if (this.#pending === p) this.#pending = null;
+    });
   }
 }

@@ -5,3 +5,4 @@
 export * from './libc.js';
 export { Mapping, MAX_VIEW } from './mapping.js';
 export * from './unix.js';
+export { ReadySet } from './epoll.js';

@@ -12,13 +12,14 @@
  * `Mapping` (sys/mapping.ts), which guarantees that no view outlives its mapping.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { SysError } from '../errors.js';
 import { koffi, koffiLib } from './ffi.js';
 
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
-  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn;
+  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn;
 }
 let lib: Libc | undefined;
 
@@ -39,6 +40,7 @@ function libc(): Libc {
     waitpid: so.func('int waitpid(int pid, _Out_ int *status, int options)'),
     getpid: so.func('int getpid()'),
     madvise: so.func('int madvise(void *addr, size_t length, int advice)'),
+    close_range: so.func('int close_range(unsigned int first, unsigned int last, int flags)'),
   };
   return lib;
 }
@@ -168,6 +170,47 @@ export function dup3(oldfd: number, newfd: number, cloexec: boolean): number {
 
 export function close(fd: number): void {
   check(libc().close(fd) as number, 'close', `fd ${fd}`);
+}
+
+/**
+ * Close many fds at once: each run of consecutive numbers with one close_range(2) (Linux ≥
+ * 5.9), one by one where that fails. fds already closed are ignored. Returns how many calls.
+ */
+export function closeFds(fds: Iterable<number>): number {
+  const sorted = [...new Set(fds)].filter((fd) => Number.isInteger(fd) && fd >= 0).sort((a, b) => a - b);
+  let calls = 0;
+  for (let i = 0; i < sorted.length;) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    calls++;
+    if ((libc().close_range(sorted[i], sorted[j], 0) as number) < 0) {
+      for (let k = i; k <= j; k++) libc().close(sorted[k]);
+    }
+    i = j + 1;
+  }
+  return calls;
+}
+
+/**
+ * Set the nice value of every thread of this process. Linux keeps a nice value per thread:
+ * setpriority(PRIO_PROCESS, 0) (os.setPriority) changes only the calling one. Threads that
+ * refuse (gone, not permitted) are skipped. Returns how many were changed.
+ */
+export function reniceAllThreads(nice: number): number {
+  let n = 0;
+  let tids: string[];
+  try {
+    tids = fs.readdirSync('/proc/self/task');
+  } catch {
+    tids = [String(process.pid)];
+  }
+  for (const tid of tids) {
+    try {
+      os.setPriority(Number(tid), nice);
+      n++;
+    } catch { /* exited, or not permitted */ }
+  }
+  return n;
 }
 
 export function getpid(): number {

@@ -29,7 +29,7 @@ export const POLLERR = 0x8;
 export const MAX_FDS = 253;
 
 type Fn = (...a: unknown[]) => unknown;
-interface UnixLib { pollRaw: Fn; socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn }
+interface UnixLib { pollRaw: Fn; socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn; shutdown: Fn }
 let u: UnixLib | undefined;
 
 function lib(): UnixLib {
@@ -56,6 +56,7 @@ function lib(): UnixLib {
     getsockopt: so.func('int getsockopt(int fd, int level, int name, _Out_ luo_ucred *val, _Inout_ uint32_t *len)'),
     poll: so.func('int poll(_Inout_ luo_pollfd *fds, unsigned long n, int timeout)'),
     pollRaw: so.func('int poll(void *fds, unsigned long n, int timeout)'),
+    shutdown: so.func('int shutdown(int fd, int how)'),
   };
   return u;
 }
@@ -169,6 +170,11 @@ export function recvPacket(fd: number, max = 65536): Packet | null {
     off += (len + 7) & ~7;
   }
   return { data: body.subarray(0, Math.min(r, max)), fds, truncated: (msg.msg_flags & MSG_TRUNC) !== 0, fdsTruncated: (msg.msg_flags & MSG_CTRUNC) !== 0, eof: r === 0 };
+}
+
+/** shutdown(SHUT_WR): the peer reads what was sent, then end of stream; this end still reads. */
+export function shutdownWrite(fd: number): void {
+  if ((lib().shutdown(fd, 1) as number) < 0) throw new SysError('shutdown', errno());
 }
 
 export interface PeerCred { pid: number; uid: number; gid: number }

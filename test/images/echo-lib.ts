@@ -6,7 +6,12 @@
  * stdout as JSON lines: {event: 'listening'|'ready'|'update-failed', ...}.
  * Env: ECHO_DRAIN_MS, ECHO_ON_UNDRAINED (carry|fail), ECHO_HTTP=1 (an http.Server instead),
  * ECHO_SUCCESSOR=1 (hand over to a pre-started successor instead of exec'ing in place; the
- * pid changes), ECHO_SUCCESSOR_TIMEOUT_MS, ECHO_NEXT (the next image's script, for failures).
+ * pid changes), ECHO_SUCCESSOR_TIMEOUT_MS, ECHO_NEXT (the next image's script, for failures),
+ * ECHO_FREEZE_DELAY_MS (a subsystem whose freeze says {event:'freezing'} and waits that long
+ * while the server still serves: after a successor got its fds early, before the server
+ * freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early).
+ * The 'ready' line of an updated image says how many connections were adopted when the first
+ * byte was read from one of them (adoptedAtFirstData).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -21,7 +26,10 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const marks: Array<[string, number]> = [];
   const mark = (what: string): void => void marks.push([what, Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6]);
   mark('modules loaded');
-  const luo = boot({ arenaSize: 2 ** 30 });
+  const luo = boot({
+    arenaSize: 2 ** 30,
+    ...(process.env.ECHO_DIE_AT_SETTLE === '1' ? { settle: () => process.exit(3) } : {}),
+  });
   mark('luo booted');
   const isHttp = process.env.ECHO_HTTP === '1';
   const server: net.Server = isHttp
@@ -32,7 +40,10 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     : net.createServer((s) => {
       s.on('error', () => {});
       s.pipe(s);
+      if (adoptedAtFirstData < 0 && luo.state === State.UPDATED) s.once('data', () => void (adoptedAtFirstData < 0 && (adoptedAtFirstData = adopted)));
     });
+  let adopted = 0;
+  let adoptedAtFirstData = -1;
   const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(o) + '\n');
   const otherFds = (): number => sys.openFds().length - connectionsOf(server).size;
 
@@ -42,6 +53,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   if (luo.state === State.UPDATED) {
     const r = await restoreServer(luo, 1, server, {
       onConnection: (s) => {
+        adopted++;
         if (marks.length < 4) mark('first connection adopted');
         if (firstPorts.length < 16) firstPorts.push(s.remotePort ?? 0);
       },
@@ -52,6 +64,16 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   } else {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     say({ event: 'listening', port: (server.address() as net.AddressInfo).port, version, pid: process.pid });
+  }
+  const freezeDelay = Number(process.env.ECHO_FREEZE_DELAY_MS ?? 0);
+  if (freezeDelay > 0) {
+    await luo.registerSubsystem({
+      name: 'slow-freeze',
+      freeze: async () => {
+        say({ event: 'freezing', pid: process.pid });
+        await new Promise((r) => setTimeout(r, freezeDelay));
+      },
+    });
   }
   preserveServer(luo, 1, server, {
     drainTimeoutMs: Number(process.env.ECHO_DRAIN_MS ?? 2000),
@@ -89,7 +111,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
     const nt = performance.nodeTiming;
     const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
-    say({ event: 'ready', version, pid: process.pid, restored, firstPorts, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
+    say({ event: 'ready', version, pid: process.pid, restored, firstPorts, adoptedAtFirstData, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
   } else {
     say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
   }

@@ -1,0 +1,33 @@
+/*
+ * The old image's last step after a successor handover (kho/successor.ts retire()): with a
+ * few worker threads running, close the fds "handed over", lower every thread, and report
+ * which fds are still open and each thread's nice value, as JSON on stdout.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { retire } from '../../src/kho/successor.js';
+import * as sys from '../../src/sys/index.js';
+
+const workers = Array.from({ length: 2 }, () => new Worker('setInterval(() => {}, 1000)', { eval: true }));
+await Promise.all(workers.map((w) => new Promise((r) => w.once('online', r))));
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retire-'));
+const handed = Array.from({ length: 12 }, (_, i) => fs.openSync(path.join(dir, `h${i}`), 'w'));
+const kept = fs.openSync(path.join(dir, 'kept'), 'w');
+retire(handed);
+// fcntl on each (listing /proc/self/fd would itself take the lowest free number).
+const isOpen = (fd: number): boolean => {
+  try {
+    sys.getFdFlags(fd);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const nice = fs.readdirSync('/proc/self/task').map((tid) => {
+  const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19: nice
+});
+process.stdout.write(JSON.stringify({ handedStillOpen: handed.filter(isOpen).length, keptOpen: isOpen(kept), threads: nice.length, nice }) + '\n');
+process.exit(0);

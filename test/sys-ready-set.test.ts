@@ -1,0 +1,47 @@
+// sys.ReadySet (sys/epoll.ts): which of many fds have input, at a cost in the ready ones only
+// (a successor registers every connection before the freeze and asks once after it).
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import test from 'node:test';
+import { stopReading } from '../src/handlers/node-internals.js';
+import * as sys from '../src/sys/index.js';
+
+test('a readiness set reports exactly the fds with input or hung up, skips what cannot be polled, and refuses use once closed', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted: net.Socket[] = [];
+  server.on('connection', (s) => {
+    stopReading(s); // input stays in the kernel (pause() would not stop libuv reading)
+    accepted.push(s);
+  });
+  const clients = await Promise.all(Array.from({ length: 50 }, () => new Promise<net.Socket>((r) => {
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
+  })));
+  while (accepted.length < 50) await new Promise((r) => setTimeout(r, 5));
+  // The set watches copies of the server-side fds (as a successor does: other numbers, the
+  // same connections), and a memfd, which epoll refuses.
+  const copies = accepted.map((s) => sys.dup((s as unknown as { _handle: { fd: number } })._handle.fd));
+  const memfd = sys.memfdCreate('not-pollable');
+  const set = new sys.ReadySet();
+  try {
+    assert.equal(set.add([...copies, memfd]), 1, 'the memfd is skipped');
+    assert.equal(set.size, 50);
+    assert.deepEqual(set.ready(), []);
+    clients[3]!.write('x');
+    clients[17]!.write('y');
+    clients[42]!.end();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(set.ready().sort((a, b) => a - b), [copies[3]!, copies[17]!, copies[42]!].sort((a, b) => a - b));
+    assert.deepEqual(set.ready().sort((a, b) => a - b), [copies[3]!, copies[17]!, copies[42]!].sort((a, b) => a - b), 'level-triggered: asked again, the same answer');
+  } finally {
+    set.close();
+    set.close(); // idempotent
+    copies.forEach((fd) => sys.close(fd));
+    sys.close(memfd);
+    clients.forEach((c) => c.destroy());
+    server.close();
+    accepted.forEach((s) => s.destroy());
+  }
+  assert.throws(() => set.ready(), { code: 'EBADF' });
+  assert.throws(() => set.add([0]), { code: 'EBADF' });
+});
