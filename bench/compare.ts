@@ -24,8 +24,9 @@
  * update for each contender). A contender that cannot run (pm2 not installable offline) is
  * reported as skipped with the reason; the others still run.
  *
- * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3
- *          --contenders luo,pm2,json  --out FILE  --no-docs
+ * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo: --luo-reps 9 in
+ *          the size sweep, the others reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
+ *          --no-docs
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -52,6 +53,10 @@ const SIZES = opt('sizes', '10e6,100e6,1e9').split(',').map(Number);
 const CONNS = opt('connections', '1,1000,10000').split(',').map(Number);
 const SIZE_SWEEP_CONNS = 100;
 const REPS = Number(opt('reps', '3'));
+// The size sweep decides whether luo's pause depends on the state's size (target: 1 GB within
+// 1 ms of 10 MB). A median of 3 updates moves by a few ms with the machine's noise alone, so
+// luo gets more updates there.
+const LUO_SIZE_REPS = Number(opt('luo-reps', '9'));
 const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',') as Contender[];
 const WRITE_DOCS = !argv.includes('--no-docs');
 const today = new Date().toISOString().slice(0, 10);
@@ -152,6 +157,9 @@ interface Runner {
   port: number;
   /** luo: how long the new image took to reopen the state (from its ready line). */
   lastStoreOpenMs?(): number | undefined;
+  /** Resolves once the service's background work after the last update is done (luo: the
+   *  new image has verified its store), so it takes no CPU from another service's trial. */
+  settled?(): Promise<void>;
   update(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -166,6 +174,11 @@ async function startLuo(tmp: string, args: string[], successor: boolean): Promis
   return {
     port: Number(ready.port),
     lastStoreOpenMs: () => p.lines.filter((l) => l.event === 'ready' && l.updated).at(-1)?.storeOpenMs as number | undefined,
+    async settled() {
+      const updates = p.lines.filter((l) => l.event === 'ready' && l.updated).length;
+      const deadline = Date.now() + 60_000;
+      while (p.lines.filter((l) => l.event === 'verified').length < updates && Date.now() < deadline) await sleep(20);
+    },
     async update() {
       version = version === 1 ? 2 : 1;
       const r = await run(process.execPath, [CLI, 'update', ...(successor ? ['--successor'] : []), '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', path.join(kvDir, `v${version}.js`), ...common]);
@@ -338,36 +351,68 @@ async function main(): Promise<void> {
   const series: Record<string, Array<[number, number]>> = {};
   const seriesPoint = points.find((p) => p.series)!;
   const skipped: Record<string, string> = {};
+  /** Start a contender's service for a point. */
+  const launch = async (contender: Contender, pt: { size: number; conns: number }): Promise<{ r: Runner; tmp: string; entries: number }> => {
+    const capacity = KvStore.capacityFor(pt.size);
+    const entries = Math.floor(capacity * 0.6);
+    const args = ['--entries', String(entries), '--state-bytes', String(pt.size)];
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `luo-bench-${contender}-`));
+    log(`${contender}: ${(pt.size / 1e6).toFixed(0)} MB state (${entries.toLocaleString('en')} entries), ${pt.conns} connections`);
+    try {
+      const r = contender === 'luo' || contender === 'luo-exec' ? await startLuo(tmp, args, contender === 'luo') : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
+      return { r, tmp, entries };
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  };
+  const stop = async (x: { r: Runner; tmp: string }): Promise<void> => {
+    await x.r.stop().catch(() => {});
+    fs.rmSync(x.tmp, { recursive: true, force: true });
+  };
+  const record = async (contender: Contender, pt: (typeof points)[number], x: { r: Runner; entries: number }, rep: number): Promise<void> => {
+    const { t, series: s } = await trial(contender, x.r, pt.size, x.entries, pt.conns, rep);
+    await x.r.settled?.();
+    trials.push(t);
+    if (pt.series && rep === 0) series[contender] = s;
+    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections, update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms, dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+  };
   for (const contender of CONTENDERS) {
-    for (const pt of points) {
-      if (skipped[contender]) break;
-      const capacity = KvStore.capacityFor(pt.size);
-      const entries = Math.floor(capacity * 0.6);
-      const args = ['--entries', String(entries), '--state-bytes', String(pt.size)];
-      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `luo-bench-${contender}-`));
-      log(`${contender}: ${(pt.size / 1e6).toFixed(0)} MB state (${entries.toLocaleString('en')} entries), ${pt.conns} connections`);
-      let r: Runner | null = null;
-      try {
-        r = contender === 'luo' || contender === 'luo-exec' ? await startLuo(tmp, args, contender === 'luo') : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
-        const reps = contender.startsWith('luo') ? REPS : Math.max(1, REPS - 1);
-        for (let rep = 0; rep < reps; rep++) {
-          const { t, series: s } = await trial(contender, r, pt.size, entries, pt.conns, rep);
-          trials.push(t);
-          if (pt.series && rep === 0) series[contender] = s;
-          log(`  update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms, dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+    const isLuo = contender.startsWith('luo');
+    let rest = points;
+    try {
+      if (isLuo) {
+        // luo's size sweep, the services of every size up at once and their updates taken in
+        // turn (10 MB, 100 MB, 1 GB, 10 MB, …): the machine's noise drifts over minutes, and
+        // the comparison between sizes must not measure that drift.
+        const sizePts = points.filter((p) => p.conns === SIZE_SWEEP_CONNS);
+        rest = points.filter((p) => p.conns !== SIZE_SWEEP_CONNS);
+        const up: Array<{ r: Runner; tmp: string; entries: number }> = [];
+        try {
+          for (const pt of sizePts) up.push(await launch(contender, pt));
+          for (let rep = 0; rep < Math.max(REPS, LUO_SIZE_REPS); rep++) {
+            for (let k = 0; k < sizePts.length; k++) await record(contender, sizePts[k]!, up[k]!, rep);
+          }
+        } finally {
+          for (const x of up) await stop(x);
         }
-      } catch (e) {
-        log(`  ${contender} skipped: ${(e as Error).message}`);
-        skipped[contender] = (e as Error).message;
-      } finally {
-        await r?.stop().catch(() => {});
-        fs.rmSync(tmp, { recursive: true, force: true });
       }
+      for (const pt of rest) {
+        const x = await launch(contender, pt);
+        try {
+          for (let rep = 0; rep < (isLuo ? REPS : Math.max(1, REPS - 1)); rep++) await record(contender, pt, x, rep);
+        } finally {
+          await stop(x);
+        }
+      }
+    } catch (e) {
+      log(`  ${contender} skipped: ${(e as Error).message}`);
+      skipped[contender] = (e as Error).message;
     }
   }
   const result = {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
-    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, busyClients: 4, pm2: PM2_VERSION },
+    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION },
     durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, series,
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };

@@ -46,6 +46,19 @@ export function boot(opts: LuoOptions = {}): Luo {
 }
 
 /**
+ * What boot() will find, without booting: 'successor' (this process was started as the next
+ * image of a running service, which serves until this one boots and takes over), 'exec' (an
+ * in-place update: the previous image exec'd this one), or null (a cold start). A successor
+ * may use the time before boot() to warm up what its first requests will need: it is not in
+ * the pause. After an exec, everything before boot() is in the pause.
+ */
+export function pendingHandover(env: NodeJS.ProcessEnv = process.env): 'successor' | 'exec' | null {
+  const v = env[HANDOVER_ENV];
+  if (!v) return null;
+  return v.startsWith(SUCCESSOR_PREFIX) ? 'successor' : 'exec';
+}
+
+/**
  * Serve the control device (<rundir>/liveupdate) so that an agent (`luo update`) can drive
  * this service. Call it once the service is ready to be driven: after a live update, only
  * once it has restored what it needs (FINISH releases whatever was not restored).

@@ -48,7 +48,8 @@ test('300 streaming connections through three successor handovers: exactly once,
     assert.deepEqual(readies.map((r) => r.number), [1, 2, 3]);
     assert.equal(new Set(pids).size, 4, `a new pid each time: ${pids}`);
     for (const old of pids.slice(0, -1)) {
-      for (let i = 0; i < 100 && alive(old); i++) await new Promise((r) => setTimeout(r, 20));
+      // It exits in SCHED_IDLE, on CPU time nothing else wants: allow a busy machine time.
+      for (let i = 0; i < 500 && alive(old); i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal(alive(old), false, `the previous image ${old} exited`);
     }
     for (const c of [...clients, ...late]) {

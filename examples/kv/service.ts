@@ -16,6 +16,8 @@
  * reads it back at start (what most services do today).
  *
  * Lifecycle under luo:
+ *   successor    before boot(), while the previous version still serves: warm the HTTP path
+ *                (throwaway requests on a loopback server, no state touched).
  *   cold start   listen, create the store in preserved memory and seed it, serve, start the
  *                control device. Subsystem "kv-store" hands over the store's root address
  *                and format in its payload; "kv-sessions" hands over the sessions.
@@ -23,7 +25,8 @@
  *                with the bytes its parser holds (a partial frame), so the channel is handed
  *                over at a frame boundary; bytes still unread stay in the socket for luo to
  *                carry. At FROZEN the store's checksum is printed ("handover" line).
- *   CANCEL       consumption resumes where it stopped; nothing was lost.
+ *   PREPARE      the background checksum scan waits (no CPU taken from the update).
+ *   CANCEL       consumption and the scan resume where they stopped; nothing was lost.
  *   next image   reopen the store in place (v2 upgrades format 1 to 2; v1 opens format 2 and
  *                releases its revision block), adopt the
  *                listener and every connection (WebSocket and echo connections are claimed
@@ -37,8 +40,8 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { boot, preserveServer, restoreServer, startDevice, State, type Luo } from 'luo';
-import { KvStore, StoreFullError, heapMemory, seed, type StoreMemory } from './store.js';
+import { boot, pendingHandover, preserveServer, restoreServer, startDevice, State, type Luo } from 'luo';
+import { Gate, KvStore, StoreFullError, heapMemory, seed, type StoreMemory } from './store.js';
 import { FrameParser, MessageAssembler, OP, WsProtocolError, acceptKey, encodeFrame } from './ws.js';
 
 export interface ServiceArgs {
@@ -88,6 +91,9 @@ const peerOf = (s: net.Socket): string => `${s.remoteAddress}:${s.remotePort}`;
 export async function runService(version: 1 | 2, args: ServiceArgs): Promise<void> {
   const tag = `v${version}`;
   const t0 = performance.now();
+  // A successor: the running version serves until boot() below, so warm the HTTP path now
+  // (its first answers after the handover are then not the first of this process).
+  if (args.mode === 'luo' && pendingHandover() === 'successor') await warmHttp();
   const luo: Luo | null = args.mode === 'luo' ? boot({ ...(args.name ? { name: args.name } : {}), ...(args.rundir ? { rundir: args.rundir } : {}) }) : null;
   const updated = luo?.state === State.UPDATED;
   const live = new Map<net.Socket, Live>();
@@ -98,6 +104,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
 
   // ------------------------------------------------------------------ the store
   let store: KvStore;
+  const background = new Gate();
   let incomingSessions = new Map<string, SavedSession>();
   if (luo) {
     const mem: StoreMemory = {
@@ -114,7 +121,14 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
     let sessionsPayload = 0n;
     await luo.registerSubsystem({
       name: 'kv-store',
-      prepare: () => (BigInt(store.format) << 48n) | BigInt(store.rootAddr),
+      // An update is coming: background work (the checksum scan) waits, so that it takes no
+      // CPU from the freeze or the next image; it goes on if the update is cancelled (and if it
+      // is not, the next image verifies the store itself).
+      prepare: () => {
+        background.close();
+        return (BigInt(store.format) << 48n) | BigInt(store.rootAddr);
+      },
+      cancel: () => background.reopen(),
       boot: (data) => void (storePayload = data),
     });
     let sessionsBlock: { addr: number; size: number } | null = null;
@@ -297,7 +311,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   }
 
   // ------------------------------------------------------------------ serve
-  const verifying = luo && updated ? store.verify(4096, 100) : null;
+  const verifying = luo && updated ? store.verify(4096, 100, background) : null;
   if (luo && updated) {
     const r = await restoreServer(luo, 1, server, {
       claim: (s) => {
@@ -399,3 +413,33 @@ function loadJson(store: KvStore, file: string): number {
   return n;
 }
 
+/**
+ * Run Node's HTTP path (parser, request, response) on a throwaway server over loopback, so
+ * that V8 has compiled it before the real requests come: 50 requests that touch no state. A
+ * successor does it before boot(), while the previous version still serves.
+ */
+async function warmHttp(): Promise<void> {
+  const srv = http.createServer((req, res) => {
+    req.on('data', () => {});
+    req.on('end', () => res.writeHead(404, { 'x-version': 'warm', 'content-length': 10 }).end('not found\n'));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const sock = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  for (let i = 0; i < 50; i++) {
+    await new Promise<void>((resolve) => {
+      let buf = '';
+      const on = (d: Buffer): void => {
+        buf += d;
+        if (buf.includes('not found')) {
+          sock.off('data', on);
+          resolve();
+        }
+      };
+      sock.on('data', on);
+      sock.write(`GET /kv/warm${i} HTTP/1.1\r\nhost: x\r\n\r\n`);
+    });
+  }
+  sock.destroy();
+  srv.close();
+}

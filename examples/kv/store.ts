@@ -10,7 +10,8 @@
  *   verify()                  recompute the checksum from every record, in slices, while the
  *                             service keeps writing (writes to slots not yet scanned are
  *                             accounted for), and compare with the root's: proves the memory
- *                             arrived intact. Never blocks the loop for more than one slice.
+ *                             arrived intact. Never blocks the loop for more than one slice
+ *                             (about a millisecond); waits while its gate is closed.
  * Unhappy paths: a key over 32 bytes or a value over 88 is refused (RangeError); a store 90%
  * full refuses inserts (StoreFullError); a root with the wrong magic or an unknown format is
  * refused at open (Error naming what was found).
@@ -325,12 +326,13 @@ export class KvStore {
   }
 
   /**
-   * Recompute the checksum from the records themselves, `slice` records per event-loop turn,
-   * and compare it with the running one as it stood when verify() was called (the state as
-   * handed over, when called before serving). The scan itself starts `delayMs` later; writes
-   * meanwhile are accounted for like writes during the scan.
+   * Recompute the checksum from the records themselves, at most `slice` records and about a
+   * millisecond per event-loop turn, and compare it with the running one as it stood when
+   * verify() was called (the state as handed over, when called before serving). The scan
+   * itself starts `delayMs` later; writes meanwhile are accounted for like writes during the
+   * scan. While `gate` is closed (an update is being prepared) the scan waits, taking no CPU.
    */
-  async verify(slice = 4096, delayMs = 0): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
+  async verify(slice = 4096, delayMs = 0, gate: Gate = OPEN): Promise<{ ok: boolean; expected: string; computed: string; ms: number }> {
     const expected = this.checksum;
     if (this.#scan) throw new Error('a verification is already running');
     const sc = (this.#scan = { cursor: 0, adjA: 0, adjB: 0 });
@@ -340,12 +342,15 @@ export class KvStore {
     const t0 = performance.now();
     try {
       while (sc.cursor < this.capacity) {
+        await gate.passed();
         const end = Math.min(this.capacity, sc.cursor + slice);
+        const until = performance.now() + 1;
         for (let s = sc.cursor; s < end; s++) {
           const h = this.#recordHash(s);
           a = (a + h[0]) >>> 0;
           b = (b + h[1]) >>> 0;
           sc.cursor = s + 1;
+          if ((s & 255) === 255 && performance.now() > until) break;
         }
         if (sc.cursor < this.capacity) await new Promise((r) => setImmediate(r));
       }
@@ -408,6 +413,32 @@ function equal(b: Uint8Array, off: number, key: Uint8Array): boolean {
   for (let i = 0; i < key.length; i++) if (b[off + i] !== key[i]) return false;
   return true;
 }
+
+/** Holds background work back while closed (the service closes it while an update is prepared). */
+export class Gate {
+  #open = true;
+  #waiters: Array<() => void> = [];
+
+  get open(): boolean {
+    return this.#open;
+  }
+
+  close(): void {
+    this.#open = false;
+  }
+
+  reopen(): void {
+    this.#open = true;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Resolves at once when open, else when reopened. */
+  passed(): Promise<void> {
+    return this.#open ? Promise.resolve() : new Promise((r) => this.#waiters.push(r));
+  }
+}
+
+const OPEN = new Gate();
 
 /** Plain process memory: what a service without luo has (lost when the process ends). */
 export function heapMemory(): StoreMemory {

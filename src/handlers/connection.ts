@@ -28,8 +28,8 @@ import net from 'node:net';
 import { fail } from '../errors.js';
 import type { Luo } from '../luo/luo.js';
 import {
-  READ_ENDED, WRITE_ENDED, fdOf, firstChanged, pendingWriteBytes, readBuffered, resumeReading, scanSockets, stopAll, trackWrites,
-  unsentBytes, untrackWrites, type StreamHandle,
+  READ_ENDED, WRITE_ENDED, fdOf, firstChanged, pendingWriteBytes, queuedBytes, readBuffered, resumeReading, scanSockets, stillStopped,
+  stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
 } from './node-internals.js';
 
 export type OnUndrained = 'carry' | 'fail';
@@ -121,7 +121,7 @@ export function snapshotConnections(sockets: Iterable<net.Socket>): ConnSnapshot
   const snap = new ConnSnapshot(scan);
   for (const i of scan.busy) {
     const s = scan.sockets[i]!;
-    snap.withBytes.set(i, { unread: readBuffered(s), unsent: unsentBytes(s), readable: s.readableLength, writable: s.writableLength, queued: scan.handles[i]!.writeQueueSize });
+    snap.withBytes.set(i, { unread: readBuffered(s), unsent: unsentBytes(s), readable: s.readableLength, writable: s.writableLength, queued: queuedBytes(scan.handles[i]!) });
   }
   return snap;
 }
@@ -137,8 +137,8 @@ export function verifySnapshot(snap: ConnSnapshot): void {
     for (const [i, b] of snap.withBytes) {
       skip[i] = 1;
       const s = snap.sockets[i]!;
-      const h = (s as unknown as { _handle: StreamHandle | null })._handle;
-      if (h !== snap.handles[i] || h.reading !== false || s.readableLength !== b.readable || s.writableLength !== b.writable || h.writeQueueSize !== b.queued) changed(i);
+      const h = snap.handles[i]!;
+      if (!stillStopped(s, h) || s.readableLength !== b.readable || s.writableLength !== b.writable || queuedBytes(h) !== b.queued) changed(i);
     }
   }
   const i = firstChanged(snap, skip);

@@ -71,8 +71,7 @@ export function stopReading(s: net.Socket): void {
   stopHandle(handleOf(s));
 }
 
-/** stopReading on a handle already in hand (the freeze's pass over every connection). */
-export function stopHandle(h: StreamHandle): void {
+function stopHandle(h: StreamHandle): void {
   if (h.reading !== false) {
     h.reading = false;
     h.readStop();
@@ -157,6 +156,16 @@ export function scanSockets(sockets: Iterable<net.Socket>, stop: boolean): Socke
   return out;
 }
 
+/** Bytes libuv has queued for a handle and not yet written (a C++ accessor). */
+export function queuedBytes(h: StreamHandle): number {
+  return h.writeQueueSize;
+}
+
+/** The socket still has handle `h` (not closed, not reconnected) and does not read. */
+export function stillStopped(s: net.Socket, h: StreamHandle): boolean {
+  return (s as unknown as SocketState)._handle === h && h.reading === false;
+}
+
 /**
  * The first socket of a scan that changed since (another handle or none: closed or reopened;
  * reading again; or bytes in userspace), skipping the indices marked in `skip` (the caller
@@ -173,17 +182,6 @@ export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandl
   return -1;
 }
 
-/**
- * Nothing of this connection is in userspace: no bytes read and not consumed, none written and
- * not yet in the kernel (Node's buffer and libuv's queue). What most connections are at a
- * freeze; the snapshot then has nothing to copy.
- */
-export function isIdle(s: net.Socket): boolean {
-  // Node counts a write in its length until libuv's callback: a zero length means libuv has
-  // nothing queued either (handle.writeQueueSize, a C++ accessor, need not be read).
-  const x = s as unknown as { _readableState: { length: number }; _writableState: { length: number } };
-  return x._readableState.length === 0 && x._writableState.length === 0;
-}
 
 /** Undo stopReading (CANCEL): libuv reads again and Node knows it. */
 export function resumeReading(s: net.Socket): void {

@@ -466,6 +466,10 @@ export class Luo extends EventEmitter {
         const refs: FdRef[] = [{ fd: this.kho.arena.fd, key: this.kho.arena }, ...this.files.presendRefs()];
         await next.presend(refs, { arenaFd: this.kho.arena.fd, regions: this.kho.preservedRegions }, timeout);
         trace(`successor: ${refs.length} fds sent early`);
+        // The successor's work on them (a full collection, on every core it can get) may have
+        // kept this image from answering: answer what queued meanwhile (one loop turn with a
+        // poll) before freezing, so that wait does not run into the pause.
+        await new Promise((r) => setImmediate(() => setImmediate(r)));
       }
     } catch (err) {
       next.abort();

@@ -19,7 +19,7 @@ import { koffi, koffiLib } from './ffi.js';
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
-  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn;
+  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn; sched_setscheduler: Fn;
 }
 let lib: Libc | undefined;
 
@@ -41,6 +41,7 @@ function libc(): Libc {
     getpid: so.func('int getpid()'),
     madvise: so.func('int madvise(void *addr, size_t length, int advice)'),
     close_range: so.func('int close_range(unsigned int first, unsigned int last, int flags)'),
+    sched_setscheduler: so.func('int sched_setscheduler(int pid, int policy, const int *param)'),
   };
   return lib;
 }
@@ -210,6 +211,32 @@ export function reniceAllThreads(nice: number): number {
       n++;
     } catch { /* exited, or not permitted */ }
   }
+  return n;
+}
+
+/** Linux's SCHED_IDLE: run only when a CPU has nothing else to do. */
+export const SCHED_IDLE = 5;
+
+/**
+ * Put every thread of this process in the SCHED_IDLE class (sched_setscheduler, per thread:
+ * Linux schedules threads, not processes). Any thread may lower itself to it without
+ * privileges. Returns how many threads were moved; SysError when none could be.
+ */
+export function idleAllThreads(): number {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync('/proc/self/task');
+  } catch {
+    tids = [String(process.pid)];
+  }
+  const param = new Int32Array([0]);
+  let n = 0;
+  let err = 0;
+  for (const tid of tids) {
+    if ((libc().sched_setscheduler(Number(tid), SCHED_IDLE, param) as number) === 0) n++;
+    else err = koffi().errno();
+  }
+  if (n === 0) throw new SysError('sched_setscheduler', err);
   return n;
 }
 

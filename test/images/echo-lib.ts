@@ -18,7 +18,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 // Imported by package name, as a service would: the bundled build (dist/luo.js).
-import { boot, connectionsOf, preserveServer, restoreServer, State } from 'luo';
+import { boot, connectionsOf, pendingHandover, preserveServer, restoreServer, State } from 'luo';
 import * as sys from '../../src/sys/index.js';
 
 export async function runEcho(version: 'a' | 'b'): Promise<void> {
@@ -26,6 +26,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const marks: Array<[string, number]> = [];
   const mark = (what: string): void => void marks.push([what, Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6]);
   mark('modules loaded');
+  const pending = pendingHandover(); // what boot() is about to find
   const luo = boot({
     arenaSize: 2 ** 30,
     ...(process.env.ECHO_DIE_AT_SETTLE === '1' ? { settle: () => process.exit(3) } : {}),
@@ -111,9 +112,9 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
     const nt = performance.nodeTiming;
     const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
-    say({ event: 'ready', version, pid: process.pid, restored, firstPorts, adoptedAtFirstData, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
+    say({ event: 'ready', version, pid: process.pid, pending, restored, firstPorts, adoptedAtFirstData, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
   } else {
-    say({ event: 'ready', version, pid: process.pid, restored: 0, number: 0, otherFds: otherFds() });
+    say({ event: 'ready', version, pid: process.pid, pending, restored: 0, number: 0, otherFds: otherFds() });
   }
 
 }

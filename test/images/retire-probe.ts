@@ -1,7 +1,7 @@
 /*
  * The old image's last step after a successor handover (kho/successor.ts retire()): with a
  * few worker threads running, close the fds "handed over", lower every thread, and report
- * which fds are still open and each thread's nice value, as JSON on stdout.
+ * which fds are still open and each thread's scheduling policy, as JSON on stdout.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,9 +25,9 @@ const isOpen = (fd: number): boolean => {
     return false;
   }
 };
-const nice = fs.readdirSync('/proc/self/task').map((tid) => {
+const policy = fs.readdirSync('/proc/self/task').map((tid) => {
   const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19: nice
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]); // field 41: policy
 });
-process.stdout.write(JSON.stringify({ handedStillOpen: handed.filter(isOpen).length, keptOpen: isOpen(kept), threads: nice.length, nice }) + '\n');
+process.stdout.write(JSON.stringify({ handedStillOpen: handed.filter(isOpen).length, keptOpen: isOpen(kept), threads: policy.length, policy }) + '\n');
 process.exit(0);
