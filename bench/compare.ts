@@ -24,8 +24,8 @@
  * update for each contender). A contender that cannot run (pm2 not installable offline) is
  * reported as skipped with the reason; the others still run.
  *
- * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo: --luo-reps 9 in
- *          the size sweep, the others reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
+ * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo --successor:
+ *          --luo-reps 15 in the size sweep; pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
  *          --no-docs
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -54,9 +54,10 @@ const CONNS = opt('connections', '1,1000,10000').split(',').map(Number);
 const SIZE_SWEEP_CONNS = 100;
 const REPS = Number(opt('reps', '3'));
 // The size sweep decides whether luo's pause depends on the state's size (target: 1 GB within
-// 1 ms of 10 MB). A median of 3 updates moves by a few ms with the machine's noise alone, so
-// luo gets more updates there.
-const LUO_SIZE_REPS = Number(opt('luo-reps', '9'));
+// 1 ms of 10 MB). A median of a few updates moves by a few ms with the machine's noise alone,
+// so luo --successor gets more updates there (in-place updates grow by tens of ms with the
+// size, which three show).
+const LUO_SIZE_REPS = Number(opt('luo-reps', '15'));
 const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',') as Contender[];
 const WRITE_DOCS = !argv.includes('--no-docs');
 const today = new Date().toISOString().slice(0, 10);
@@ -382,6 +383,7 @@ async function main(): Promise<void> {
     let rest = points;
     try {
       if (isLuo) {
+        const sizeReps = contender === 'luo' ? Math.max(REPS, LUO_SIZE_REPS) : REPS;
         // luo's size sweep, the services of every size up at once and their updates taken in
         // turn (10 MB, 100 MB, 1 GB, 10 MB, …): the machine's noise drifts over minutes, and
         // the comparison between sizes must not measure that drift.
@@ -390,7 +392,7 @@ async function main(): Promise<void> {
         const up: Array<{ r: Runner; tmp: string; entries: number }> = [];
         try {
           for (const pt of sizePts) up.push(await launch(contender, pt));
-          for (let rep = 0; rep < Math.max(REPS, LUO_SIZE_REPS); rep++) {
+          for (let rep = 0; rep < sizeReps; rep++) {
             for (let k = 0; k < sizePts.length; k++) await record(contender, sizePts[k]!, up[k]!, rep);
           }
         } finally {
@@ -412,7 +414,7 @@ async function main(): Promise<void> {
   }
   const result = {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
-    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION },
+    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION },
     durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, series,
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };

@@ -68,6 +68,44 @@ test('luo update drives the whole update (prepare, reboot, updated, finish) whil
   }
 });
 
+test('luo update --successor: the agent finds the next image at once, while the previous one waits for FINISH; every byte once', { timeout: 60_000 }, async () => {
+  const { svc, port, rundir } = await startExample();
+  try {
+    const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
+    await Promise.all(clients.map((c) => c.connected()));
+    const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
+    for (let u = 0; u < 2; u++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const r = await runNode(cliPath, ['update', '--successor', '--rundir', rundir, '--json']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const rep = jsonLines(r.stdout)[0]!;
+      const phases = rep.phases as Array<{ phase: string; ms: number }>;
+      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'successor up, freeze + handover', 'next image up (updated)', 'finish']);
+      // Not a speed check: the previous image waits up to 5 s for FINISH, and an agent it did
+      // not hang up on (or whose reconnect it did not refuse) would wait that long.
+      assert.ok(phases[2]!.ms < 4000, `the agent was held ${phases[2]!.ms} ms by the previous image`);
+    }
+    clearInterval(pump);
+    await Promise.all(clients.map((c) => c.settled()));
+    for (const c of clients) {
+      assert.equal(c.error, null);
+      assert.equal(c.closed, false);
+      assert.equal(c.received, c.sent);
+    }
+    const st = await runNode(cliPath, ['state', '--rundir', rundir, '--json']);
+    assert.deepEqual(jsonLines(st.stdout)[0], { state: 'normal', value: 1 });
+    clients.forEach((c) => c.sock.destroy());
+  } finally {
+    svc.kill('SIGKILL');
+    for (const line of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      // Successors are new processes: kill the example's images by their command line.
+      try {
+        if (fs.readFileSync(`/proc/${line}/cmdline`, 'utf8').includes(rundir)) process.kill(Number(line), 'SIGKILL');
+      } catch { /* gone */ }
+    }
+  }
+});
+
 test('a next image that cannot be executed: the report says so, the update is cancelled and the old code keeps serving', { timeout: 30_000 }, async () => {
   const { svc, port, rundir } = await startExample();
   try {

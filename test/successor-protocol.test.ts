@@ -124,6 +124,8 @@ test('receiveHandover takes a valid v1 or v2 handover and maps every fd to the s
       assert.equal(mapped.length, v2 ? 3 + 3 : 3);
       for (const n of mapped) assert.equal(ino(n), ino(base));
       mapped.forEach((n) => sys.close(n));
+      assert.equal(r.link, link, 'the link stays open (closing it at FINISH lets the previous image go)');
+      sys.close(r.link);
       closePeers();
       assert.equal(sys.openFds().length, before, 'nothing left open');
     }
@@ -165,10 +167,11 @@ test('fuzz: whatever an image sends, receiveHandover maps open fds or raises Han
           assert.equal(new Set(mapped).size, mapped.length, 'each fd mapped once');
           for (const n of mapped) assert.equal(ino(n), ino(base));
           mapped.forEach((n) => sys.close(n));
+          sys.close(r.link);
         } catch (e) {
           if (!(e instanceof HandoverError)) throw e;
           try {
-            sys.close(link); // receiveHandover closes the link only once it has succeeded
+            sys.close(link); // on success the caller closes it (at FINISH); on failure as well
           } catch { /* closed */ }
         }
         closePeers();

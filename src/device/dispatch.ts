@@ -38,6 +38,9 @@ export interface Session {
   image: Image | null;
   /** Called by REBOOT right before execve, with the success reply to send. */
   sendNow: (r: Reply) => void;
+  /** End the agent's connection now (its reader sees end of stream): after a successor
+   *  handover, so the agent goes on to the next image while this one waits to exit. */
+  hangUp?: () => void;
 }
 
 const neg = (name: string): number => -errnoOf(name);
@@ -155,7 +158,11 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
         const flags = k.readUInt32LE(4);
         if ((flags & ~REBOOT_SUCCESSOR) !== 0) return bad('EOPNOTSUPP');
         const ok = reply(0);
-        await luo.reboot(session.image ?? selfImage(), { beforeExec: () => session.sendNow(ok), successor: (flags & REBOOT_SUCCESSOR) !== 0 });
+        await luo.reboot(session.image ?? selfImage(), {
+          beforeExec: () => session.sendNow(ok),
+          successor: (flags & REBOOT_SUCCESSOR) !== 0,
+          afterHandover: () => session.hangUp?.(),
+        });
         return reply(neg('EIO')); // not reached: reboot only returns by throwing
       }
     }

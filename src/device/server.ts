@@ -124,6 +124,17 @@ export class Device {
   async #request(agent: number, data: Buffer, fds: number[]): Promise<void> {
     const session = this.#session ?? { tokens: new Set<bigint>(), image: null, sendNow: () => {} };
     session.sendNow = (r) => this.#sendDirect({ agent }, r);
+    // After a successor handover this image waits (a few seconds at most) for the successor's
+    // FINISH: stop listening first, so an agent reconnecting is refused (and retries) instead
+    // of waiting in a backlog nobody accepts from, until the successor's device takes the
+    // path; then end this agent's connection. shutdown, not close: the fds stay the worker's.
+    session.hangUp = () => {
+      for (const [fd, stop] of [[this.#listenFd, sys.stopListening], [agent, sys.shutdownWrite]] as const) {
+        try {
+          stop(fd);
+        } catch { /* gone */ }
+      }
+    };
     let reply: Reply;
     try {
       reply = await dispatch(this.#luo, session, data, fds);

@@ -229,6 +229,23 @@ export class Kho {
     return out;
   }
 
+  /** Successor: the link to the previous image, which exits once it is closed. */
+  #previous = -1;
+
+  setPreviousLink(fd: number): void {
+    this.#previous = fd;
+  }
+
+  /** Successor, at FINISH: let the previous image exit (its teardown now takes nothing from
+   *  this image's first moments). Idempotent; at the latest it happens when this one exits. */
+  releasePrevious(): void {
+    if (this.#previous < 0) return;
+    try {
+      sys.close(this.#previous);
+    } catch { /* closed */ }
+    this.#previous = -1;
+  }
+
   /** Stop watching the fds handed over for input (FINISH does it). Idempotent. */
   closeReadiness(): void {
     this.#readiness?.set.close();

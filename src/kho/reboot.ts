@@ -48,6 +48,7 @@ export function bootKho(opts: BootOptions): Kho {
   if (entry === undefined || entry === '') return Kho.create(opts);
   let kho: Kho;
   let fdMap: Int32Array | null = null;
+  let link = -1;
   const early: { arena: Arena | null; readiness: { set: sys.ReadySet; watched: Uint8Array } | null } = { arena: null, readiness: null };
   try {
     let real = entry;
@@ -72,11 +73,13 @@ export function bootKho(opts: BootOptions): Kho {
       trace('successor: handover received');
       real = got.entry;
       fdMap = got.fdMap;
+      link = got.link;
       // Early copies closed again: their numbers may be reused, so they are not watched.
       if (early.readiness) for (const f of got.closedEarly) if (f < early.readiness.watched.length) early.readiness.watched[f] = 0;
     }
     kho = Kho.adopt(real, { ...opts, premapped: early.arena });
     if (fdMap) kho.setIncomingFds(fdMap, early.readiness);
+    if (link >= 0) kho.setPreviousLink(link);
     else early.readiness?.set.close();
   } catch (e) {
     early.readiness?.set.close();

@@ -22,6 +22,8 @@
  *                        + N chunks: only the fds that were not sent early; `closed` lists the
  *                        early ones (by index) that are not carried after all
  *   successor → current  {"taken":count}                         it owns them now
+ * then the link stays open until the successor's FINISH (it closes its end then, or by
+ * exiting): the current image waits for that, at most a few seconds, before it exits.
  * E is the in-place handover string (kho-v1:<arena fd>:<root>:<size>) with the current
  * image's fd numbers; `fds` lists those numbers. The successor receives each fd under a new
  * number and translates through the map it returns (Kho.incomingFd). An image that does not
@@ -38,8 +40,10 @@
  * between datagrams; rejects and kills the successor on any failure: nothing was given up,
  * the successor held copies) → handover() (synchronous: send, then block until "taken";
  * throws if the successor dies or does not answer in time, and kills it, so the caller can
- * cancel and keep serving) → the caller exits. abort() kills the successor and closes the
- * link at any point; the successor then exits with "the previous image cancelled the handover".
+ * cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
+ * closes the link, bounded) → the caller exits. Before the handover, abort() kills the
+ * successor and closes the link; the successor then exits with "the previous image cancelled
+ * the handover".
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
  * a successor without its handover must not serve). A malformed message is fatal too.
  */
@@ -96,6 +100,7 @@ export class Successor {
   /** Sent early: key → (fd, index in the presend). */
   #early: Map<object, { fd: number; index: number }> | null = null;
   #earlyCount = 0;
+  #handedOver = false;
 
   private constructor(child: ChildProcess, fd: number) {
     this.child = child;
@@ -274,17 +279,40 @@ export class Successor {
       if (e instanceof LuoError) throw e;
       throw fail('EIO', `handover to the successor failed: ${(e as Error).message}`);
     }
+    this.#handedOver = true;
+  }
+
+  /**
+   * After the handover: block until the successor lets this image go (it closes the link at
+   * its FINISH, or by exiting), for at most maxMs. Until then this image holds its memory and
+   * nothing else: its exit, the teardown of its heap and page tables, then happens once the
+   * successor has finished its update, not in its first moments of serving. Never throws.
+   */
+  awaitRelease(maxMs: number): void {
+    if (!this.#handedOver || this.#fd < 0) return;
+    const deadline = Date.now() + maxMs;
+    try {
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        const [rev] = sys.poll([this.#fd], left);
+        if (!rev) continue;
+        const p = sys.recvPacket(this.#fd);
+        if (!p || p.eof) break;
+        for (const fd of p.fds) sys.close(fd);
+      }
+    } catch { /* the link is gone: released */ }
     sys.close(this.#fd);
     this.#fd = -1;
   }
 
-  /** Kill the successor (if it still runs) and close the link. Idempotent. */
+  /** Kill the successor (if it still runs and has not taken over) and close the link. Idempotent. */
   abort(): void {
     if (this.#fd >= 0) {
       sys.close(this.#fd);
       this.#fd = -1;
     }
-    if (!this.#exit) {
+    if (!this.#exit && !this.#handedOver) {
       try {
         this.child.kill('SIGKILL');
       } catch { /* gone */ }
@@ -336,6 +364,8 @@ export interface Received {
   fdMap: Int32Array;
   /** fds sent early and closed again (not carried after all): their numbers may be reused. */
   closedEarly: number[];
+  /** The link, still open: closing it lets the previous image exit (Kho.releasePrevious). */
+  link: number;
 }
 
 const isFdNumber = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < MAX_FD_NUMBER;
@@ -462,8 +492,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
         sys.close(f);
       }
       sys.sendPacket(fd, Buffer.from(JSON.stringify({ taken: count })));
-      sys.close(fd);
-      return { entry: `${m[1]}:${arena}:${m[3]}`, fdMap, closedEarly: spare };
+      return { entry: `${m[1]}:${arena}:${m[3]}`, fdMap, closedEarly: spare, link: fd };
     }
   } catch (e) {
     for (const f of all) {

@@ -28,7 +28,8 @@
  *              cancels back to NORMAL and raises the exec's error.
  *              Successor mode (PREPARED only): start the next image first; once it waits,
  *              send it every fd that will not change (still serving), FREEZE, hand it the
- *              rest, close what was handed over, lower every thread, exit. A successor that
+ *              rest, close what was handed over, lower every thread, wait for its FINISH
+ *              (at most 5 s), exit. A successor that
  *              fails or is too slow before it has taken the handover is killed and this image
  *              cancels back to NORMAL.
  *
@@ -86,6 +87,10 @@ export interface LuoOptions extends Partial<LuoConfig> {
 }
 
 interface Entry { sub: Subsystem; data: bigint; internal?: boolean }
+
+/** After a successor handover, how long this image waits for the successor's FINISH before it
+ *  exits anyway (it holds nothing but its memory meanwhile). */
+const RELEASE_WAIT_MS = 5000;
 
 export class Luo extends EventEmitter {
   readonly config: LuoConfig;
@@ -365,6 +370,9 @@ export class Luo extends EventEmitter {
       // A successor wrote its first state off the main thread; FINISH is over once the file
       // says what the state is.
       await this.#stateFile?.idle();
+      // A successor: the previous image may exit now (it waited, so that tearing down its
+      // memory took nothing from this image's first moments of serving).
+      this.kho.releasePrevious();
     });
   }
 
@@ -501,6 +509,9 @@ export class Luo extends EventEmitter {
       // The successor owns everything now. Nothing more may touch a carried fd: leave at once.
       opts.afterHandover?.(next.pid ?? 0);
       retire(refs.map((r) => r.fd));
+      // Exit once the successor has finished its update (it closes the link at FINISH), not
+      // while it serves its first requests: the exit's teardown would compete with them.
+      next.awaitRelease(RELEASE_WAIT_MS);
       process.exit(0);
     });
   }

@@ -177,6 +177,12 @@ export function shutdownWrite(fd: number): void {
   if ((lib().shutdown(fd, 1) as number) < 0) throw new SysError('shutdown', errno());
 }
 
+/** shutdown(SHUT_RDWR) on a listening socket: connects to it fail with ECONNREFUSED from now
+ *  on; the fd stays open (and whoever polls it is not disturbed). */
+export function stopListening(fd: number): void {
+  if ((lib().shutdown(fd, 2) as number) < 0) throw new SysError('shutdown', errno());
+}
+
 export interface PeerCred { pid: number; uid: number; gid: number }
 
 export function peerCred(fd: number): PeerCred {

@@ -9,7 +9,9 @@
  * pid changes), ECHO_SUCCESSOR_TIMEOUT_MS, ECHO_NEXT (the next image's script, for failures),
  * ECHO_FREEZE_DELAY_MS (a subsystem whose freeze says {event:'freezing'} and waits that long
  * while the server still serves: after a successor got its fds early, before the server
- * freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early).
+ * freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early),
+ * ECHO_FINISH_DELAY_MS (an updated image says {event:'restored'} and waits that long before
+ * FINISH).
  * The 'ready' line of an updated image says how many connections were adopted when the first
  * byte was read from one of them (adoptedAtFirstData).
  */
@@ -107,6 +109,11 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   });
   process.on('SIGTERM', () => process.exit(0));
   if (luo.state === State.UPDATED) {
+    const finishDelay = Number(process.env.ECHO_FINISH_DELAY_MS ?? 0);
+    if (finishDelay > 0) {
+      say({ event: 'restored', pid: process.pid });
+      await new Promise((r) => setTimeout(r, finishDelay));
+    }
     await luo.finish();
     mark('finished');
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
