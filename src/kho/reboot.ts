@@ -79,7 +79,10 @@ export function bootKho(opts: BootOptions): Kho {
     }
     kho = Kho.adopt(real, { ...opts, premapped: early.arena });
     if (fdMap) kho.setIncomingFds(fdMap, early.readiness);
-    if (link >= 0) kho.setPreviousLink(link);
+    if (link >= 0) {
+      sys.setCloexec(link, true); // fd 3 came without it: a later exec must not inherit it
+      kho.setPreviousLink(link);
+    }
     else early.readiness?.set.close();
   } catch (e) {
     early.readiness?.set.close();

@@ -302,7 +302,9 @@ export class Successor {
         for (const fd of p.fds) sys.close(fd);
       }
     } catch { /* the link is gone: released */ }
-    sys.close(this.#fd);
+    try {
+      sys.close(this.#fd);
+    } catch { /* closed */ }
     this.#fd = -1;
   }
 
