@@ -9,15 +9,15 @@
  * Outgoing lifecycle:
  *   preserve   start tracking the server's connections (accepted or restored) and their
  *              writes; connections that close drop out by themselves.
+ *   presend    (successor mode, before FREEZE, still serving) the listener and every live
+ *              connection, each keyed by its libuv handle, go to the successor early; what
+ *              changes until the snapshot (accepted, closed) is the delta of the handover.
  *   FREEZE     http.Server: connections with no request in progress stop reading at once; a
  *              connection with a response in progress keeps reading until that response has
  *              finished, then stops (so the next request stays in the kernel for the new code).
  *              If requests are still in progress at the deadline (httpDrainMs), FREEZE fails
  *              with EBUSY and the update is cancelled: no request is cut. Then every connection
  *              drains its writes (connection.ts).
- *   presend    (successor mode, before FREEZE, still serving) the listener and every live
- *              connection, each keyed by its libuv handle, go to the successor early; what
- *              changes until the snapshot (accepted, closed) is the delta of the handover.
  *   snapshot   one connections table for all of them; the listener fd in its header.
  *   verify     nothing moved and no connection was accepted since the snapshot.
  *   CANCEL     every connection reads again; the table is freed.
@@ -25,8 +25,9 @@
  * there), then hand each connection to the server as if it had just been accepted
  * (server.emit('connection')), carried bytes first, in slices of a few milliseconds so the
  * event loop keeps serving while the rest are adopted. Busy connections (bytes carried, or
- * readable in the kernel: luo.kho.readyNow) are adopted first and served before any idle one. A connection the caller claims (opts.claim, e.g. an
- * upgraded WebSocket) goes to the caller instead of the server, and stays tracked.
+ * readable in the kernel: luo.kho.readyNow) are adopted first and served before any idle
+ * one. A connection the caller claims (opts.claim, e.g. an upgraded WebSocket) goes to the
+ * caller instead of the server, and stays tracked.
  */
 import net from 'node:net';
 import { trace } from '../config.js';
