@@ -37,32 +37,42 @@ async function assertStillServing(rundir: string, port: number): Promise<void> {
   c.sock.destroy();
 }
 
+/**
+ * 50 connections stream through two `luo update --json` runs (with `flags`); `check` gets
+ * each report. Then every byte came back once, no connection closed, the state is NORMAL.
+ */
+async function updateTwiceWhileStreaming(port: number, rundir: string, flags: string[], check: (phases: Array<{ phase: string; ms: number }>) => void): Promise<void> {
+  const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
+  await Promise.all(clients.map((c) => c.connected()));
+  const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
+  for (let u = 0; u < 2; u++) {
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await runNode(cliPath, ['update', ...flags, '--rundir', rundir, '--json']);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const rep = jsonLines(r.stdout)[0]!;
+    assert.equal(rep.ok, true);
+    check(rep.phases as Array<{ phase: string; ms: number }>);
+  }
+  clearInterval(pump);
+  await Promise.all(clients.map((c) => c.settled()));
+  for (const c of clients) {
+    assert.equal(c.error, null);
+    assert.equal(c.closed, false);
+    assert.equal(c.received, c.sent);
+  }
+  const st = await runNode(cliPath, ['state', '--rundir', rundir, '--json']);
+  assert.deepEqual(jsonLines(st.stdout)[0], { state: 'normal', value: 1 });
+  clients.forEach((c) => c.sock.destroy());
+}
+
 test('luo update drives the whole update (prepare, reboot, updated, finish) while 50 connections stream', { timeout: 60_000 }, async () => {
   const { svc, port, rundir } = await startExample();
   try {
-    const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
-    await Promise.all(clients.map((c) => c.connected()));
-    const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
-    for (let u = 0; u < 2; u++) {
-      await new Promise((r) => setTimeout(r, 300));
-      const r = await runNode(cliPath, ['update', '--rundir', rundir, '--json']);
-      assert.equal(r.code, 0, r.stderr + r.stdout);
-      const rep = jsonLines(r.stdout)[0]!;
-      assert.equal(rep.ok, true);
-      assert.deepEqual((rep.phases as Array<{ phase: string }>).map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish']);
-    }
-    clearInterval(pump);
-    await Promise.all(clients.map((c) => c.settled()));
-    for (const c of clients) {
-      assert.equal(c.error, null);
-      assert.equal(c.closed, false);
-      assert.equal(c.received, c.sent);
-    }
-    const st = await runNode(cliPath, ['state', '--rundir', rundir, '--json']);
-    assert.deepEqual(jsonLines(st.stdout)[0], { state: 'normal', value: 1 });
+    await updateTwiceWhileStreaming(port, rundir, [], (phases) => {
+      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish']);
+    });
     const human = await runNode(cliPath, ['update', '--rundir', rundir]);
     assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms\nupdate done in [\d.]+ ms\n/);
-    clients.forEach((c) => c.sock.destroy());
   } finally {
     svc.kill('SIGKILL');
   }
@@ -71,30 +81,12 @@ test('luo update drives the whole update (prepare, reboot, updated, finish) whil
 test('luo update --successor: the agent finds the next image at once, while the previous one waits for FINISH; every byte once', { timeout: 60_000 }, async () => {
   const { svc, port, rundir } = await startExample();
   try {
-    const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
-    await Promise.all(clients.map((c) => c.connected()));
-    const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
-    for (let u = 0; u < 2; u++) {
-      await new Promise((r) => setTimeout(r, 300));
-      const r = await runNode(cliPath, ['update', '--successor', '--rundir', rundir, '--json']);
-      assert.equal(r.code, 0, r.stderr + r.stdout);
-      const rep = jsonLines(r.stdout)[0]!;
-      const phases = rep.phases as Array<{ phase: string; ms: number }>;
+    await updateTwiceWhileStreaming(port, rundir, ['--successor'], (phases) => {
       assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'successor up, freeze + handover', 'next image up (updated)', 'finish']);
       // Not a speed check: the previous image waits up to 5 s for FINISH, and an agent it did
       // not hang up on (or whose reconnect it did not refuse) would wait that long.
       assert.ok(phases[2]!.ms < 4000, `the agent was held ${phases[2]!.ms} ms by the previous image`);
-    }
-    clearInterval(pump);
-    await Promise.all(clients.map((c) => c.settled()));
-    for (const c of clients) {
-      assert.equal(c.error, null);
-      assert.equal(c.closed, false);
-      assert.equal(c.received, c.sent);
-    }
-    const st = await runNode(cliPath, ['state', '--rundir', rundir, '--json']);
-    assert.deepEqual(jsonLines(st.stdout)[0], { state: 'normal', value: 1 });
-    clients.forEach((c) => c.sock.destroy());
+    });
   } finally {
     svc.kill('SIGKILL');
     for (const line of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {

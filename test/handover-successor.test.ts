@@ -5,16 +5,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Service, StreamClient } from './echo-harness.js';
-import { tmpDir } from './helpers.js';
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { alive, tmpDir } from './helpers.js';
 
 test('300 streaming connections through three successor handovers: exactly once, new pids, no leak', { timeout: 120_000 }, async () => {
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1' });

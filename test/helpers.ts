@@ -53,6 +53,16 @@ export function descendants(pid: number): number[] {
   return out;
 }
 
+/** The process exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function tmpDir(prefix = 'luo-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

@@ -75,12 +75,6 @@ export class ConnSnapshot {
   get count(): number {
     return this.sockets.length;
   }
-
-  /** The table entry of connection i. */
-  carried(i: number): Carried {
-    const b = this.withBytes.get(i);
-    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY };
-  }
 }
 
 export function prepareConnection(s: net.Socket): void {

@@ -113,10 +113,7 @@ export function stopAll(sockets: Iterable<net.Socket>): net.Socket[] {
     const x = s as unknown as SocketState;
     const h = x._handle;
     if (!h || x._readableState.destroyed) continue;
-    if (h.reading !== false) {
-      h.reading = false;
-      h.readStop();
-    }
+    stopHandle(h);
     if (x._writableState.length > 0) pending.push(s);
   }
   return pending;
@@ -141,10 +138,7 @@ export function scanSockets(sockets: Iterable<net.Socket>, stop: boolean): Socke
     const h = x._handle;
     const rs = x._readableState;
     if (!h || rs.destroyed) continue;
-    if (stop && h.reading !== false) {
-      h.reading = false;
-      h.readStop();
-    }
+    if (stop) stopHandle(h);
     const ws = x._writableState;
     const i = out.sockets.length;
     out.sockets.push(s);
@@ -175,9 +169,9 @@ export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandl
   const { sockets, handles } = scan;
   for (let i = 0; i < sockets.length; i++) {
     if (skip && skip[i]) continue;
-    const x = sockets[i] as unknown as SocketState;
-    const h = x._handle;
-    if (h !== handles[i] || h.reading !== false || x._readableState.length !== 0 || x._writableState.length !== 0) return i;
+    const s = sockets[i]!;
+    const x = s as unknown as SocketState;
+    if (!stillStopped(s, handles[i]!) || x._readableState.length !== 0 || x._writableState.length !== 0) return i;
   }
   return -1;
 }

@@ -23,7 +23,7 @@ import { HandoverError, LuoError, SysError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import { Arena } from './arena.js';
 import { HANDOVER_ENV, Kho, type KhoOptions } from './kho.js';
-import { SUCCESSOR_PREFIX, receiveHandover } from './successor.js';
+import { SUCCESSOR_PREFIX, receiveHandover, type Received } from './successor.js';
 
 /** Exit status of a fatal boot error (EX_SOFTWARE). */
 export const EXIT_PANIC = 70;
@@ -47,8 +47,7 @@ export function bootKho(opts: BootOptions): Kho {
   delete env[HANDOVER_ENV];
   if (entry === undefined || entry === '') return Kho.create(opts);
   let kho: Kho;
-  let fdMap: Int32Array | null = null;
-  let link = -1;
+  let received: Received | null = null;
   const early: { arena: Arena | null; readiness: { set: sys.ReadySet; watched: Uint8Array } | null } = { arena: null, readiness: null };
   try {
     let real = entry;
@@ -72,18 +71,16 @@ export function bootKho(opts: BootOptions): Kho {
       });
       trace('successor: handover received');
       real = got.entry;
-      fdMap = got.fdMap;
-      link = got.link;
+      received = got;
       // Early copies closed again: their numbers may be reused, so they are not watched.
       if (early.readiness) for (const f of got.closedEarly) if (f < early.readiness.watched.length) early.readiness.watched[f] = 0;
     }
     kho = Kho.adopt(real, { ...opts, premapped: early.arena });
-    if (fdMap) kho.setIncomingFds(fdMap, early.readiness);
-    if (link >= 0) {
-      sys.setCloexec(link, true); // fd 3 came without it: a later exec must not inherit it
-      kho.setPreviousLink(link);
+    if (received) {
+      kho.setIncomingFds(received.fdMap, early.readiness);
+      sys.setCloexec(received.link, true); // fd 3 came without it: a later exec must not inherit it
+      kho.setPreviousLink(received.link);
     }
-    else early.readiness?.set.close();
   } catch (e) {
     early.readiness?.set.close();
     const msg = e instanceof HandoverError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
@@ -102,7 +99,7 @@ export function bootKho(opts: BootOptions): Kho {
   }
   // After an in-place exec this pid's children are the previous image's; a successor is a
   // new process and has none.
-  if (!fdMap) reapInheritedChildren();
+  if (!received) reapInheritedChildren();
   return kho;
 }
 
@@ -166,13 +163,7 @@ export function kexec(kho: Kho | null, image: Image, opts: RebootOptions = {}): 
   const keep = new Set<number>([0, 1, 2, ...(opts.keepFds ?? [])]);
   const handover = kho?.finalized ? kho.handover() : null;
   if (kho && handover) keep.add(kho.arena.fd);
-  for (const fd of keep) {
-    try {
-      sys.getFdFlags(fd);
-    } catch {
-      throw fail('EBADF', `fd ${fd} registered for the next image is not open`);
-    }
-  }
+  for (const fd of keep) if (!sys.isOpen(fd)) throw fail('EBADF', `fd ${fd} registered for the next image is not open`);
 
   const changed: Array<[number, boolean]> = [];
   const restore = (): void => {

@@ -326,9 +326,7 @@ export class Files {
 
   /** fds the next image must inherit (computed at the last freeze). */
   get carriedFds(): number[] {
-    const out: number[] = [];
-    for (const refs of this.#carried.values()) for (const r of refs) out.push(r.fd);
-    return out;
+    return this.carriedRefs.map((r) => r.fd);
   }
 
   /** The same, with each fd's key (for a successor that got some of them early). */

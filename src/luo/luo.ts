@@ -471,7 +471,7 @@ export class Luo extends EventEmitter {
       // Still serving: send the arena and every fd that will not change before the freeze, so
       // that only what did change crosses in the pause (and the successor maps the arena now).
       if (next.acceptsPresend && this.#state === State.PREPARED) {
-        const refs: FdRef[] = [{ fd: this.kho.arena.fd, key: this.kho.arena }, ...this.files.presendRefs()];
+        const refs: FdRef[] = [this.#arenaRef(), ...this.files.presendRefs()];
         await next.presend(refs, { arenaFd: this.kho.arena.fd, regions: this.kho.preservedRegions }, timeout);
         trace(`successor: ${refs.length} fds sent early`);
         // The successor's work on them (a full collection, on every core it can get) may have
@@ -496,7 +496,7 @@ export class Luo extends EventEmitter {
         trace('handover: verifying');
         this.files.verifyFrozen();
         // A closed fd makes sendmsg fail with EBADF before anything reaches the successor.
-        refs = [{ fd: this.kho.arena.fd, key: this.kho.arena }, ...this.files.carriedRefs];
+        refs = [this.#arenaRef(), ...this.files.carriedRefs];
         trace('handover: verified');
         opts.beforeExec?.();
         next.handover(this.kho.handover(), refs, timeout);
@@ -514,6 +514,11 @@ export class Luo extends EventEmitter {
       next.awaitRelease(RELEASE_WAIT_MS);
       process.exit(0);
     });
+  }
+
+  /** The arena's fd for a successor, keyed by the Arena (it lives as long as the fd). */
+  #arenaRef(): FdRef {
+    return { fd: this.kho.arena.fd, key: this.kho.arena };
   }
 
   /** Selftest hook only (LIVEUPDATE_IOCTL_FREEZE): FREEZE without rebooting. */

@@ -137,6 +137,17 @@ export function getFdFlags(fd: number): number {
   return check(libc().fcntl(fd, F_GETFD, 'int', 0) as number, 'fcntl(F_GETFD)', `fd ${fd}`);
 }
 
+/** True when `fd` is open in this process (fcntl, without opening anything: listing
+ *  /proc/self/fd would itself take the lowest free number). */
+export function isOpen(fd: number): boolean {
+  try {
+    getFdFlags(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function setCloexec(fd: number, on: boolean): void {
   const flags = getFdFlags(fd);
   const next = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
@@ -192,6 +203,15 @@ export function closeFds(fds: Iterable<number>): number {
   return calls;
 }
 
+/** This process's threads (their ids), from /proc/self/task; just the pid where that is missing. */
+function threadIds(): number[] {
+  try {
+    return fs.readdirSync('/proc/self/task').map(Number);
+  } catch {
+    return [process.pid];
+  }
+}
+
 /**
  * Set the nice value of every thread of this process. Linux keeps a nice value per thread:
  * setpriority(PRIO_PROCESS, 0) (os.setPriority) changes only the calling one. Threads that
@@ -199,15 +219,9 @@ export function closeFds(fds: Iterable<number>): number {
  */
 export function reniceAllThreads(nice: number): number {
   let n = 0;
-  let tids: string[];
-  try {
-    tids = fs.readdirSync('/proc/self/task');
-  } catch {
-    tids = [String(process.pid)];
-  }
-  for (const tid of tids) {
+  for (const tid of threadIds()) {
     try {
-      os.setPriority(Number(tid), nice);
+      os.setPriority(tid, nice);
       n++;
     } catch { /* exited, or not permitted */ }
   }
@@ -223,17 +237,11 @@ export const SCHED_IDLE = 5;
  * privileges. Returns how many threads were moved; SysError when none could be.
  */
 export function idleAllThreads(): number {
-  let tids: string[];
-  try {
-    tids = fs.readdirSync('/proc/self/task');
-  } catch {
-    tids = [String(process.pid)];
-  }
   const param = new Int32Array([0]);
   let n = 0;
   let err = 0;
-  for (const tid of tids) {
-    if ((libc().sched_setscheduler(Number(tid), SCHED_IDLE, param) as number) === 0) n++;
+  for (const tid of threadIds()) {
+    if ((libc().sched_setscheduler(tid, SCHED_IDLE, param) as number) === 0) n++;
     else err = koffi().errno();
   }
   if (n === 0) throw new SysError('sched_setscheduler', err);

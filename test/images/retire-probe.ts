@@ -16,18 +16,9 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retire-'));
 const handed = Array.from({ length: 12 }, (_, i) => fs.openSync(path.join(dir, `h${i}`), 'w'));
 const kept = fs.openSync(path.join(dir, 'kept'), 'w');
 retire(handed);
-// fcntl on each (listing /proc/self/fd would itself take the lowest free number).
-const isOpen = (fd: number): boolean => {
-  try {
-    sys.getFdFlags(fd);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const policy = fs.readdirSync('/proc/self/task').map((tid) => {
   const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]); // field 41: policy
 });
-process.stdout.write(JSON.stringify({ handedStillOpen: handed.filter(isOpen).length, keptOpen: isOpen(kept), threads: policy.length, policy }) + '\n');
+process.stdout.write(JSON.stringify({ handedStillOpen: handed.filter(sys.isOpen).length, keptOpen: sys.isOpen(kept), threads: policy.length, policy }) + '\n');
 process.exit(0);

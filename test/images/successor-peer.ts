@@ -26,14 +26,5 @@ if (process.env.SUCCESSOR_PEER === 'v1') {
   const r = receiveHandover(3, { presend: ({ arena, fds }) => void early.push(...(arena >= 0 ? [arena] : []), ...fds) });
   const map: Array<[number, number]> = [];
   r.fdMap.forEach((n, old) => n >= 0 && map.push([old, ino(n)]));
-  // fcntl on each (listing /proc/self/fd would itself take the lowest free number).
-  const isOpen = (f: number): boolean => {
-    try {
-      sys.getFdFlags(f);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  say({ entry: r.entry, map, early: early.length, closedEarly: r.closedEarly.length, closedEarlyStillOpen: r.closedEarly.filter(isOpen).length });
+  say({ entry: r.entry, map, early: early.length, closedEarly: r.closedEarly.length, closedEarlyStillOpen: r.closedEarly.filter(sys.isOpen).length });
 }
