@@ -4,7 +4,7 @@
  * read the first and last preserved byte, print {usableMs, bootMs} as JSON.
  * "floor": exec `node -e` printing the clock at its first line (the `node -e 0` floor).
  */
-import { bootKho, kexec } from '../src/kho/index.js';
+import { bootKho, kexec } from '../src/handover/kho.js';
 import { FdtNode } from '../src/fdt/index.js';
 
 const [mode, arg] = process.argv.slice(2);

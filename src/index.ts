@@ -8,7 +8,7 @@
  *   await luo.prepare();  await luo.reboot();   // exec the next version in place
  */
 import { Device, type DeviceOptions } from './device/server.js';
-import { HANDOVER_ENV, SUCCESSOR_PREFIX } from './kho/index.js';
+import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { collectGarbage } from './handlers/node-internals.js';
 import { Luo, type LuoOptions } from './luo/index.js';
@@ -17,32 +17,37 @@ export * from './errors.js';
 export { resolveConfig, ENV, type LuoConfig } from './config.js';
 export * as fdt from './fdt/index.js';
 export { Fdt, FdtNode } from './fdt/index.js';
-export { Kho, bootKho, kexec, selfImage, PAGE_SIZE, HANDOVER_ENV, EXIT_PANIC, type Image } from './kho/index.js';
+export { Kho, PAGE_SIZE, HANDOVER_ENV } from './kho/index.js';
+export { bootKho, kexec } from './handover/kho.js';
+export { selfImage, type Image } from './handover/index.js';
+export { EXIT_PANIC } from './panic.js';
 export * from './luo/index.js';
 export * from './handlers/index.js';
+export * from './integrations/index.js';
 
 /** Boot luo in this image with the built-in file handlers registered. */
 export function boot(opts: LuoOptions = {}): Luo {
   // A successor is about to block until the running image hands over: start the control
   // device's worker meanwhile, so its start-up is not part of the pause.
   // It must have started before the running image hears we are ready (and freezes).
-  const successor = (opts.enabled ?? true) && process.env[HANDOVER_ENV]?.startsWith(SUCCESSOR_PREFIX);
+  const successor = (opts.enabled ?? true) && pendingKind() === 'successor';
   if (successor) Device.prewarm();
-  const luo = Luo.boot(successor ? {
+  return Luo.boot({
     ...opts,
-    beforeHandover: () => {
-      Device.awaitPrewarm(2000);
-      opts.beforeHandover?.();
-    },
-    // The arena is mapped and viewed (V8 counted a large external buffer and started a
-    // collection): finish it now, not in the pause.
-    settle: () => {
-      collectGarbage();
-      opts.settle?.();
-    },
-  } : opts);
-  if (luo.config.enabled) for (const h of builtinHandlers()) luo.registerFileHandler(h);
-  return luo;
+    handlers: [...builtinHandlers(), ...(opts.handlers ?? [])],
+    ...(successor ? {
+      beforeHandover: () => {
+        Device.awaitPrewarm(2000);
+        opts.beforeHandover?.();
+      },
+      // The arena is mapped and viewed (V8 counted a large external buffer and started a
+      // collection): finish it now, not in the pause.
+      settle: () => {
+        collectGarbage();
+        opts.settle?.();
+      },
+    } : {}),
+  });
 }
 
 /**
@@ -53,9 +58,7 @@ export function boot(opts: LuoOptions = {}): Luo {
  * the pause. After an exec, everything before boot() is in the pause.
  */
 export function pendingHandover(env: NodeJS.ProcessEnv = process.env): 'successor' | 'exec' | null {
-  const v = env[HANDOVER_ENV];
-  if (!v) return null;
-  return v.startsWith(SUCCESSOR_PREFIX) ? 'successor' : 'exec';
+  return pendingKind(env);
 }
 
 /**

@@ -1,4 +1,4 @@
-// Single connections (socket-v1), listeners (listener-v1) and UDP (udp-v1) across a live
+// Single connections (socket-v2), listeners (listener-v2) and UDP (udp-v1) across a live
 // update; TLS refused at preserve time with the reason.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -35,7 +35,7 @@ test('a connection keeps its peer and its bytes, a listener accepts what arrived
   assert.match(g1.refusedServer, /^EOPNOTSUPP: TLS connections cannot be handed over: the session keys live in this process's memory/);
   assert.match(g1.refusedSocket, /^EOPNOTSUPP: TLS/);
   assert.match(g1.refusedHttps, /^EOPNOTSUPP: TLS connections cannot be handed over/, 'preserveServer refuses a TLS server too');
-  assert.deepEqual(g1.kinds, ['listener-v1', 'socket-v1', 'udp-v1']);
+  assert.deepEqual(g1.kinds, ['listener-v2', 'socket-v2', 'udp-v1']);
   const ps = await peerSide;
   let fromService = '';
   ps.on('data', (d) => (fromService += d));

@@ -2,7 +2,7 @@
 // panics), unless the image asked to boot cold.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { EXIT_PANIC } from '../src/kho/index.js';
+import { EXIT_PANIC } from '../src/handover/kho.js';
 import { imagePath, jsonLines, runNode } from './helpers.js';
 
 const cases: Array<[string, RegExp]> = [

@@ -37,7 +37,7 @@ test('a token must be unique in the outgoing set (EEXIST); 0 and 2^64-1 are vali
   assert.equal(await code(() => luo.preserveFile(1n << 64n, 2)), 'EINVAL');
 });
 
-test('no handler accepts the file: ENOENT; the first accepting handler in registration order wins; fd-v1 is asked last', async () => {
+test('no handler accepts the file: ENOENT; the first accepting handler in registration order wins; fd-v2 is asked last', async () => {
   const luo = mkLuo();
   assert.equal(await code(() => luo.preserveFile(1, { some: 'object' })), 'ENOENT');
   const log: string[] = [];
@@ -47,7 +47,7 @@ test('no handler accepts the file: ENOENT; the first accepting handler in regist
   assert.equal(luo.files.describeOutgoing()[0]!.compatible, 'log-v1');
   luo.registerFileHandler({ compatible: 'numbers-v1', canPreserve: (f) => typeof f === 'number', retrieve: () => null });
   luo.preserveFile(3, 0);
-  assert.equal(luo.files.describeOutgoing()[1]!.compatible, 'numbers-v1', 'a specific handler registered after fd-v1 still wins');
+  assert.equal(luo.files.describeOutgoing()[1]!.compatible, 'numbers-v1', 'a specific handler registered after fd-v2 still wins');
 });
 
 test('an fd that is not open is EBADF at preserve', async () => {
@@ -109,7 +109,7 @@ test('the files tree: "file-descriptors-v1", one node per token named as %#llx, 
   assert.deepEqual([...files.children.keys()], ['0', '0x2a', '0xdeadbeef']);
   assert.equal(files.child('0x2a')!.string('compatible'), 'log-v1');
   assert.equal(files.child('0x2a')!.u64('data'), 4201n);
-  assert.equal(files.child('0xdeadbeef')!.string('compatible'), 'fd-v1');
+  assert.equal(files.child('0xdeadbeef')!.string('compatible'), 'fd-v2');
   const carried = files.child('0xdeadbeef')!.cells('fds')!;
   assert.equal(carried.length, 1);
   assert.equal(sys.fdTarget(carried[0]!), '/dev/null', 'the carried fd is luo\'s own reference to the file');
@@ -141,26 +141,26 @@ test('dropping all outgoing files (device close) cancels the prepared ones and l
   assert.deepEqual(luo.files.outgoingTokens, []);
 });
 
-test('presend (successor mode): each fd a handler lets go early comes with a key object, else EINVAL; only PREPARED files are asked', async () => {
+test('early fds (successor mode): each fd a handler lets go early comes with a key object, else EINVAL; only PREPARED files are asked', async () => {
   const key = {};
   const mk = (compatible: string, refs: () => Array<{ fd: number; key: object }>): FileHandler<{ id: number }> => ({
     compatible,
     canPreserve: (f) => typeof f === 'object' && f !== null && (f as { kind?: string }).kind === compatible,
-    presend: () => refs(),
+    early: () => refs(),
     retrieve: () => null,
   });
   const luo = mkLuo();
   luo.registerFileHandler(mk('early-v1', () => [{ fd: 1, key }, { fd: 2, key: {} }]) as FileHandler);
   luo.registerFileHandler(mk('keyless-v1', () => [{ fd: 3, key: null as unknown as object }]) as FileHandler);
   luo.preserveFile(7n, { kind: 'early-v1' });
-  assert.deepEqual(luo.files.presendRefs(), [], 'nothing before PREPARE');
+  assert.deepEqual(luo.files.earlyRefs(), [], 'nothing before PREPARE');
   await luo.prepare();
-  const refs = luo.files.presendRefs();
+  const refs = luo.files.earlyRefs();
   assert.deepEqual(refs.map((r) => r.fd), [1, 2]);
   assert.equal(refs[0]!.key, key);
   await luo.cancel();
   luo.preserveFile(8n, { kind: 'keyless-v1' });
   await luo.prepare();
-  assert.equal(await code(() => luo.files.presendRefs()), 'EINVAL');
+  assert.equal(await code(() => luo.files.earlyRefs()), 'EINVAL');
   await luo.cancel();
 });

@@ -49,7 +49,7 @@ test('register/unregister a file handler: NORMAL and UPDATED only, else EBUSY', 
   for (const s of STATES) {
     const luo = await inState(s);
     assert.equal(await code(() => luo.registerFileHandler(h)), busy(s), `register in ${s}`);
-    assert.equal(await code(() => luo.unregisterFileHandler('fd-v1')), busy(s), `unregister in ${s}`);
+    assert.equal(await code(() => luo.unregisterFileHandler('fd-v2')), busy(s), `unregister in ${s}`);
   }
   const p = await probe;
   assert.equal(p.registerHandler, 'ok');

@@ -7,7 +7,7 @@ import path from 'node:path';
 import test from 'node:test';
 import fc from 'fast-check';
 import { HandoverError } from '../src/errors.js';
-import { Successor, receiveHandover, type FdRef } from '../src/kho/successor.js';
+import { Successor, receiveHandover, type FdRef } from '../src/handover/successor.js';
 import * as sys from '../src/sys/index.js';
 import { imagePath, tmpDir } from './helpers.js';
 

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FdtNode } from '../../src/fdt/index.js';
-import { bootKho, kexec, PAGE_SIZE } from '../../src/kho/index.js';
+import { bootKho, kexec, PAGE_SIZE } from '../../src/handover/kho.js';
 import { fillPattern } from '../../src/util/pattern.js';
 
 const arg = process.argv.indexOf('--mib');

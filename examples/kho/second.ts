@@ -2,7 +2,7 @@
  * The smallest true live update, image 2 of 2: boots from the handover, checks every byte,
  * and reports what survived and how long the exec took. Exits non-zero on any mismatch.
  */
-import { bootKho, PAGE_SIZE } from '../../src/kho/index.js';
+import { bootKho, PAGE_SIZE } from '../../src/handover/kho.js';
 import { checkPattern } from '../../src/util/pattern.js';
 
 const t0 = BigInt(process.env.LUO_DEMO_T0 ?? '0');

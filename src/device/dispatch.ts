@@ -16,7 +16,7 @@
  * successful reply. Whatever goes wrong, received fds are closed and nothing preserved is lost.
  */
 import { LuoError, errnoOf } from '../errors.js';
-import { selfImage, type Image } from '../kho/index.js';
+import { selfImage, type Image } from '../handover/index.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
@@ -123,7 +123,7 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
       case IOCTL.FD_RESTORE: {
         const token = k.readBigUInt64LE(8);
         const compat = luo.state === State.UPDATED ? luo.files.incomingCompatible(token) : undefined;
-        if (compat && !['fd-v1', 'memfd-v1', 'listener-v1'].includes(compat)) {
+        if (compat && !['fd-v1', 'fd-v2', 'memfd-v1', 'listener-v1', 'listener-v2'].includes(compat)) {
           throw new LuoError('EOPNOTSUPP', `token ${token} is a ${compat} file: restore it in the service, not through the device`);
         }
         const got = fdOfRestored(await luo.restoreFile(token));

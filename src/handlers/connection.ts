@@ -17,17 +17,17 @@
  *   verify       right before the exec or the handover: every connection still has its handle,
  *                still does not read, and nothing was read or written since the snapshot
  *   CANCEL       resumeReading: the socket carries on as if nothing happened
- * Incoming (adopt): new net.Socket on the same fd (same peer), the carried unread bytes put in
- * front of its read buffer, the carried unsent bytes written before anything else.
+ * Incoming (readTable, adoptConnection): the table copied out of preserved memory, each
+ * connection's fd taken from its token's list by index; a new net.Socket on the same fd (same
+ * peer), the carried unread bytes put in front of its read buffer, the carried unsent bytes
+ * written before anything else.
  *
- * Table format ("connections-v1", little-endian, in preserved arena memory):
- *   header 32 B: magic "LUOC", version 1, count u32, flags u32, total size u64, extra u64
- *   entries 24 B each: fd u32, flags u32, unread u32, unsent u32, data offset u64
- *   data: for each entry, its unread bytes then its unsent bytes
+ * The table's layout is declared in uapi/connections.ts (connections table v2; v1 is read).
  */
 import net from 'node:net';
-import { fail } from '../errors.js';
-import type { Luo } from '../luo/luo.js';
+import { HandoverError, fail } from '../errors.js';
+import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeTable, tableSize, tableSizeAt } from '../uapi/connections.js';
 import {
   READ_ENDED, WRITE_ENDED, fdOf, firstChanged, pendingWriteBytes, queuedBytes, readBuffered, resumeReading, scanSockets, stillStopped,
   stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
@@ -44,9 +44,7 @@ export interface ConnectionOptions {
 
 export const F_WRITE_ENDED = WRITE_ENDED;
 export const F_READ_ENDED = READ_ENDED;
-const MAGIC = 0x434f554c; // "LUOC"
-const HEADER = 32;
-const ENTRY = 24;
+if (WRITE_ENDED !== TABLE_WRITE_ENDED || READ_ENDED !== TABLE_READ_ENDED) throw new Error('luo: connection flags and the table format disagree');
 
 const EMPTY = Buffer.alloc(0);
 
@@ -64,12 +62,17 @@ export class ConnSnapshot {
   readonly flags: number[];
   /** Only the connections that had bytes in userspace, by index. */
   readonly withBytes = new Map<number, WithBytes>();
+  /** Bytes of each connection's input consumed, and of its output written into the kernel. */
+  readonly rx: Float64Array;
+  readonly tx: Float64Array;
 
   constructor(scan: { sockets: net.Socket[]; handles: StreamHandle[]; fds: number[]; flags: number[] }) {
     this.sockets = scan.sockets;
     this.handles = scan.handles;
     this.fds = scan.fds;
     this.flags = scan.flags;
+    this.rx = new Float64Array(scan.sockets.length);
+    this.tx = new Float64Array(scan.sockets.length);
   }
 
   get count(): number {
@@ -140,41 +143,26 @@ export function verifySnapshot(snap: ConnSnapshot): void {
   if (i >= 0) changed(i);
 }
 
-/** Write a snapshot's connections table into fresh preserved memory; returns its address. */
-export function writeTable(luo: Luo, snap: ConnSnapshot, flags = 0, extra = 0n): number {
+/**
+ * Write a snapshot's connections table into fresh preserved memory; returns its address.
+ * Connection i of the snapshot is fd `first + i` of the token's list.
+ */
+export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number, first: number): number {
+  const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array }>();
+  for (const [i, b] of snap.withBytes) bytes.set(i, b);
   const count = snap.count;
-  let data = 0;
-  for (const b of snap.withBytes.values()) data += b.unread.length + b.unsent.length;
-  const size = HEADER + ENTRY * count + data;
-  const addr = luo.allocPreserve(size);
-  const v = luo.view(addr, size);
-  const dv = new DataView(v.buffer, v.byteOffset, v.length);
-  dv.setUint32(0, MAGIC, true);
-  dv.setUint32(4, 1, true);
-  dv.setUint32(8, count, true);
-  dv.setUint32(12, flags, true);
-  dv.setBigUint64(16, BigInt(size), true);
-  dv.setBigUint64(24, extra, true);
-  // Fresh arena memory reads as zeros (allocPreserve never hands out a used page): an idle
-  // entry needs only its fd and flags; unread, unsent and offset stay 0.
-  const { fds, flags: connFlags } = snap;
-  for (let i = 0; i < count; i++) {
-    const e = HEADER + ENTRY * i;
-    dv.setUint32(e, fds[i]!, true);
-    if (connFlags[i]) dv.setUint32(e + 4, connFlags[i]!, true);
-  }
-  let off = HEADER + ENTRY * count;
-  for (const [i, b] of snap.withBytes) {
-    const e = HEADER + ENTRY * i;
-    dv.setUint32(e + 8, b.unread.length, true);
-    dv.setUint32(e + 12, b.unsent.length, true);
-    dv.setUint32(e + 16, off % 2 ** 32, true); // u64, as two halves (no BigInt per entry)
-    dv.setUint32(e + 20, Math.floor(off / 2 ** 32), true);
-    v.set(b.unread, off);
-    v.set(b.unsent, off + b.unread.length);
-    off += b.unread.length + b.unsent.length;
-  }
+  const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes };
+  const size = tableSize(src);
+  const addr = mem.alloc(size);
+  // Fresh arena memory reads as zeros (alloc never hands out a used page): an idle entry
+  // needs only what is not zero.
+  encodeTable(mem.view(addr, size), src);
   return addr;
+}
+
+/** Free a table writeTable made (its size is in its header). */
+export function freeTable(mem: HandlerMemory, addr: number): void {
+  mem.free(addr, tableSizeAt(mem.view(addr, TABLE_HEADER)));
 }
 
 /** A connections table as the next image reads it: flat arrays, bytes only where carried. */
@@ -183,11 +171,18 @@ export class CarriedTable {
   readonly fds: Int32Array;
   readonly flags: Uint32Array;
   /** The carried bytes, only for the connections that have any, by index. */
-  readonly bytes = new Map<number, { unread: Buffer; unsent: Buffer }>();
+  readonly bytes: Map<number, { unread: Buffer; unsent: Buffer }>;
+  /** Whether the table said it came from an http.Server. */
+  readonly http: boolean;
+  /** Index in the token's fd list of connection 0's fd. */
+  readonly first: number;
 
-  constructor(count: number) {
-    this.fds = new Int32Array(count);
-    this.flags = new Uint32Array(count);
+  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, { unread: Buffer; unsent: Buffer }>, http: boolean, first: number) {
+    this.fds = fds;
+    this.flags = flags;
+    this.bytes = bytes;
+    this.http = http;
+    this.first = first;
   }
 
   get count(): number {
@@ -214,35 +209,39 @@ export class CarriedTable {
   }
 }
 
-/** Read a connections table handed over at `addr`, copy it out and free its memory. EIO if malformed. */
-export function readTable(luo: Luo, addr: number): { table: CarriedTable; flags: number; extra: bigint } {
-  const size = luo.restoreMemory(addr);
+/**
+ * Read the connections table handed over at the token's payload, copy it out and free its
+ * memory. Each connection's fd comes from the token's list (v1 tables named the previous
+ * image's numbers: they are found in the same list). HandoverError if malformed or damaged.
+ */
+export function readTable(a: Retrieve): CarriedTable {
+  const addr = Number(a.data);
+  const mem: IncomingMemory = a.memory;
+  let size: number;
   try {
-    const v = luo.view(addr, size);
-    const dv = new DataView(v.buffer, v.byteOffset, v.length);
-    if (size < HEADER || dv.getUint32(0, true) !== MAGIC || dv.getUint32(4, true) !== 1) throw fail('EIO', `no connections-v1 table at ${addr}`);
-    const count = dv.getUint32(8, true);
-    const total = Number(dv.getBigUint64(16, true));
-    if (total > size || HEADER + ENTRY * count > total) throw fail('EIO', `connections table at ${addr} claims ${count} entries in ${total} bytes`);
-    const table = new CarriedTable(count);
-    const kho = luo.kho;
-    for (let i = 0; i < count; i++) {
-      const e = HEADER + ENTRY * i;
-      table.fds[i] = kho.incomingFd(dv.getUint32(e, true));
-      table.flags[i] = dv.getUint32(e + 4, true);
-      const unread = dv.getUint32(e + 8, true);
-      const unsent = dv.getUint32(e + 12, true);
-      if (unread === 0 && unsent === 0) continue;
-      const off = dv.getUint32(e + 16, true) + dv.getUint32(e + 20, true) * 2 ** 32;
-      if (off + unread + unsent > total) throw fail('EIO', `connection ${i} of the table at ${addr} runs past its end`);
-      table.bytes.set(i, {
-        unread: unread ? Buffer.from(v.subarray(off, off + unread)) : EMPTY,
-        unsent: unsent ? Buffer.from(v.subarray(off + unread, off + unread + unsent)) : EMPTY,
-      });
+    size = mem.claim(addr);
+  } catch (e) {
+    throw new HandoverError(`${a.compatible} token ${a.token}: no connections table at ${addr}: ${(e as Error).message}`);
+  }
+  try {
+    const t = decodeTable(mem.view(addr, size));
+    if (typeof t === 'string') throw new HandoverError(`${a.compatible} token ${a.token}: ${t}`);
+    const fds = new Int32Array(t.count);
+    if (t.version === 2) {
+      if (t.first + t.count > a.fdCount) throw new HandoverError(`${a.compatible} token ${a.token}: the table has ${t.count} connections from fd #${t.first}, the token carries ${a.fdCount} fds`);
+      for (let i = 0; i < t.count; i++) fds[i] = a.fd(t.first + i);
+    } else {
+      const index = new Map<number, number>();
+      a.previousFds.forEach((n, i) => index.set(n, i));
+      for (let i = 0; i < t.count; i++) {
+        const at = index.get(t.oldFds![i]!);
+        if (at === undefined) throw new HandoverError(`${a.compatible} token ${a.token}: connection ${i} names fd ${t.oldFds![i]}, which the token does not carry`);
+        fds[i] = a.fd(at);
+      }
     }
-    return { table, flags: dv.getUint32(12, true), extra: dv.getBigUint64(24, true) };
+    return new CarriedTable(fds, t.connFlags, t.bytes, (t.flags & 1) !== 0, t.version === 2 ? t.first : 1);
   } finally {
-    luo.kho.free(addr, size);
+    mem.free(addr, size);
   }
 }
 

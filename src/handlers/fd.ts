@@ -4,12 +4,14 @@
  * crosses the exec (same offset, same flags), nothing is serialized.
  *
  * Lifecycle: preserve → attach() dups the fd (luo's own reference, close-on-exec), so the
- * caller may close theirs → at FREEZE the dup is the fd carried to the next image → retrieve
- * returns that fd number (close-on-exec set) → the new owner closes it. Unpreserve, or FINISH
- * without a restore, closes the dup. A number that is not an open fd is EBADF at preserve.
+ * caller may close theirs → at FREEZE the dup is the fd carried to the next image (the
+ * token's fd #0; the payload is 0) → retrieve returns that fd number (close-on-exec set) →
+ * the new owner closes it. Unpreserve, or FINISH without a restore, closes the dup. A number
+ * that is not an open fd is EBADF at preserve. fd-v1 (luo 0.1, whose payload was the fd's
+ * number) is read too.
  */
 import { fail } from '../errors.js';
-import type { FileHandler } from '../luo/files.js';
+import type { FileHandler } from '../luo/file-handler.js';
 import * as sys from '../sys/index.js';
 
 /** An fd to preserve: a bare number, or { fd } for clarity at call sites. */
@@ -19,7 +21,8 @@ const fdOf = (f: unknown): number | undefined =>
   typeof f === 'number' ? f : f && typeof f === 'object' && typeof (f as { fd?: unknown }).fd === 'number' && Object.keys(f).length === 1 ? (f as { fd: number }).fd : undefined;
 
 export const fdHandler: FileHandler<number> = {
-  compatible: 'fd-v1',
+  compatible: 'fd-v2',
+  reads: ['fd-v1'],
   fallback: true,
   canPreserve(file) {
     const fd = fdOf(file);
@@ -38,15 +41,6 @@ export const fdHandler: FileHandler<number> = {
       sys.close(dup);
     } catch { /* already closed */ }
   },
-  prepare({ file }) {
-    return BigInt(file);
-  },
-  fds({ file }) {
-    return [file];
-  },
-  retrieve({ data, fds, luo }) {
-    const fd = luo.kho.incomingFd(Number(data));
-    if (!fds.includes(fd)) throw fail('EBADF', `fd ${Number(data)} was not carried across the exec`);
-    return fd;
-  },
+  snapshot: ({ file }) => ({ data: 0n, fds: [file] }),
+  retrieve: ({ fd }) => fd(0),
 };

@@ -17,7 +17,7 @@
  */
 import fs from 'node:fs';
 import { fail } from '../errors.js';
-import type { FileHandler } from '../luo/files.js';
+import type { FileHandler } from '../luo/file-handler.js';
 import * as sys from '../sys/index.js';
 
 export class Memfd {
@@ -154,11 +154,9 @@ export const memfdHandler: FileHandler<Held> = {
   cancel({ file }) {
     file.memfd.setFrozen(false);
   },
-  fds({ file }) {
-    return [file.memfd.fd];
-  },
-  retrieve({ data, fds }) {
-    const m = Memfd.from(fds[0]!);
+  snapshot: ({ file }) => ({ fds: [file.memfd.fd] }),
+  retrieve({ data, fd }) {
+    const m = Memfd.from(fd(0));
     if (BigInt(m.size) !== data) throw fail('EIO', `memfd is ${m.size} bytes, ${data} were handed over`);
     return m;
   },

@@ -1,15 +1,13 @@
 /*
  * handlers/server: a whole server across an update: its listening socket and every live
- * connection, as one token ("server-v1"). Works for net.Server and http.Server (and anything
- * built on them: Express, Fastify's server, ws's upgrade path...).
- *
- *   preserveServer(luo, token, server, opts)   in the old image (NORMAL or UPDATED)
- *   restoreServer(luo, token, server, opts)    in the new image (UPDATED)
+ * connection, as one token ("server-v2"). Works for net.Server and http.Server (and anything
+ * built on them: Express, Fastify's server, ws's upgrade path...). The service-facing calls
+ * (preserveServer, restoreServer) are src/integrations/server.ts.
  *
  * Outgoing lifecycle:
  *   preserve   start tracking the server's connections (accepted or restored) and their
  *              writes; connections that close drop out by themselves.
- *   presend    (successor mode, before FREEZE, still serving) the listener and every live
+ *   early      (successor mode, before FREEZE, still serving) the listener and every live
  *              connection, each keyed by its libuv handle, go to the successor early; what
  *              changes until the snapshot (accepted, closed) is the delta of the handover.
  *   FREEZE     http.Server: connections with no request in progress stop reading at once; a
@@ -18,32 +16,26 @@
  *              If requests are still in progress at the deadline (httpDrainMs), FREEZE fails
  *              with EBUSY and the update is cancelled: no request is cut. Then every connection
  *              drains its writes (connection.ts).
- *   snapshot   one connections table for all of them; the listener fd in its header.
+ *   snapshot   one connections table for all of them; the token's fds are the listener (#0)
+ *              and then each connection, in the table's order.
  *   verify     nothing moved and no connection was accepted since the snapshot.
  *   CANCEL     every connection reads again; the table is freed.
- * Incoming (restoreServer): listen on the same listening socket first (serving starts
- * there), then hand each connection to the server as if it had just been accepted
- * (server.emit('connection')), carried bytes first, in slices of a few milliseconds so the
- * event loop keeps serving while the rest are adopted. Busy connections (bytes carried, or
- * readable in the kernel: luo.kho.readyNow) are adopted first and served before any idle
- * one. A connection the caller claims (opts.claim, e.g. an upgraded WebSocket) goes to the
- * caller instead of the server, and stays tracked.
+ * Incoming (retrieve): the listener's fd and the table (server-v1 of luo 0.1 is read too);
+ * restoreServer does the rest.
  */
 import net from 'node:net';
 import { trace } from '../config.js';
 import { fail } from '../errors.js';
-import type { FileHandler } from '../luo/files.js';
-import type { Luo } from '../luo/luo.js';
-import { State } from '../luo/abi.js';
+import type { FileHandler } from '../luo/file-handler.js';
+import { TABLE_HTTP } from '../uapi/connections.js';
 import {
-  adoptConnection, freezeConnections, readTable, releaseConnection, snapshotConnections, thawConnections, verifySnapshot,
-  writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions,
+  freeTable, freezeConnections, readTable, releaseConnection, snapshotConnections, thawConnections, verifySnapshot, writeTable,
+  type CarriedTable, type ConnectionOptions,
 } from './connection.js';
-import { attachToServer, fdOf, handleOf, httpBusy, scanSockets, stopReading, trackWrites } from './node-internals.js';
-import { freeTable } from './socket.js';
+import { fdOf, handleOf, httpBusy, scanSockets, stopReading, trackWrites } from './node-internals.js';
 import { httpModule } from './builtins.js';
 
-const isHttp = (s: net.Server): boolean => s instanceof httpModule().Server;
+export const isHttp = (s: net.Server): boolean => s instanceof httpModule().Server;
 
 export interface ServerOptions extends ConnectionOptions {
   /** http.Server: how long FREEZE waits for requests in progress to finish (default 5000 ms). */
@@ -70,6 +62,11 @@ function tracking(server: net.Server): Tracking {
   return t[TRACK]!;
 }
 
+/** Track a connection as one of `server`'s (restoreServer does it for claimed connections). */
+export function trackConnection(server: net.Server, s: net.Socket): void {
+  track(tracking(server), s);
+}
+
 function track(state: Tracking, s: net.Socket): void {
   if (state.conns.has(s)) return;
   state.conns.add(s);
@@ -84,9 +81,6 @@ export class PreservedServer {
   readonly server: net.Server;
   readonly opts: ServerOptions;
   table = 0;
-  snap: ConnSnapshot | null = null;
-  /** tracking().added at the snapshot: a connection accepted after it fails verify. */
-  addedAtSnapshot = 0;
   constructor(server: net.Server, opts: ServerOptions) {
     this.server = server;
     this.opts = opts;
@@ -94,10 +88,17 @@ export class PreservedServer {
 }
 
 /** What retrieve returns; restoreServer turns it into a serving server. */
-export interface RestoredServer { listenerFd: number; connections: CarriedTable; http: boolean }
+export interface RestoredServer {
+  listenerFd: number;
+  connections: CarriedTable;
+  http: boolean;
+  /** For each connection: input waiting (or hung up) now, a hint for serving it first. */
+  ready(): Uint8Array;
+}
 
 export const serverHandler: FileHandler<PreservedServer> = {
-  compatible: 'server-v1',
+  compatible: 'server-v2',
+  reads: ['server-v1'],
   canPreserve: (f) => f instanceof PreservedServer,
   attach(file) {
     const ps = file as PreservedServer;
@@ -108,30 +109,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
   detach(ps) {
     for (const s of connectionsOf(ps.server)) releaseConnection(s);
   },
-  async freeze({ file: ps }) {
-    const t = tracking(ps.server);
-    t.freezing = true;
-    if (isHttp(ps.server)) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
-    trace('server: reading stopped');
-    await freezeConnections(t.conns, ps.opts);
-    trace('server: writes drained');
-  },
-  snapshot({ file: ps, luo }) {
-    const t = tracking(ps.server);
-    const snap = snapshotConnections(t.conns);
-    ps.snap = snap;
-    ps.addedAtSnapshot = t.added;
-    ps.table = writeTable(luo, snap, isHttp(ps.server) ? 1 : 0, BigInt(fdOf(ps.server)));
-    return ps.table;
-  },
-  verify({ file: ps }) {
-    // Every connection of the snapshot unchanged (a closed one has lost its handle), and none
-    // accepted since.
-    verifySnapshot(ps.snap!);
-    const added = tracking(ps.server).added - ps.addedAtSnapshot;
-    if (added) throw fail('EBUSY', `server accepted ${added} connection(s) after its snapshot`);
-  },
-  presend({ file: ps }) {
+  early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which
     // lives exactly as long as its fd. Connections accepted or closed until the freeze are
     // the delta the handover carries.
@@ -141,24 +119,45 @@ export const serverHandler: FileHandler<PreservedServer> = {
     for (let i = 0; i < scan.sockets.length; i++) refs[i + 1] = { fd: scan.fds[i]!, key: scan.handles[i]! };
     return refs;
   },
-  fds({ file: ps }) {
-    const snap = ps.snap!;
-    const refs = new Array<{ fd: number; key: object }>(snap.count + 1);
-    refs[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
-    for (let i = 0; i < snap.count; i++) refs[i + 1] = { fd: snap.fds[i]!, key: snap.handles[i]! };
-    return refs;
+  async freeze({ file: ps }) {
+    const t = tracking(ps.server);
+    t.freezing = true;
+    if (isHttp(ps.server)) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    trace('server: reading stopped');
+    await freezeConnections(t.conns, ps.opts);
+    trace('server: writes drained');
   },
-  cancel({ file: ps, luo }) {
+  snapshot({ file: ps, memory }) {
+    const t = tracking(ps.server);
+    const snap = snapshotConnections(t.conns);
+    const addedAtSnapshot = t.added;
+    ps.table = writeTable(memory, snap, isHttp(ps.server) ? TABLE_HTTP : 0, 1);
+    const fds = new Array<{ fd: number; key: object }>(snap.count + 1);
+    fds[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
+    for (let i = 0; i < snap.count; i++) fds[i + 1] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    return {
+      data: ps.table,
+      fds,
+      verify() {
+        // Every connection of the snapshot unchanged (a closed one has lost its handle), and
+        // none accepted since.
+        verifySnapshot(snap);
+        const added = tracking(ps.server).added - addedAtSnapshot;
+        if (added) throw fail('EBUSY', `server accepted ${added} connection(s) after its snapshot`);
+      },
+    };
+  },
+  cancel({ file: ps, memory }) {
     const t = tracking(ps.server);
     t.freezing = false;
     thawConnections(t.conns);
-    if (ps.table) freeTable(luo, ps.table);
+    if (ps.table) freeTable(memory, ps.table);
     ps.table = 0;
-    ps.snap = null;
   },
-  retrieve({ data, luo }): RestoredServer {
-    const { table, flags, extra } = readTable(luo, Number(data));
-    return { listenerFd: luo.kho.incomingFd(Number(extra)), connections: table, http: (flags & 1) !== 0 };
+  retrieve(a): RestoredServer {
+    const table = readTable(a);
+    const count = table.count;
+    return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.first, count) };
   },
 };
 
@@ -180,91 +179,3 @@ async function drainHttp(conns: Set<net.Socket>, ms: number): Promise<void> {
   }
 }
 
-/** Preserve a listening server and all its live connections under one token. */
-export function preserveServer(luo: Luo, token: bigint | number, server: net.Server, opts: ServerOptions = {}): void {
-  luo.preserveFile(token, new PreservedServer(server, opts));
-}
-
-export interface RestoreOptions {
-  /** At most this many connections adopted per event-loop turn (default 256)... */
-  batch?: number;
-  /** ...and for at most this long (default 4 ms), so requests keep being served meanwhile. */
-  sliceMs?: number;
-  /** Called for each adopted connection before the server sees it. */
-  onConnection?: (s: net.Socket) => void;
-  /**
-   * Take a connection yourself: return true and the server never sees it (it stays tracked,
-   * so the next update carries it again). For connections the server no longer parses, such
-   * as an upgraded WebSocket, which an http.Server would answer with 400.
-   */
-  claim?: (s: net.Socket) => boolean;
-}
-
-/**
- * In the next image: make `server` listen on the handed-over socket, then give it every
- * handed-over connection as if just accepted. Resolves once all are adopted; the server
- * serves from the first moment.
- */
-export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number; unread: number; unsent: number }> {
-  if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
-  trace('restoreServer: start');
-  const st = await luo.restoreFile<RestoredServer>(token);
-  trace('restoreServer: table read');
-  if (st.http && !isHttp(server)) throw fail('EINVAL', 'the handed-over server was an http.Server; restore it into one');
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ fd: st.listenerFd }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  trace('restoreServer: listening');
-  // Serve first: connections with something to do (bytes carried, or waiting in the kernel:
-  // in a successor, found among the fds watched since before the freeze at O(busy) cost)
-  // are adopted before idle ones, and served before any idle one is adopted. Idle ones
-  // follow in slices; they may wait a few slices without anyone noticing.
-  const table = st.connections;
-  const ready = luo.kho.readyNow(table.fds);
-  // The order of adoption: busy ones (ready, or with bytes carried) first.
-  for (const i of table.bytes.keys()) ready[i] = 1;
-  const order = new Int32Array(table.count);
-  let nBusy = 0;
-  let k = table.count;
-  for (let i = table.count - 1; i >= 0; i--) if (ready[i] !== 1) order[--k] = i;
-  for (let i = 0; i < table.count; i++) if (ready[i] === 1) order[nBusy++] = i;
-  trace(`restoreServer: ${table.count} connections, ${nBusy} busy first`);
-  const t = tracking(server);
-  // Adopt in slices of at most `sliceMs` (and `batch` connections), yielding to the event
-  // loop in between: whatever is already adopted is served while the rest waits its turn.
-  const batch = opts.batch ?? 256;
-  const sliceMs = opts.sliceMs ?? 4;
-  let sliceStart = performance.now();
-  let inSlice = 0;
-  const allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen;
-  for (let i = 0; i < order.length; i++) {
-    const s = adoptConnection(table.at(order[i]!), { allowHalfOpen });
-    attachToServer(server, s);
-    opts.onConnection?.(s);
-    if (opts.claim?.(s)) track(t, s);
-    else server.emit('connection', s);
-    if (i === 0) trace('restoreServer: first adopted');
-    if (i === nBusy - 1) {
-      // Serve the busy ones now: let the loop poll (and read them) before adopting any idle
-      // one. One setImmediate is not enough: queued from outside the check phase (the
-      // restore runs from a module's top-level await, an I/O callback, a timer) it runs in
-      // this iteration's check phase, before any poll; queued from inside it, the next
-      // immediate runs only after the next iteration's poll.
-      trace('restoreServer: busy ones adopted');
-      await new Promise((r) => setImmediate(() => setImmediate(r)));
-      trace('restoreServer: busy ones served');
-      sliceStart = performance.now();
-      inSlice = 0;
-    } else if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
-      await new Promise((r) => setImmediate(r));
-      sliceStart = performance.now();
-      inSlice = 0;
-    }
-  }
-  trace('restoreServer: all adopted');
-  return { connections: table.count, unread: table.unread, unsent: table.unsent };
-}

@@ -7,7 +7,7 @@
  */
 import type dgram from 'node:dgram';
 import { dgramModule } from './builtins.js';
-import type { FileHandler } from '../luo/files.js';
+import type { FileHandler } from '../luo/file-handler.js';
 import { udpHandleOf } from './node-internals.js';
 
 export const udpHandler: FileHandler<dgram.Socket> = {
@@ -26,14 +26,12 @@ export const udpHandler: FileHandler<dgram.Socket> = {
   cancel({ file }) {
     udpHandleOf(file).recvStart();
   },
-  fds({ file }) {
-    return [udpHandleOf(file).fd];
-  },
-  retrieve({ data, fds }) {
+  snapshot: ({ file }) => ({ fds: [udpHandleOf(file).fd] }),
+  retrieve({ data, fd }) {
     const sock = dgramModule().createSocket(data === 6n ? 'udp6' : 'udp4');
     return new Promise<dgram.Socket>((resolve, reject) => {
       sock.once('error', reject);
-      sock.bind({ fd: fds[0]! }, () => {
+      sock.bind({ fd: fd(0) }, () => {
         sock.off('error', reject);
         resolve(sock);
       });

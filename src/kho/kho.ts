@@ -7,18 +7,19 @@
  *                  While finalized, preserve/unpreserve and add/remove subtree raise EBUSY.
  *   → abort()      undoes finalize (ENOENT if not finalized); client preservations stay, as
  *                  in v3's "kho: don't unpreserve memory during abort".
- *   → handover()   the environment entry point for the next image (only when finalized).
+ *   → handover()   the kho-v1 entry for the next image (only when finalized); src/handover
+ *                  carries it and the arena there.
  *
- * Incoming lifecycle (the next image), in Kho.boot():
- *   no LUO_HANDOVER      → cold boot: a fresh arena.
- *   LUO_HANDOVER present → adopt the arena fd, decode and check the root tree (compatible,
+ * Incoming lifecycle (the next image):
+ *   Kho.create()         → cold boot: a fresh arena.
+ *   Kho.adopt(entry)     → adopt the arena fd, decode and check the root tree (compatible,
  *                          arena size, memory map sorted/aligned/in bounds/disjoint, every
  *                          subtree inside preserved memory and a valid FDT), reserve the
  *                          preserved pages, then release every other page (hole punch), the
  *                          root tree's own pages included. Preserved memory is then usable at
  *                          the same addresses, zero-copy.
- *   anything wrong       → HandoverError. The caller (bootKho) makes it fatal (the kernel
- *                          panics) unless it was asked to boot cold.
+ *   anything wrong       → HandoverError. The caller (Luo.boot, bootKho) makes it fatal (the
+ *                          kernel panics) unless it was asked to boot cold.
  *
  * Memory map in the root: `preserved-memory-map` = (u64 address, u64 size) pairs in address
  * order, one per preservation (so granularity survives: restoreFolio needs it).
@@ -29,11 +30,10 @@ import { FdtError, HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode, decode, encode, readHeader } from '../fdt/index.js';
 import { PAGE_SHIFT, PAGE_SIZE, PageAllocator } from './alloc.js';
 import { Arena } from './arena.js';
-import * as sys from '../sys/index.js';
+import { HANDOVER_ENV, KHO_ENTRY, formatKhoEntry, parseKhoEntry } from '../uapi/handover.js';
+import { PreservedTree } from './tree.js';
 
-export const KHO_COMPATIBLE = 'kho-v1';
-/** The one environment variable that carries the handover: "kho-v1:<fd>:<root addr>:<root size>". */
-export const HANDOVER_ENV = 'LUO_HANDOVER';
+export const KHO_COMPATIBLE = KHO_ENTRY;
 const NAME_RE = /^[A-Za-z0-9,._+\-]{1,63}$/;
 
 interface Region { addr: number; size: number }
@@ -99,15 +99,7 @@ export class Kho {
    * what is wrong; on error the inherited arena fd is left open for the caller to decide.
    */
   static adopt(entry: string, opts: Omit<KhoOptions, 'arenaSize'> & { premapped?: Arena | null }): Kho {
-    const m = /^kho-v1:(\d+):(0x[0-9a-f]+|\d+):(\d+)$/i.exec(entry);
-    if (!m) {
-      const v = /^([^:]*):/.exec(entry)?.[1];
-      if (v && v !== KHO_COMPATIBLE) throw new HandoverError(`${HANDOVER_ENV} is for "${v}", this image understands "${KHO_COMPATIBLE}"`);
-      throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(entry)} is not "kho-v1:<fd>:<root address>:<root size>"`);
-    }
-    const fd = Number(m[1]);
-    const rootAddr = Number(m[2]);
-    const rootSize = Number(m[3]);
+    const { arenaFd: fd, rootAddr, rootSize } = parseKhoEntry(entry);
     let arena: Arena;
     try {
       // A successor mapped the arena before its handover: use that mapping if it is this fd.
@@ -180,97 +172,7 @@ export class Kho {
   // ---------------------------------------------------------------------------------------
   // memory
 
-  /** Successor: the previous image's fd number → this process's (-1: not handed over). */
-  #incomingFds: Int32Array | null = null;
-  /** Successor: the fds sent before the freeze, watched for input (a hint for serving first). */
-  #readiness: { set: sys.ReadySet; watched: Uint8Array } | null = null;
-
-  /** Successor boot: the fd map from the handover (successor.ts), and the readiness set
-   *  registered before it (over this process's fd numbers, with a bitmap of those watched), if any. */
-  setIncomingFds(map: Int32Array, readiness: { set: sys.ReadySet; watched: Uint8Array } | null = null): void {
-    this.#incomingFds = map;
-    this.#readiness = readiness;
-  }
-
-  /** Successor: true when `fd` (a previous image's number) was handed over. */
-  hasIncomingFd(fd: number): boolean {
-    const m = this.#incomingFds;
-    return !m || (fd >= 0 && fd < m.length && m[fd]! >= 0);
-  }
-
-  /**
-   * For each of `fds` (this process's numbers): 1 if it has input waiting, has hung up or is in
-   * error right now. A hint, to serve those first: in a successor it costs O(ready) for the
-   * fds watched since before the freeze (epoll), O(n) for the others (poll).
-   */
-  readyNow(fds: ArrayLike<number>): Uint8Array {
-    const r = this.#readiness;
-    if (!r) return sys.readyNow(Array.from(fds));
-    const out = new Uint8Array(fds.length);
-    // Ready fds marked in a bitmap over fd numbers, then one pass over `fds`.
-    const ready = r.set.ready();
-    const mark = new Uint8Array(r.watched.length);
-    for (const fd of ready) if (fd < mark.length) mark[fd] = 1;
-    const rest: number[] = [];
-    const restAt: number[] = [];
-    const watched = r.watched;
-    for (let i = 0; i < fds.length; i++) {
-      const fd = fds[i]!;
-      if (fd < watched.length && watched[fd] === 1) out[i] = mark[fd]!;
-      else {
-        rest.push(fd);
-        restAt.push(i);
-      }
-    }
-    if (rest.length) {
-      const v = sys.readyNow(rest);
-      for (let k = 0; k < rest.length; k++) out[restAt[k]!] = v[k]!;
-    }
-    return out;
-  }
-
-  /** Successor: the link to the previous image, which exits once it is closed. */
-  #previous = -1;
-
-  setPreviousLink(fd: number): void {
-    this.#previous = fd;
-  }
-
-  /** Successor, at FINISH: let the previous image exit (its teardown now takes nothing from
-   *  this image's first moments). Idempotent; at the latest it happens when this one exits. */
-  releasePrevious(): void {
-    if (this.#previous < 0) return;
-    try {
-      sys.close(this.#previous);
-    } catch { /* closed */ }
-    this.#previous = -1;
-  }
-
-  /** Stop watching the fds handed over for input (FINISH does it). Idempotent. */
-  closeReadiness(): void {
-    this.#readiness?.set.close();
-    this.#readiness = null;
-  }
-
-  /** True in a successor: the carried fds arrived over SCM_RIGHTS (open, close-on-exec). */
-  get fdsReceived(): boolean {
-    return this.#incomingFds !== null;
-  }
-
-  /**
-   * The fd a handed-over fd number names in this process: itself after an in-place exec, its
-   * new number in a successor. EBADF for a number that was not handed over to a successor.
-   */
-  incomingFd(fd: number): number {
-    const m = this.#incomingFds;
-    if (!m) return fd;
-    const n = fd >= 0 && fd < m.length ? m[fd]! : -1;
-    if (n < 0) throw fail('EBADF', `fd ${fd} was not handed over`);
-    return n;
-  }
-
   /** Zero-copy view of arena memory. EFAULT outside the arena. */
-
   view(addr: number, len: number): Uint8Array {
     return this.arena.view(addr, len);
   }
@@ -477,10 +379,7 @@ export class Kho {
 
   /** Write an FDT into fresh preserved pages; returns its address. */
   storeFdt(tree: Fdt | FdtNode): number {
-    const blob = encode(tree);
-    const addr = this.allocPreserve(blob.length);
-    this.view(addr, blob.length).set(blob);
-    return addr;
+    return new PreservedTree(this).write(tree);
   }
 
   /** Size of a stored FDT, after checking its header (EINVAL if not an FDT). */
@@ -543,7 +442,7 @@ export class Kho {
   /** The LUO_HANDOVER value for the next image; EINVAL unless finalized. */
   handover(): string {
     if (!this.#root) throw fail('EINVAL', 'KHO is not finalized: nothing to hand over');
-    return `${KHO_COMPATIBLE}:${this.arena.fd}:0x${this.#root.addr.toString(16)}:${this.#root.size}`;
+    return formatKhoEntry({ arenaFd: this.arena.fd, rootAddr: this.#root.addr, rootSize: this.#root.size });
   }
 
   #writeDebug(dir: 'in' | 'out', root: Fdt, subtrees: Map<string, number>): void {

@@ -24,81 +24,49 @@
  *   FINISH                  finish(reclaimed) for every incoming token (false if never
  *                           restored; its carried fds are then closed), free the tree.
  *
- * The kernel carries a struct file through kexec; a process carries fds. Each handler says
- * which fds its file needs (fds()), luo records them per token in the tree ("fds", a luo
- * extension) and keeps exactly those open across the exec.
+ * The kernel carries a struct file through kexec; a process carries fds. Each handler's
+ * snapshot says which fds its file needs, luo records them per token in the tree ("fds", a luo
+ * extension, in the previous image's numbers) and keeps exactly those open across the update;
+ * in the next image it is the only code that renumbers them (a successor got them under new
+ * numbers): handlers name fds by their index in the token's list. The hooks and their order
+ * are in file-handler.ts.
  */
 import { HandoverError, fail } from '../errors.js';
-import { Fdt, FdtNode, encode } from '../fdt/index.js';
+import { Fdt, FdtNode } from '../fdt/index.js';
+import type { Incoming } from '../handover/index.js';
+import { PreservedTree, type Kho } from '../kho/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
-import { asLuoError, runCallback, runInfallible, toU64, type Payload, type Timeouts } from './callbacks.js';
-import type { Luo } from './luo.js';
-import type { FdRef } from '../kho/successor.js';
+import { asLuoError, runCallback, runInfallible, toU64, type Timeouts } from './callbacks.js';
+import type { FdRef, FileArgs, FileHandler, Frozen, HandlerMemory, IncomingMemory, Retrieve } from './file-handler.js';
+import type { Lifecycle } from './lifecycle.js';
 
-export type { FdRef };
+export type { FdRef, FileArgs, FileHandler };
 
-export interface FileArgs<H = unknown> {
-  token: bigint;
-  /** What attach() returned (the file itself by default). */
-  file: H;
-  /** The file's u64 payload (0 until prepare sets it). */
-  data: bigint;
-  luo: Luo;
+/** What the files layer needs of the rest of luo. */
+export interface FilesHost {
+  life: Lifecycle;
+  kho: Kho;
+  /** What this image received (null on a cold boot). */
+  incoming: Incoming | null;
+  timeouts: () => Timeouts;
+  /** A corrupt handover found late (the kernel's panic). */
+  fatal(e: unknown): never;
 }
 
-export interface FileHandler<H = unknown> {
-  /** Compatible string written in the tree, e.g. "memfd-v1". Unique among handlers. */
-  readonly compatible: string;
-  /** True when this handler can preserve `file` (an fd number, a socket, …). */
-  canPreserve(file: unknown): boolean;
-  /** A catch-all handler (the generic fd one) is asked after every specific handler. */
-  readonly fallback?: boolean;
-  /** Take a reference at preserve time (the kernel's fget). Default: the file itself. */
-  attach?(file: unknown, token: bigint): H;
-  /** Drop the reference when the token is unpreserved or dropped (the kernel's fput). */
-  detach?(file: H, token: bigint): void;
-  prepare?(a: FileArgs<H>): Payload | Promise<Payload>;
-  freeze?(a: FileArgs<H>): Payload | Promise<Payload>;
-  cancel?(a: FileArgs<H>): void | Promise<void>;
-  /** In the next image, at FINISH. `file` is what retrieve returned, or null if never restored. */
-  finish?(a: { token: bigint; file: unknown | null; data: bigint; reclaimed: boolean; luo: Luo }): void | Promise<void>;
-  /** In the next image: rebuild the file from its payload. Required. */
-  retrieve(a: { token: bigint; data: bigint; fds: number[]; luo: Luo }): unknown;
-  /**
-   * fds the next image must inherit for this file (called at FREEZE, after snapshot()). An
-   * entry may come with a key (see presend): then a successor that got the same key with the
-   * same fd early is not sent it again.
-   */
-  fds?(a: FileArgs<H>): Array<number | FdRef>;
-  /**
-   * Successor mode, in PREPARED, while this image still serves: fds that can be sent to the
-   * successor before the freeze, each with a key, an object that names that fd for as long as
-   * it is open (a libuv handle, say; never something that can be reopened on a new fd). fds()
-   * then names the same key with the same fd, and only what changed travels in the pause.
-   * Optional: without it, every fd of the file is sent at the freeze.
-   */
-  presend?(a: FileArgs<H>): FdRef[];
-  /**
-   * Synchronous capture at the very end of FREEZE, after every freeze() of every file: nothing
-   * runs between it and the exec but promise continuations. May return a new payload (and may
-   * preserve memory: KHO is not finalized yet). For state that must be exact (socket bytes).
-   */
-  snapshot?(a: FileArgs<H>): Payload;
-  /** Called right before execve: throw if the file changed since snapshot() (the exec is then
-   *  abandoned and the update cancelled, rather than losing or repeating data). */
-  verify?(a: FileArgs<H>): void;
-}
-
-interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State }
-interface InFile { token: bigint; handler: FileHandler; data: bigint; state: State; reclaimed: boolean; file: unknown | null; oldFds: number[]; fds: number[] | null }
+interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State; frozen: Frozen | null }
+interface InFile { token: bigint; handler: FileHandler; compatible: string; data: bigint; state: State; reclaimed: boolean; file: unknown | null; oldFds: number[]; fds: number[] | null }
 
 export class Files {
-  readonly #luo: Luo;
+  readonly #host: FilesHost;
+  readonly #life: Lifecycle;
   readonly #timeouts: () => Timeouts;
   readonly #handlers: FileHandler[] = [];
   readonly #out = new Map<bigint, OutFile>();
-  #outTree: { addr: number; size: number } | null = null;
+  readonly #memory: HandlerMemory;
+  readonly #inMemory: IncomingMemory;
+  // The kernel sizes it PAGE_SIZE << order(1024 + 128 n); leave the same slack for FREEZE.
+  readonly #outTree: PreservedTree;
   /** Incoming tree (next image), checked at boot; the set is built on first use. */
   #inTree: Fdt | null = null;
   #inTreeRegion: { addr: number; size: number } | null = null;
@@ -107,16 +75,29 @@ export class Files {
   #inFds = new Map<bigint, number[]>();
   #carried = new Map<bigint, FdRef[]>();
 
-  constructor(luo: Luo, timeouts: () => Timeouts) {
-    this.#luo = luo;
-    this.#timeouts = timeouts;
+  constructor(host: FilesHost) {
+    this.#host = host;
+    this.#life = host.life;
+    this.#timeouts = host.timeouts;
+    const kho = host.kho;
+    this.#memory = {
+      alloc: (size) => kho.allocPreserve(size),
+      view: (addr, len) => kho.view(addr, len),
+      free: (addr, size) => kho.unpreserveFree(addr, size),
+    };
+    this.#inMemory = {
+      claim: (addr) => kho.restore(addr),
+      view: (addr, len) => kho.view(addr, len),
+      free: (addr, size) => kho.free(addr, size),
+    };
+    this.#outTree = new PreservedTree(kho, { room: (len) => 2 ** Math.ceil(Math.log2(len + 1024 + 128 * this.#out.size)) });
   }
 
   // ---------------------------------------------------------------------------------------
   // handlers
 
   registerHandler(h: FileHandler): void {
-    this.#luo.requireRegistrable('register a file handler');
+    this.#life.requireRegistrable('register a file handler');
     if (!h || typeof h.canPreserve !== 'function' || typeof h.retrieve !== 'function') {
       throw fail('EINVAL', 'a file handler needs canPreserve() and retrieve()');
     }
@@ -126,7 +107,7 @@ export class Files {
   }
 
   unregisterHandler(h: FileHandler | string): void {
-    this.#luo.requireRegistrable('unregister a file handler');
+    this.#life.requireRegistrable('unregister a file handler');
     const i = this.#handlers.findIndex((x) => x === h || x.compatible === h);
     if (i < 0) throw fail('ENOENT', `no handler ${typeof h === 'string' ? h : h.compatible}`);
     const handler = this.#handlers[i]!;
@@ -142,8 +123,8 @@ export class Files {
   // outgoing
 
   preserve(token: bigint, file: unknown): void {
-    this.#luo.requireEnabled();
-    this.#luo.requireState('preserve a file', State.NORMAL, State.UPDATED, 'EBUSY');
+    this.#life.requireEnabled();
+    this.#life.requireState('preserve a file', State.NORMAL, State.UPDATED, 'EBUSY');
     const ordered = [...this.#handlers.filter((h) => !h.fallback), ...this.#handlers.filter((h) => h.fallback)];
     const handler = ordered.find((h) => {
       try {
@@ -155,11 +136,11 @@ export class Files {
     if (!handler) throw fail('ENOENT', `no file handler can preserve ${describe(file)}`);
     if (this.#out.has(token)) throw fail('EEXIST', `token ${tokenName(token)} is already preserved`);
     const held = handler.attach ? handler.attach(file, token) : file;
-    this.#out.set(token, { token, handler, file: held, data: 0n, state: State.NORMAL });
+    this.#out.set(token, { token, handler, file: held, data: 0n, state: State.NORMAL, frozen: null });
   }
 
   async unpreserve(token: bigint): Promise<void> {
-    this.#luo.requireState('unpreserve a file', State.NORMAL, State.UPDATED, 'EBUSY');
+    this.#life.requireState('unpreserve a file', State.NORMAL, State.UPDATED, 'EBUSY');
     const f = this.#out.get(token);
     if (!f) throw fail('ENOENT', `token ${tokenName(token)} is not preserved`);
     this.#out.delete(token);
@@ -199,7 +180,7 @@ export class Files {
   }
 
   #args(f: OutFile): FileArgs {
-    return { token: f.token, file: f.file, data: f.data, luo: this.#luo };
+    return { token: f.token, file: f.file, data: f.data, memory: this.#memory };
   }
 
   async #prepareOne(f: OutFile): Promise<void> {
@@ -220,6 +201,7 @@ export class Files {
     if (f.state !== State.PREPARED && f.state !== State.FROZEN) return;
     await runInfallible(() => f.handler.cancel?.(this.#args(f)), this.#timeouts().cancel, `file ${tokenName(f.token)} (${f.handler.compatible}) cancel`);
     f.data = 0n;
+    f.frozen = null;
     f.state = State.NORMAL;
   }
 
@@ -251,7 +233,7 @@ export class Files {
   }
 
   async finishFd(token: bigint): Promise<void> {
-    this.#luo.requireState('finish a file', State.UPDATED, undefined, 'EBUSY');
+    this.#life.requireState('finish a file', State.UPDATED, undefined, 'EBUSY');
     const f = this.#in?.get(token);
     if (!f) throw fail('ENOENT', `token ${tokenName(token)} is not in the incoming set${this.#in ? '' : ' (it is built at the first restore)'}`);
     await this.#finishOne(f);
@@ -278,12 +260,11 @@ export class Files {
       }
     }
     try {
-      this.#writeTree(files, false);
+      return BigInt(this.#writeTree(files, false));
     } catch (e) {
       for (const f of files) await this.#cancelOne(f);
       throw fail('ENOSPC', `could not write the files tree: ${(e as Error).message}`);
     }
-    return BigInt(this.#outTree!.addr);
   }
 
   /** Subsystem freeze: freeze all files in token order, snapshot them all synchronously, then
@@ -292,24 +273,24 @@ export class Files {
     const files = this.#sortedOut();
     for (const f of files) await this.#freezeOne(f);
     for (const f of files) {
-      if (f.state === State.FROZEN && f.handler.snapshot) {
-        try {
-          f.data = toU64(f.handler.snapshot(this.#args(f)), f.data);
-        } catch (e) {
-          throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) snapshot`);
-        }
+      if (f.state !== State.FROZEN) continue;
+      try {
+        const frozen = f.handler.snapshot?.(this.#args(f)) ?? { fds: [] };
+        f.data = toU64(frozen.data, f.data);
+        f.frozen = frozen;
+      } catch (e) {
+        throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) snapshot`);
       }
     }
-    this.#writeTree(files, true);
-    return BigInt(this.#outTree!.addr);
+    return BigInt(this.#writeTree(files, true));
   }
 
   /** Right before execve: every frozen file confirms nothing changed since its snapshot. */
   verifyFrozen(): void {
     for (const f of this.#sortedOut()) {
-      if (f.state === State.FROZEN && f.handler.verify) {
+      if (f.state === State.FROZEN && f.frozen?.verify) {
         try {
-          f.handler.verify(this.#args(f));
+          f.frozen.verify();
         } catch (e) {
           throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) changed after FREEZE`);
         }
@@ -320,7 +301,7 @@ export class Files {
   /** Subsystem cancel: cancel every file, free the tree. */
   async subsystemCancel(): Promise<void> {
     for (const f of this.#sortedOut()) await this.#cancelOne(f);
-    this.#freeTree();
+    this.#outTree.destroy();
     this.#carried.clear();
   }
 
@@ -336,16 +317,16 @@ export class Files {
     return out;
   }
 
-  /** Successor mode, PREPARED: the fds the handlers let go early (presend), each with its key. */
-  presendRefs(): FdRef[] {
+  /** Successor mode, PREPARED: the fds the handlers let go early, each with its key. */
+  earlyRefs(): FdRef[] {
     const out: FdRef[] = [];
     for (const f of this.#sortedOut()) {
-      if (f.state !== State.PREPARED || !f.handler.presend) continue;
+      if (f.state !== State.PREPARED || !f.handler.early) continue;
       let refs: FdRef[];
       try {
-        refs = f.handler.presend(this.#args(f));
+        refs = f.handler.early(this.#args(f));
       } catch (e) {
-        throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) presend`);
+        throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) early`);
       }
       for (const r of refs) {
         if (!Number.isInteger(r?.fd) || r.fd < 0 || !r.key || typeof r.key !== 'object') throw fail('EINVAL', `handler ${f.handler.compatible} sent fd ${String(r?.fd)} early without a key object (token ${tokenName(f.token)})`);
@@ -355,7 +336,8 @@ export class Files {
     return out;
   }
 
-  #writeTree(files: OutFile[], withFds: boolean): void {
+  /** The files tree, with each frozen file's fds when `withFds`; its address. */
+  #writeTree(files: OutFile[], withFds: boolean): number {
     const root = new FdtNode('');
     root.setString('compatible', FILES_COMPATIBLE);
     this.#carried.clear();
@@ -363,7 +345,7 @@ export class Files {
       const n = root.addChild(tokenName(f.token));
       n.setString('compatible', f.handler.compatible).setU64('data', f.data);
       if (withFds) {
-        const given = f.handler.fds?.(this.#args(f)) ?? [];
+        const given = f.frozen?.fds ?? [];
         const refs: FdRef[] = new Array(given.length);
         const fds: number[] = new Array(given.length);
         for (let i = 0; i < given.length; i++) {
@@ -377,35 +359,13 @@ export class Files {
         n.setCells('fds', fds);
       }
     }
-    const kho = this.#luo.kho;
-    const bytes = encode(new Fdt(root));
-    if (this.#outTree && bytes.length <= this.#outTree.size) {
-      kho.view(this.#outTree.addr, bytes.length).set(bytes);
-      return;
-    }
-    this.#freeTree();
-    // The kernel sizes it PAGE_SIZE << order(1024 + 128 n); leave the same slack for FREEZE.
-    const size = Math.max(4096, 2 ** Math.ceil(Math.log2(bytes.length + 1024 + 128 * files.length)));
-    const addr = kho.allocPreserve(size);
-    kho.view(addr, bytes.length).set(bytes);
-    this.#outTree = { addr, size };
-  }
-
-  #freeTree(): void {
-    if (!this.#outTree) return;
-    const kho = this.#luo.kho;
-    try {
-      kho.unpreserveFree(this.#outTree.addr, this.#outTree.size);
-    } catch (e) {
-      // While KHO is finalized (device closed in PREPARED) the pages stay preserved, as v3.
-      if ((e as { code?: string }).code !== 'EBUSY') throw e;
-    }
-    this.#outTree = null;
+    return this.#outTree.write(new Fdt(root));
   }
 
   /** Subsystem boot (next image): check the incoming tree; mark carried fds close-on-exec. */
   boot(data: bigint): void {
-    const kho = this.#luo.kho;
+    const kho = this.#host.kho;
+    const incoming = this.#host.incoming;
     const addr = Number(data);
     let tree: Fdt;
     let size: number;
@@ -432,10 +392,10 @@ export class Files {
         node.requireU64('data');
         const fds = node.cells('fds') ?? [];
         this.#inFds.set(token, fds);
-        if (kho.fdsReceived) {
+        if (incoming?.received) {
           // A successor: SCM_RIGHTS gave them to us open and close-on-exec; each must be one.
           for (let i = 0; i < fds.length; i++) {
-            if (!kho.hasIncomingFd(fds[i]!)) throw new HandoverError(`files tree: token ${name} carries fd ${fds[i]}, which was not handed over`);
+            if (!incoming.has(fds[i]!)) throw new HandoverError(`files tree: token ${name} carries fd ${fds[i]}, which was not handed over`);
           }
         } else {
           for (const fd of fds) {
@@ -462,10 +422,10 @@ export class Files {
     if (this.#inTree) {
       for (const [name, node] of this.#inTree.root.children) {
         const compatible = node.requireString('compatible');
-        const handler = this.#handlers.find((h) => h.compatible === compatible);
-        if (!handler) this.#luo.fatal(new HandoverError(`files tree: token ${name} needs a handler for "${compatible}", and none is registered`));
+        const handler = this.#handlers.find((h) => h.compatible === compatible) ?? this.#handlers.find((h) => h.reads?.includes(compatible));
+        if (!handler) this.#host.fatal(new HandoverError(`files tree: token ${name} needs a handler for "${compatible}", and none is registered`));
         const token = parseTokenName(name);
-        m.set(token, { token, handler: handler!, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, oldFds: this.#inFds.get(token) ?? node.cells('fds') ?? [], fds: null });
+        m.set(token, { token, handler: handler!, compatible, data: node.requireU64('data'), state: State.UPDATED, reclaimed: false, file: null, oldFds: this.#inFds.get(token) ?? node.cells('fds') ?? [], fds: null });
       }
     }
     this.#in = m;
@@ -477,7 +437,7 @@ export class Files {
     for (const [name, node] of this.#inTree?.root.children ?? []) {
       if (parseTokenName(name) === token) return node.string('compatible');
     }
-    return this.#in?.get(token)?.handler.compatible;
+    return this.#in?.get(token)?.compatible;
   }
 
   /** Drop the given outgoing tokens whatever the global state (the device was closed, v3
@@ -500,32 +460,56 @@ export class Files {
   }
 
   async restore(token: bigint): Promise<unknown> {
-    this.#luo.requireState('restore a file', State.UPDATED, undefined, 'EBUSY');
+    this.#life.requireState('restore a file', State.UPDATED, undefined, 'EBUSY');
     const f = this.#incoming().get(token);
     if (!f) throw fail('ENOENT', `token ${tokenName(token)} was not handed over`);
     if (f.reclaimed) throw fail('EINVAL', `token ${tokenName(token)} was already restored`);
     // v3 marks the token reclaimed before retrieve runs (a failed retrieve could never be
     // retried); luo marks it only once retrieve succeeded.
-    const kho = this.#luo.kho;
-    const args = {
-      token, data: f.data, luo: this.#luo,
-      // This process's numbers, translated when a handler asks (the server handler, with its
-      // own table of thousands of connections, never does).
-      get fds(): number[] {
-        return fdsOf(f, kho);
-      },
-    };
-    const file = await runCallback(() => f.handler.retrieve(args), this.#timeouts().boot, `file ${tokenName(token)} (${f.handler.compatible}) retrieve`);
+    const file = await runCallback(() => f.handler.retrieve(this.#retrieveArgs(f)), this.#timeouts().boot, `file ${tokenName(token)} (${f.compatible}) retrieve`);
     f.reclaimed = true;
     f.file = file;
     return file;
   }
 
+  /** What retrieve gets: the token's fds by index, translated only when asked (the server
+   *  handler, with thousands of connections, takes them one by one). */
+  #retrieveArgs(f: InFile): Retrieve {
+    const incoming = this.#host.incoming;
+    const fdsOf = (): number[] => this.#fdsOf(f);
+    const fd = (i: number): number => {
+      const old = f.oldFds[i];
+      if (old === undefined) throw fail('EBADF', `token ${tokenName(f.token)} carries ${f.oldFds.length} fds, not #${i}`);
+      return f.fds ? f.fds[i]! : incoming ? incoming.fd(old) : old;
+    };
+    return {
+      token: f.token, compatible: f.compatible, data: f.data, memory: this.#inMemory,
+      get fds(): number[] {
+        return fdsOf();
+      },
+      fd,
+      fdCount: f.oldFds.length,
+      ready(from = 0, n = f.oldFds.length - from): Uint8Array {
+        const fds = new Int32Array(Math.max(0, Math.min(n, f.oldFds.length - from)));
+        for (let i = 0; i < fds.length; i++) fds[i] = fd(from + i);
+        return incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds));
+      },
+      previousFds: f.oldFds,
+    };
+  }
+
+  /** An incoming file's fds in this process's numbers (translated once, on first use). */
+  #fdsOf(f: InFile): number[] {
+    const incoming = this.#host.incoming;
+    f.fds ??= incoming ? f.oldFds.map((fd) => incoming.fd(fd)) : [...f.oldFds];
+    return f.fds;
+  }
+
   async #finishOne(f: InFile): Promise<void> {
     if (f.state !== State.UPDATED) return;
-    await runInfallible(() => f.handler.finish?.({ token: f.token, file: f.file, data: f.data, reclaimed: f.reclaimed, luo: this.#luo }), this.#timeouts().finish, `file ${tokenName(f.token)} (${f.handler.compatible}) finish`);
+    await runInfallible(() => f.handler.finish?.({ token: f.token, compatible: f.compatible, file: f.file, data: f.data, reclaimed: f.reclaimed }), this.#timeouts().finish, `file ${tokenName(f.token)} (${f.compatible}) finish`);
     if (!f.reclaimed) {
-      for (const fd of fdsOf(f, this.#luo.kho)) {
+      for (const fd of this.#fdsOf(f)) {
         try {
           sys.close(fd);
         } catch { /* the handler closed it */ }
@@ -542,7 +526,7 @@ export class Files {
     this.#inFds.clear();
     this.#inTree = null;
     if (this.#inTreeRegion) {
-      this.#luo.kho.free(this.#inTreeRegion.addr, this.#inTreeRegion.size);
+      this.#host.kho.free(this.#inTreeRegion.addr, this.#inTreeRegion.size);
       this.#inTreeRegion = null;
     }
   }
@@ -552,12 +536,6 @@ export class Files {
   }
 }
 
-
-/** An incoming file's fds in this process's numbers (translated once, on first use). */
-function fdsOf(f: InFile, kho: Luo['kho']): number[] {
-  f.fds ??= f.oldFds.map((fd) => kho.incomingFd(fd));
-  return f.fds;
-}
 
 function describe(file: unknown): string {
   if (typeof file === 'number') return `fd ${file}`;

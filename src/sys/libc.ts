@@ -20,6 +20,7 @@ type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
   dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn; sched_setscheduler: Fn;
+  getrlimit: Fn; setrlimit: Fn;
 }
 let lib: Libc | undefined;
 
@@ -42,6 +43,8 @@ function libc(): Libc {
     madvise: so.func('int madvise(void *addr, size_t length, int advice)'),
     close_range: so.func('int close_range(unsigned int first, unsigned int last, int flags)'),
     sched_setscheduler: so.func('int sched_setscheduler(int pid, int policy, const int *param)'),
+    getrlimit: so.func('int getrlimit(int resource, _Out_ uint64_t *rlim)'),
+    setrlimit: so.func('int setrlimit(int resource, const uint64_t *rlim)'),
   };
   return lib;
 }
@@ -246,6 +249,25 @@ export function idleAllThreads(): number {
   }
   if (n === 0) throw new SysError('sched_setscheduler', err);
   return n;
+}
+
+const RLIMIT_NOFILE = 7;
+const RLIM_INFINITY = 2 ** 53 - 1; // as a number: larger than any fd
+
+/** RLIMIT_NOFILE: the soft limit (an fd must be below it to be polled, or allocated) and the
+ *  hard one (how far this process may raise the soft one). */
+export function fdLimit(): { soft: number; hard: number } {
+  const r = new BigUint64Array(2);
+  check(libc().getrlimit(RLIMIT_NOFILE, r) as number, 'getrlimit');
+  const n = (v: bigint): number => (v >= 2n ** 53n ? RLIM_INFINITY : Number(v));
+  return { soft: n(r[0]!), hard: n(r[1]!) };
+}
+
+/** Raise (or lower) the soft RLIMIT_NOFILE; EPERM above the hard limit. */
+export function setFdLimit(soft: number): void {
+  const { hard } = fdLimit();
+  const r = new BigUint64Array([BigInt(soft), hard >= RLIM_INFINITY ? 2n ** 64n - 1n : BigInt(hard)]);
+  check(libc().setrlimit(RLIMIT_NOFILE, r) as number, 'setrlimit', `RLIMIT_NOFILE ${soft}`);
 }
 
 export function getpid(): number {

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { bootKho, childPids, kexec } from '../../src/kho/index.js';
+import { bootKho, childPids, kexec } from '../../src/handover/kho.js';
 import * as sys from '../../src/sys/index.js';
 
 const kho = bootKho({ arenaSize: 2 ** 30 });

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FdtNode, encode } from '../../src/fdt/index.js';
-import { bootKho, kexec, PAGE_SIZE } from '../../src/kho/index.js';
+import { bootKho, kexec, PAGE_SIZE } from '../../src/handover/kho.js';
 import { fillPattern } from '../../src/util/pattern.js';
 
 const kho = bootKho({ arenaSize: 4 * 2 ** 30, debugDir: process.env.KHO_TEST_DEBUG });

@@ -3,7 +3,7 @@
  * line, what it found: pid, every region checked byte by byte, both subtrees, the arena's
  * allocated bytes. Env LUO_ON_CORRUPT is honoured (panic or cold).
  */
-import { bootKho, PAGE_SIZE } from '../../src/kho/index.js';
+import { bootKho, PAGE_SIZE } from '../../src/handover/kho.js';
 import { checkPattern } from '../../src/util/pattern.js';
 
 const kho = bootKho({ arenaSize: 4 * 2 ** 30, onCorrupt: (process.env.LUO_ON_CORRUPT as 'cold') ?? 'panic', debugDir: process.env.KHO_TEST_DEBUG });

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { retire } from '../../src/kho/successor.js';
+import { retire } from '../../src/handover/successor.js';
 import * as sys from '../../src/sys/index.js';
 
 const workers = Array.from({ length: 2 }, () => new Worker('setInterval(() => {}, 1000)', { eval: true }));

@@ -8,7 +8,7 @@
  * The report (JSON) goes to the file SUCCESSOR_PEER_OUT (its stdout is the test runner's).
  */
 import fs from 'node:fs';
-import { receiveHandover } from '../../src/kho/successor.js';
+import { receiveHandover } from '../../src/handover/successor.js';
 import * as sys from '../../src/sys/index.js';
 
 const say = (o: unknown): void => fs.writeFileSync(process.env.SUCCESSOR_PEER_OUT!, JSON.stringify(o));

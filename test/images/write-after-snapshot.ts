@@ -29,6 +29,7 @@ const meddler: FileHandler = {
         else s.destroy();
       }
     });
+    return { fds: [] };
   },
   retrieve: () => null,
 };

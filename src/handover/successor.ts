@@ -1,34 +1,12 @@
 /*
- * kho/successor: the handover to a pre-started successor process, luo's alternative to the
- * in-place exec. The next image is started while the current one still serves, loads its
+ * handover/successor: the transport to a pre-started successor process, luo's alternative to
+ * the in-place exec. The next image is started while the current one still serves, loads its
  * code and blocks in boot. Then, still serving, the current image sends it the arena and every
  * fd that will not change until the freeze (presend): the successor maps the arena and gets
  * ready to serve meanwhile. Only then does the current image freeze and send what is left:
- * the handover string, the fds opened since, and which early ones are gone. It exits once the
- * successor has everything. The pause is the freeze plus a small delta, not a Node start, nor
- * a pass of the kernel over every fd; the price is a new pid.
- *
- * Protocol (SOCK_SEQPACKET, one JSON object per datagram, fds as SCM_RIGHTS; fd 3 in the
- * successor, whose environment has LUO_HANDOVER=successor:3):
- *   successor → current  {"luo":"successor-v1","pid":P,"accepts":["presend-v1"]}     ready
- * presend-v1 (only when the successor accepts it; the current image still serves):
- *   current → successor  {"luo":"presend-v1","fds":[…],"chunks":N,"arena":A,"regions":[[addr,size],…]}
- *                        then N datagrams {"chunk":i} carrying fds[253i…] in order
- *   successor → current  {"presented":n}                         it holds them, arena mapped
- * at FREEZE, without a presend:
- *   current → successor  {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N} + N chunks
- * at FREEZE, after a presend:
- *   current → successor  {"luo":"handover-v2","entry":E,"fds":[…],"chunks":N,"closed":[i,…]}
- *                        + N chunks: only the fds that were not sent early; `closed` lists the
- *                        early ones (by index) that are not carried after all
- *   successor → current  {"taken":count}                         it owns them now
- * then the link stays open until the successor's FINISH (it closes its end then, or by
- * exiting): the current image waits for that, at most a few seconds, before it exits.
- * E is the in-place handover string (kho-v1:<arena fd>:<root>:<size>) with the current
- * image's fd numbers; `fds` lists those numbers. The successor receives each fd under a new
- * number and translates through the map it returns (Kho.incomingFd). An image that does not
- * know `accepts` ignores it and sends handover-v1; a successor that does not say it gets
- * handover-v1: images of different luo versions still hand over.
+ * the handover string, the fds opened since, and which early ones are gone. The pause is the
+ * freeze plus a small delta, not a Node start, nor a pass of the kernel over every fd; the
+ * price is a new pid. The messages are declared in uapi/handover.ts.
  *
  * What may be sent early: an fd whose caller-given key (an object) still names it at the
  * freeze. The same key with the same fd at the freeze means the same open file (the key is
@@ -50,15 +28,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { HandoverError, LuoError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
-import { HANDOVER_ENV } from './kho.js';
-import { resolveExecutable, type Image } from './reboot.js';
-
-/** The fd the successor finds its end of the link on. */
-export const SUCCESSOR_FD = 3;
-export const SUCCESSOR_PREFIX = 'successor:';
-export const PRESEND = 'presend-v1';
-/** fd numbers above this are refused in a handover (Linux's nr_open is at most 2^20 by default). */
-const MAX_FD_NUMBER = 2 ** 22;
+import {
+  HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk, decodeHeader,
+  decodeHello, encodeMessage, parseMessage, withArenaFd,
+} from '../uapi/handover.js';
+import { resolveExecutable, type Image } from './image.js';
 
 /** An fd, and the object that names it for as long as it is open (see the header). */
 export interface FdRef { fd: number; key: object | null }
@@ -71,7 +45,7 @@ export interface PresendInfo {
   regions: Array<[number, number]>;
 }
 
-const json = (o: unknown): Buffer => Buffer.from(JSON.stringify(o));
+const json = encodeMessage;
 /** Each fd number once (two tokens may carry the same fd: it is one file, sent once). */
 function unique(refs: FdRef[]): FdRef[] {
   let max = 0;
@@ -160,8 +134,7 @@ export class Successor {
         if (p && !p.eof) {
           for (const fd of p.fds) sys.close(fd);
           try {
-            const m = JSON.parse(p.data.toString()) as unknown;
-            if (m && typeof m === 'object' && !Array.isArray(m)) return m as Record<string, unknown>;
+            return parseMessage(p.data, 'message');
           } catch { /* reported below */ }
           this.abort();
           throw fail('EPROTO', `the successor said ${JSON.stringify(p.data.toString().slice(0, 80))} ${what}`);
@@ -187,11 +160,12 @@ export class Successor {
   /** Resolves when the successor has loaded and waits for the handover. Never blocks the loop. */
   async ready(timeoutMs: number): Promise<void> {
     const m = await this.#next(timeoutMs, 'before it was ready');
-    if (m.luo !== 'successor-v1') {
+    try {
+      this.#accepts = decodeHello(m).accepts;
+    } catch (e) {
       this.abort();
-      throw fail('EPROTO', `the successor said ${JSON.stringify(m).slice(0, 80)}, not hello`);
+      throw fail('EPROTO', (e as Error).message.replace(/^ERR_HANDOVER: /, ''));
     }
-    this.#accepts = Array.isArray(m.accepts) ? m.accepts.filter((x): x is string => typeof x === 'string') : [];
   }
 
   /**
@@ -253,10 +227,10 @@ export class Successor {
       const closed: number[] = [];
       for (let i = 0; i < kept.length; i++) if (!kept[i]) closed.push(i);
       send = fds;
-      head = { luo: 'handover-v2', entry, fds, closed };
+      head = { luo: HANDOVER_V2, entry, fds, closed };
     } else {
       send = refs.map((r) => r.fd);
-      head = { luo: 'handover-v1', entry, fds: send };
+      head = { luo: HANDOVER_V1, entry, fds: send };
     }
     const chunks = chunksOf(send, sys.MAX_FDS);
     try {
@@ -270,7 +244,7 @@ export class Successor {
         if (!rev) continue;
         const p = sys.recvPacket(this.#fd);
         if (!p || p.eof) throw fail('ECHILD', 'the successor closed the handover link before taking it');
-        const m = JSON.parse(p.data.toString()) as { taken?: number };
+        const m = parseMessage(p.data, 'answer to the handover');
         if (m.taken !== refs.length) throw fail('EPROTO', `the successor took ${m.taken} fds, ${refs.length} were handed over`);
         break;
       }
@@ -366,16 +340,10 @@ export interface Received {
   fdMap: Int32Array;
   /** fds sent early and closed again (not carried after all): their numbers may be reused. */
   closedEarly: number[];
-  /** The link, still open: closing it lets the previous image exit (Kho.releasePrevious). */
+  /** The link, still open: closing it lets the previous image exit (Incoming.release). */
   link: number;
 }
 
-const isFdNumber = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < MAX_FD_NUMBER;
-
-/**
- * Successor side: say hello on `fd`, take what is sent early, wait for the handover, take
- * every fd. Raises HandoverError on anything malformed or when the link closes early.
- */
 export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Received {
   const all: number[] = []; // every fd received, closed if the handover fails
   const dropped = new Set<number>(); // ...except those closed already
@@ -389,33 +357,27 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
       return p;
     }
   };
-  const parse = (p: sys.Packet, what: string): Record<string, unknown> => {
-    try {
-      const m = JSON.parse(p.data.toString()) as unknown;
-      if (m && typeof m === 'object' && !Array.isArray(m)) return m as Record<string, unknown>;
-    } catch { /* below */ }
-    throw new HandoverError(`the ${what} is not a JSON object: ${p.data.toString().slice(0, 120)}`);
-  };
   /** Receive `chunks` datagrams of fds, in order; exactly `count` fds. */
   const takeChunks = (chunks: unknown, count: number, what: string): number[] => {
-    if (!Number.isInteger(chunks) || (chunks as number) < 0 || (chunks as number) > Math.ceil(count / sys.MAX_FDS)) {
-      throw new HandoverError(`the ${what} announces ${String(chunks)} datagrams for ${count} fds`);
-    }
+    const n = checkChunks(chunks, count, sys.MAX_FDS, what);
     const got: number[] = [];
-    for (let i = 0; i < (chunks as number); i++) {
+    for (let i = 0; i < n; i++) {
       const p = recv();
-      const m = parse(p, `${what} datagram ${i}`);
-      if (m.chunk !== i) throw new HandoverError(`the ${what} datagram ${i} arrived as ${JSON.stringify(m.chunk)}`);
+      decodeChunk(parseMessage(p.data, `${what} datagram ${i}`), i, what);
       for (const f of p.fds) got.push(f);
     }
     if (got.length !== count) throw new HandoverError(`the ${what} named ${count} fds and ${got.length} arrived`);
     return got;
   };
+  const mapOf = (old: number[], size: number): Int32Array => {
+    for (const o of old) size = Math.max(size, o + 1);
+    return new Int32Array(size).fill(-1);
+  };
 
   try {
     hooks.beforeHello?.();
     try {
-      sys.sendPacket(fd, Buffer.from(JSON.stringify({ luo: 'successor-v1', pid: process.pid, accepts: [PRESEND] })));
+      sys.sendPacket(fd, encodeMessage({ luo: HELLO, pid: process.pid, accepts: [PRESEND] }));
     } catch (e) {
       throw new HandoverError(`the handover link (fd ${fd}) is unusable: ${(e as Error).message}`);
     }
@@ -423,44 +385,33 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
     let early: { old: number[]; fds: number[]; map: Int32Array } | null = null;
     for (;;) {
       const head = recv();
-      const h = parse(head, 'handover header');
-      if (head.fds.length) throw new HandoverError(`the ${String(h.luo)} header carries ${head.fds.length} fds (only its datagrams {"chunk":i} may)`);
+      const raw = head.data.toString();
+      const h = decodeHeader(parseMessage(head.data, 'handover header'), raw);
+      if (head.fds.length) throw new HandoverError(`the ${h.luo} header carries ${head.fds.length} fds (only its datagrams {"chunk":i} may)`);
       if (h.luo === PRESEND) {
         if (early) throw new HandoverError('fds were sent early twice');
-        if (!Array.isArray(h.fds) || !h.fds.every(isFdNumber)) throw new HandoverError('the presend header has no valid fd list');
-        const old = h.fds as number[];
-        const fds = takeChunks(h.chunks, old.length, 'presend');
-        const regions = Array.isArray(h.regions) ? (h.regions as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) : [];
-        let size = 0;
-        for (const o of old) size = Math.max(size, o + 1);
-        const map = new Int32Array(size).fill(-1);
-        for (let i = 0; i < old.length; i++) {
-          if (map[old[i]!] !== -1) throw new HandoverError(`fd ${old[i]} was sent early twice`);
-          map[old[i]!] = fds[i]!;
+        const fds = takeChunks(h.chunks, h.fds.length, 'presend');
+        const map = mapOf(h.fds, 0);
+        for (let i = 0; i < h.fds.length; i++) {
+          if (map[h.fds[i]!] !== -1) throw new HandoverError(`fd ${h.fds[i]} was sent early twice`);
+          map[h.fds[i]!] = fds[i]!;
         }
-        const ai = old.indexOf(h.arena as number);
-        hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions, fds: fds.filter((_, i) => i !== ai) });
-        early = { old, fds, map };
-        sys.sendPacket(fd, Buffer.from(JSON.stringify({ presented: fds.length })));
+        const ai = h.fds.indexOf(h.arena);
+        hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions: h.regions, fds: fds.filter((_, i) => i !== ai) });
+        early = { old: h.fds, fds, map };
+        sys.sendPacket(fd, encodeMessage({ presented: fds.length }));
         continue;
       }
-      if (h.luo !== 'handover-v1' && h.luo !== 'handover-v2') throw new HandoverError(`the handover header is malformed: ${head.data.toString().slice(0, 120)}`);
-      if (typeof h.entry !== 'string' || !Array.isArray(h.fds) || !h.fds.every(isFdNumber)) {
-        throw new HandoverError(`the handover header is malformed: ${head.data.toString().slice(0, 120)}`);
-      }
-      const old = h.fds as number[];
-      const got = takeChunks(h.chunks, old.length, 'handover');
+      const got = takeChunks(h.chunks, h.fds.length, 'handover');
       const spare: number[] = [];
       let fdMap: Int32Array;
       let count: number;
-      if (h.luo === 'handover-v2') {
+      if (h.luo === HANDOVER_V2) {
         // The early map, minus the copies not carried after all, plus the delta.
         if (!early) throw new HandoverError('a handover-v2 came without fds sent early');
-        if (!Array.isArray(h.closed)) throw new HandoverError('the handover header has no "closed" list');
-        let size = early.map.length;
-        for (const o of old) size = Math.max(size, o + 1);
-        fdMap = size === early.map.length ? early.map : new Int32Array(size).fill(-1);
-        if (fdMap !== early.map) fdMap.set(early.map);
+        fdMap = mapOf(h.fds, early.map.length);
+        if (fdMap.length === early.map.length) fdMap = early.map;
+        else fdMap.set(early.map);
         count = early.fds.length;
         for (const i of h.closed as unknown[]) {
           if (!Number.isInteger(i) || (i as number) < 0 || (i as number) >= early.fds.length) throw new HandoverError(`the handover closes early fd #${String(i)}, which was not sent`);
@@ -471,30 +422,33 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
           count--;
         }
       } else {
-        let size = 0;
-        for (const o of old) size = Math.max(size, o + 1);
-        fdMap = new Int32Array(size).fill(-1);
+        fdMap = mapOf(h.fds, 0);
         count = 0;
         // An image that sent fds early and then everything again: the early copies are spare.
         if (early) spare.push(...early.fds);
       }
-      for (let i = 0; i < old.length; i++) {
-        if (fdMap[old[i]!] !== -1) throw new HandoverError(`the handover names fd ${old[i]} twice`);
-        fdMap[old[i]!] = got[i]!;
+      for (let i = 0; i < h.fds.length; i++) {
+        if (fdMap[h.fds[i]!] !== -1) throw new HandoverError(`the handover names fd ${h.fds[i]} twice`);
+        fdMap[h.fds[i]!] = got[i]!;
         count++;
       }
-      const m = /^([^:]*):(\d+):(.*)$/.exec(h.entry);
-      if (!m) throw new HandoverError(`the handover string ${JSON.stringify(h.entry)} is malformed`);
-      const arenaOld = Number(m[2]);
-      const arena = arenaOld < fdMap.length ? fdMap[arenaOld]! : -1;
-      if (arena < 0) throw new HandoverError(`the arena fd ${m[2]} was not among the fds handed over`);
+      let entry: string;
+      const arenaOld = /^[^:]*:(\d+):/.exec(h.entry);
+      const arena = arenaOld && Number(arenaOld[1]) < fdMap.length ? fdMap[Number(arenaOld[1])]! : -1;
+      if (!arenaOld) throw new HandoverError(`the handover string ${JSON.stringify(h.entry)} is malformed`);
+      if (arena < 0) throw new HandoverError(`the arena fd ${arenaOld[1]} was not among the fds handed over`);
+      try {
+        entry = withArenaFd(h.entry, arena);
+      } catch (e) {
+        throw new HandoverError(`the handover string ${JSON.stringify(h.entry)} is malformed: ${(e as Error).message}`);
+      }
       // Everything checked: drop the early copies that are not carried after all.
       for (const f of spare) {
         dropped.add(f);
         sys.close(f);
       }
-      sys.sendPacket(fd, Buffer.from(JSON.stringify({ taken: count })));
-      return { entry: `${m[1]}:${arena}:${m[3]}`, fdMap, closedEarly: spare, link: fd };
+      sys.sendPacket(fd, encodeMessage({ taken: count }));
+      return { entry, fdMap, closedEarly: spare, link: fd };
     }
   } catch (e) {
     for (const f of all) {

@@ -1,0 +1,92 @@
+/*
+ * handover/incoming: what this image received from the previous one, whichever transport
+ * carried it. Read by luo's core at boot; nothing above luo sees it.
+ *
+ *   entry        the kho-v1 entry, in this process's numbers (the arena's fd)
+ *   fd(n)        the fd the previous image numbered n, in this process: n itself after an
+ *                in-place exec, its new number in a successor (EBADF: not handed over)
+ *   ready(fds)   for each fd (this process's numbers): input waiting, hung up or in error
+ *                now. A hint for serving those first: O(ready) for the fds a successor
+ *                watched since before the freeze (epoll), one poll(2) for the others
+ *   release()    at FINISH: stop watching; a successor also lets the previous image go (it
+ *                waits for that, so its exit takes nothing from this image's first moments)
+ * Lifecycle: made at boot → used by the files layer while restoring → release() at FINISH
+ * (idempotent; at the latest the link closes when this process exits).
+ */
+import { fail } from '../errors.js';
+import * as sys from '../sys/index.js';
+
+export interface Readiness { set: sys.ReadySet; watched: Uint8Array }
+
+export class Incoming {
+  readonly kind: 'exec' | 'successor';
+  readonly entry: string;
+  /** Successor: the previous image's fd number → this process's (-1: not handed over). */
+  readonly #map: Int32Array | null;
+  #readiness: Readiness | null;
+  #link: number;
+
+  constructor(kind: 'exec' | 'successor', entry: string, map: Int32Array | null = null, readiness: Readiness | null = null, link = -1) {
+    this.kind = kind;
+    this.entry = entry;
+    this.#map = map;
+    this.#readiness = readiness;
+    this.#link = link;
+  }
+
+  /** True when the carried fds arrived over SCM_RIGHTS (open and close-on-exec already). */
+  get received(): boolean {
+    return this.#map !== null;
+  }
+
+  /** True when the previous image's fd `n` was handed over. */
+  has(n: number): boolean {
+    const m = this.#map;
+    return !m || (n >= 0 && n < m.length && m[n]! >= 0);
+  }
+
+  /** This process's number for the previous image's fd `n`. EBADF when it was not handed over. */
+  fd(n: number): number {
+    const m = this.#map;
+    if (!m) return n;
+    const v = n >= 0 && n < m.length ? m[n]! : -1;
+    if (v < 0) throw fail('EBADF', `fd ${n} was not handed over`);
+    return v;
+  }
+
+  ready(fds: ArrayLike<number>): Uint8Array {
+    const r = this.#readiness;
+    if (!r) return sys.readyNow(Array.from(fds));
+    const out = new Uint8Array(fds.length);
+    // Ready fds marked in a bitmap over fd numbers, then one pass over `fds`.
+    const mark = new Uint8Array(r.watched.length);
+    for (const fd of r.set.ready()) if (fd < mark.length) mark[fd] = 1;
+    const rest: number[] = [];
+    const restAt: number[] = [];
+    const watched = r.watched;
+    for (let i = 0; i < fds.length; i++) {
+      const fd = fds[i]!;
+      if (fd < watched.length && watched[fd] === 1) out[i] = mark[fd]!;
+      else {
+        rest.push(fd);
+        restAt.push(i);
+      }
+    }
+    if (rest.length) {
+      const v = sys.readyNow(rest);
+      for (let k = 0; k < rest.length; k++) out[restAt[k]!] = v[k]!;
+    }
+    return out;
+  }
+
+  release(): void {
+    this.#readiness?.set.close();
+    this.#readiness = null;
+    if (this.#link >= 0) {
+      try {
+        sys.close(this.#link);
+      } catch { /* closed */ }
+      this.#link = -1;
+    }
+  }
+}

@@ -1,0 +1,149 @@
+/*
+ * uapi/handover: the formats between two images of one service, as a contract (the control
+ * device's are in protocol.ts; the handover trees' compatible strings in luo/abi.ts and
+ * connections.ts). Pure: no I/O. docs/kho.md and docs/lifecycle.md are the prose.
+ *
+ * LUO_HANDOVER, the one environment variable an image reads to learn it was handed over:
+ *   "kho-v1:<arena fd>:<root address>:<root size>"   after an in-place exec: the arena is
+ *                                                     open at that fd, the KHO root tree at
+ *                                                     that address (hex 0x… or decimal)
+ *   "successor:<link fd>"                             a pre-started successor: the running
+ *                                                     image hands over on that socket
+ *
+ * The successor link: SOCK_SEQPACKET, one JSON object per datagram, fds as SCM_RIGHTS, at
+ * most MAX_FDS per datagram, and only in {"chunk":i} datagrams. In order:
+ *   successor → current  hello      {"luo":"successor-v1","pid":P,"accepts":["presend-v1"]}
+ *   presend-v1 (only when the successor accepts it; the current image still serves):
+ *   current → successor  presend    {"luo":"presend-v1","fds":[…],"chunks":N,"arena":A,
+ *                                    "regions":[[addr,size],…]} then N chunks
+ *   successor → current  presented  {"presented":n}
+ *   at FREEZE, without a presend:
+ *   current → successor  handover   {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N}
+ *   at FREEZE, after a presend:
+ *   current → successor  handover   {"luo":"handover-v2","entry":E,"fds":[…],"chunks":N,
+ *                                    "closed":[i,…]}: only the fds not sent early; `closed`
+ *                                    lists early ones (by index) not carried after all
+ *   successor → current  taken      {"taken":count}
+ * E is the kho-v1 entry with the current image's fd numbers; `fds` lists those numbers, and
+ * the successor receives each under a new one. An image that does not know `accepts` sends
+ * handover-v1; a successor that does not say it gets handover-v1.
+ *
+ * Decoders take whatever JSON.parse gave and return the typed message or throw a
+ * HandoverError naming what is wrong: nothing malformed gets past them.
+ */
+import { HandoverError } from '../errors.js';
+
+export const HANDOVER_ENV = 'LUO_HANDOVER';
+export const KHO_ENTRY = 'kho-v1';
+export const SUCCESSOR_PREFIX = 'successor:';
+/** The fd a successor finds its end of the link on. */
+export const SUCCESSOR_FD = 3;
+/** fd numbers above this are refused in a handover (Linux's nr_open is at most 2^20 by default). */
+export const MAX_FD_NUMBER = 2 ** 22;
+
+export interface KhoEntry { arenaFd: number; rootAddr: number; rootSize: number }
+
+export function formatKhoEntry(e: KhoEntry): string {
+  return `${KHO_ENTRY}:${e.arenaFd}:0x${e.rootAddr.toString(16)}:${e.rootSize}`;
+}
+
+/** The entry's fields; HandoverError when it is not a kho-v1 entry. Ranges are checked by KHO. */
+export function parseKhoEntry(entry: string): KhoEntry {
+  const m = /^kho-v1:(\d+):(0x[0-9a-f]+|\d+):(\d+)$/i.exec(entry);
+  if (!m) {
+    const v = /^([^:]*):/.exec(entry)?.[1];
+    if (v && v !== KHO_ENTRY) throw new HandoverError(`${HANDOVER_ENV} is for "${v}", this image understands "${KHO_ENTRY}"`);
+    throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(entry)} is not "kho-v1:<fd>:<root address>:<root size>"`);
+  }
+  return { arenaFd: Number(m[1]), rootAddr: Number(m[2]), rootSize: Number(m[3]) };
+}
+
+/** The same entry with another arena fd (a successor received the arena under a new number). */
+export function withArenaFd(entry: string, fd: number): string {
+  return formatKhoEntry({ ...parseKhoEntry(entry), arenaFd: fd });
+}
+
+export type HandoverEnv = { kind: 'exec'; entry: string } | { kind: 'successor'; link: number };
+
+/** What LUO_HANDOVER says: null when unset or empty. HandoverError when malformed. */
+export function parseHandoverEnv(v: string | undefined): HandoverEnv | null {
+  if (v === undefined || v === '') return null;
+  if (!v.startsWith(SUCCESSOR_PREFIX)) return { kind: 'exec', entry: v };
+  const fd = Number(v.slice(SUCCESSOR_PREFIX.length));
+  if (!Number.isInteger(fd) || fd < 3) throw new HandoverError(`${HANDOVER_ENV}=${JSON.stringify(v)} does not name a link fd`);
+  return { kind: 'successor', link: fd };
+}
+
+// -------------------------------------------------------------------------------------------
+// the successor link
+
+export const HELLO = 'successor-v1';
+export const PRESEND = 'presend-v1';
+export const HANDOVER_V1 = 'handover-v1';
+export const HANDOVER_V2 = 'handover-v2';
+
+export interface Hello { luo: typeof HELLO; pid: number; accepts: string[] }
+export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; arena: number; regions: Array<[number, number]> }
+export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[] }
+export interface Chunk { chunk: number }
+export interface Presented { presented: number }
+export interface Taken { taken: number }
+/** What the current image can receive after a handover's header. */
+export type Header = Presend | HandoverMsg;
+
+const isFdNumber = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < MAX_FD_NUMBER;
+const isObject = (m: unknown): m is Record<string, unknown> => m !== null && typeof m === 'object' && !Array.isArray(m);
+
+/** One datagram's JSON object; HandoverError when it is not one. */
+export function parseMessage(data: Uint8Array, what: string): Record<string, unknown> {
+  const text = Buffer.from(data.buffer, data.byteOffset, data.length).toString();
+  try {
+    const m = JSON.parse(text) as unknown;
+    if (isObject(m)) return m;
+  } catch { /* below */ }
+  throw new HandoverError(`the ${what} is not a JSON object: ${text.slice(0, 120)}`);
+}
+
+export const encodeMessage = (m: object): Buffer => Buffer.from(JSON.stringify(m));
+
+/** The successor's hello. `accepts` is optional (images from before presend-v1 omit it). */
+export function decodeHello(m: Record<string, unknown>): Hello {
+  if (m.luo !== HELLO) throw new HandoverError(`the successor said ${JSON.stringify(m).slice(0, 80)}, not hello`);
+  const accepts = Array.isArray(m.accepts) ? m.accepts.filter((x): x is string => typeof x === 'string') : [];
+  return { luo: HELLO, pid: Number.isInteger(m.pid) ? (m.pid as number) : 0, accepts };
+}
+
+/** A presend or handover header (the successor's side). */
+export function decodeHeader(m: Record<string, unknown>, raw: string): Header {
+  const malformed = (): never => {
+    throw new HandoverError(`the handover header is malformed: ${raw.slice(0, 120)}`);
+  };
+  if (m.luo === PRESEND) {
+    if (!Array.isArray(m.fds) || !m.fds.every(isFdNumber)) throw new HandoverError('the presend header has no valid fd list');
+    const regions = Array.isArray(m.regions)
+      ? (m.regions as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
+      : [];
+    return { luo: PRESEND, fds: m.fds as number[], chunks: m.chunks as number, arena: Number.isInteger(m.arena) ? (m.arena as number) : -1, regions };
+  }
+  if (m.luo !== HANDOVER_V1 && m.luo !== HANDOVER_V2) return malformed();
+  if (typeof m.entry !== 'string' || !Array.isArray(m.fds) || !m.fds.every(isFdNumber)) return malformed();
+  let closed: number[] = [];
+  if (m.luo === HANDOVER_V2) {
+    if (!Array.isArray(m.closed)) throw new HandoverError('the handover header has no "closed" list');
+    closed = m.closed as number[];
+  }
+  return { luo: m.luo, entry: m.entry, fds: m.fds as number[], chunks: m.chunks as number, closed };
+}
+
+/** The number of chunk datagrams a header may announce for `count` fds; HandoverError otherwise. */
+export function checkChunks(chunks: unknown, count: number, maxFds: number, what: string): number {
+  if (!Number.isInteger(chunks) || (chunks as number) < 0 || (chunks as number) > Math.ceil(count / maxFds)) {
+    throw new HandoverError(`the ${what} announces ${String(chunks)} datagrams for ${count} fds`);
+  }
+  return chunks as number;
+}
+
+/** A chunk datagram's index. */
+export function decodeChunk(m: Record<string, unknown>, i: number, what: string): void {
+  if (m.chunk !== i) throw new HandoverError(`the ${what} datagram ${i} arrived as ${JSON.stringify(m.chunk)}`);
+}
