@@ -12,7 +12,10 @@
  *                    connection adopted in a later batch sees
  * Both modes: 'exec' (in place, same pid) and 'successor' (the next image pre-started, the
  * handover over SCM_RIGHTS).
- * Options: --sizes 1,1000,10000  --updates 3  --modes exec,successor.
+ * Options: --sizes 1,1000,10000  --updates 3  --modes exec,successor
+ *          --compare DIR  also run another build (DIR is its dist/, e.g. a checkout of the
+ *                         previous commit, built) on the same sizes and modes, alternating
+ *                         with this one, so that both are measured in one run.
  * Writes bench/results/handover-<date>.json.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,7 +26,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const echo = path.join(here, '..', 'test', 'images', 'echo-a.js');
+const builds: Array<{ name: string; echo: string }> = [{ name: 'this', echo: path.join(here, '..', 'test', 'images', 'echo-a.js') }];
 const khoImage = path.join(here, 'kho-image.js');
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,6 +35,8 @@ const arg = (name: string, def: string): string => {
 const SIZES = arg('sizes', '1,1000,10000').split(',').map(Number);
 const UPDATES = Number(arg('updates', '3'));
 const MODES = arg('modes', 'exec,successor').split(',') as Array<'exec' | 'successor'>;
+const COMPARE = arg('compare', '');
+if (COMPARE) builds.push({ name: path.resolve(COMPARE), echo: path.resolve(COMPARE, 'test', 'images', 'echo-a.js') });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
@@ -47,7 +52,7 @@ function floor(): number {
 class Svc {
   child: ReturnType<typeof spawn>;
   lines: Array<Record<string, any>> = [];
-  constructor(mode: 'exec' | 'successor') {
+  constructor(mode: 'exec' | 'successor', echo: string) {
     this.child = spawn(process.execPath, ['--max-old-space-size=2048', echo], {
       env: { ...process.env, LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -87,8 +92,8 @@ class Svc {
 
 interface Probe { sock: net.Socket; rx: number[] }
 
-async function runSize(n: number, mode: 'exec' | 'successor'): Promise<Record<string, unknown>> {
-  const svc = new Svc(mode);
+async function runSize(n: number, mode: 'exec' | 'successor', build: { name: string; echo: string }): Promise<Record<string, unknown>> {
+  const svc = new Svc(mode, build.echo);
   const port = (await svc.wait((l) => l.event === 'listening')).port as number;
   const socks: net.Socket[] = [];
   for (let i = 0; i < n; i += 250) {
@@ -141,24 +146,24 @@ async function runSize(n: number, mode: 'exec' | 'successor'): Promise<Record<st
   for (const s of socks) s.destroy();
   svc.kill();
   const med = (k: string): number => pct(results.map((r) => r[k]!), 0.5);
-  return { mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
+  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
 }
 
 const rows = [];
 const f = floor();
 console.log(`exec floor (node -e, exec'd from a running image): ${f.toFixed(1)} ms\n`);
 for (const mode of MODES) {
-  for (const n of SIZES) {
-    const r = await runSize(n, mode);
+  for (const n of SIZES) for (const b of builds) {
+    const r = await runSize(n, mode, b);
     rows.push(r);
-    console.log(`${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms`);
+    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms`);
   }
 }
-console.log('\n| mode | connections | service pause ms | vs floor | connection gap p50 ms | connection gap max ms |');
-console.log('|---|---|---|---|---|---|');
+console.log(`\n|${builds.length > 1 ? ' build |' : ''} mode | connections | service pause ms | vs floor | connection gap p50 ms | connection gap max ms |`);
+console.log(`|${builds.length > 1 ? '---|' : ''}---|---|---|---|---|---|`);
 for (const r of rows as Array<Record<string, number>>) {
   const d = r.servicePauseMs! - f;
-  console.log(`| ${String(r.mode)} | ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
+  console.log(`|${builds.length > 1 ? ` ${String(r.build)} |` : ''} ${String(r.mode)} | ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
 }
 const date = new Date().toISOString().slice(0, 10);
 const out = path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);

@@ -156,8 +156,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
   },
   retrieve(a): RestoredServer {
     const table = readTable(a);
-    const count = table.count;
-    return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.first, count) };
+    return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.fds) };
   },
 };
 

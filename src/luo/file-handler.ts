@@ -82,9 +82,9 @@ export interface Retrieve {
   fd(i: number): number;
   /** How many fds the token carries. */
   readonly fdCount: number;
-  /** For fds [from, from + n): 1 when it has input waiting, has hung up or is in error now
-   *  (a hint, to serve those first). */
-  ready(from?: number, n?: number): Uint8Array;
+  /** For each of `fds` (numbers fd(i) gave): 1 when it has input waiting, has hung up or is
+   *  in error now (a hint, to serve those first). */
+  ready(fds: ArrayLike<number>): Uint8Array;
   /** The fds as the previous image numbered them (payloads of older formats name fds so). */
   readonly previousFds: readonly number[];
   memory: IncomingMemory;

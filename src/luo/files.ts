@@ -489,11 +489,7 @@ export class Files {
       },
       fd,
       fdCount: f.oldFds.length,
-      ready(from = 0, n = f.oldFds.length - from): Uint8Array {
-        const fds = new Int32Array(Math.max(0, Math.min(n, f.oldFds.length - from)));
-        for (let i = 0; i < fds.length; i++) fds[i] = fd(from + i);
-        return incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds));
-      },
+      ready: (fds) => (incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds))),
       previousFds: f.oldFds,
     };
   }
