@@ -25,6 +25,8 @@ function token(mem: Uint8Array, data: number, previousFds: number[], mine: numbe
     fdCount: mine.length,
     ready: (fds: ArrayLike<number>) => new Uint8Array(fds.length),
     previousFds,
+    rollback: false,
+    lost: () => {},
     memory: {
       claim: (addr: number) => (addr === data ? mem.length - addr : 0),
       view: (addr: number, len: number) => mem.subarray(addr, addr + len),

@@ -79,7 +79,7 @@ const ALLOWED: Record<string, string[]> = {
   fdt: ['errors'],
   uapi: ['errors'],
   kho: ['errors', 'fdt', 'sys', 'uapi'],
-  handover: ['errors', 'config', 'panic', 'sys', 'uapi', 'kho'],
+  handover: ['errors', 'config', 'panic', 'sys', 'fdt', 'uapi', 'kho'],
   luo: ['errors', 'config', 'panic', 'fdt', 'sys', 'uapi', 'kho', 'handover'],
   handlers: ['errors', 'config', 'sys', 'uapi', 'luo'],
   device: ['errors', 'config', 'sys', 'uapi', 'luo', 'handover'],

@@ -15,10 +15,11 @@ test('a freeze callback that times out at reboot: ETIMEDOUT, no exec, the servic
   assert.deepEqual(out, { error: 'ETIMEDOUT', state: 'normal', kho: false, log: ['stuck cancel'], stillHere: true });
 });
 
-test('an image booting from a handover whose "luo-v1" tree was tampered with refuses to boot', async () => {
+test('an image booting from a handover whose "luo-v1" tree was tampered with refuses to boot (and its guard does not bring back a previous image that could not boot from it either)', async () => {
   const r = await run('tamper');
   assert.equal(r.code, EXIT_PANIC);
-  assert.equal(r.stderr, 'luo: fatal: ERR_HANDOVER: LUO tree: compatible is ["luo-v9"], expected "luo-v1"\n');
+  assert.equal(r.stderr, 'luo: fatal: ERR_HANDOVER: LUO tree: compatible is ["luo-v9"], expected "luo-v1"\n'
+    + 'luo: cannot bring the previous version back: the handover is damaged: the LUO tree is ["luo-v9"], not "luo-v1"\n');
 });
 
 test('FINISH calls finish(reclaimed=false, file=null) for every token never restored, and releases unclaimed memory', async () => {

@@ -20,7 +20,7 @@ import { selfImage, type Image } from '../handover/index.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
-import { IOCTL, LAYOUTS, REBOOT_SUCCESSOR, decodeLoadImage } from '../uapi/protocol.js';
+import { IOCTL, LAYOUTS, REBOOT_SUCCESSOR, decodeLoadImage, encodeUpdate } from '../uapi/protocol.js';
 
 export interface Reply {
   result: number;
@@ -157,13 +157,32 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
       case IOCTL.REBOOT: {
         const flags = k.readUInt32LE(4);
         if ((flags & ~REBOOT_SUCCESSOR) !== 0) return bad('EOPNOTSUPP');
-        const ok = reply(0);
+        const commitMs = k.readUInt32LE(8);
+        const takeoverMs = k.readUInt32LE(12);
         await luo.reboot(session.image ?? selfImage(), {
-          beforeExec: () => session.sendNow(ok),
+          // The success reply goes right before the handover, with the pid that will serve.
+          beforeExec: (pid) => {
+            k.writeInt32LE(pid, 16);
+            session.sendNow(reply(0));
+          },
           successor: (flags & REBOOT_SUCCESSOR) !== 0,
+          ...(commitMs ? { commitTimeoutMs: commitMs } : {}),
+          ...(takeoverMs ? { takeoverTimeoutMs: takeoverMs } : {}),
           afterHandover: () => session.hangUp?.(),
         });
         return reply(neg('EIO')); // not reached: reboot only returns by throwing
+      }
+      case IOCTL.GET_UPDATE: {
+        const u = luo.lastUpdate;
+        let errno = 0;
+        try {
+          errno = u?.code ? errnoOf(u.code) : 0;
+        } catch { /* a luo code: no errno */ }
+        const out = encodeUpdate({
+          outcome: u?.outcome ?? 'none', mode: u?.mode ?? 'exec', status: u?.status ?? null, resumed: u?.resumed ?? 0, lost: u?.lost ?? 0,
+          number: luo.liveupdateNumber, errno, writtenBack: u?.writtenBack ?? 0, pid: process.pid, reason: u?.reason ?? '', stderr: u?.stderr ?? [],
+        }, size);
+        return { result: 0, struct: out.subarray(0, size) };
       }
     }
     return bad('ENOTTY');

@@ -29,7 +29,7 @@ interface Spare { worker: Worker; port: MessagePort; sab: SharedArrayBuffer }
 let spare: Spare | null = null;
 
 function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: number[] }): Spare {
-  const sab = new SharedArrayBuffer(16);
+  const sab = new SharedArrayBuffer(20);
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(new URL('./worker.js', import.meta.url), {
     workerData: { ...init, sab, port: port2, uid: process.getuid?.() ?? 0 },
@@ -42,7 +42,7 @@ function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: n
 export class Device {
   readonly path: string;
   readonly #luo: Luo;
-  readonly #listenFd: number;
+  #listenFd: number;
   readonly #worker: Worker;
   readonly #flag: Int32Array;
   readonly #port: MessagePort;
@@ -76,6 +76,23 @@ export class Device {
       if (m.type === 'req') this.#chain = this.#chain.then(() => this.#request(m.agent!, Buffer.from(m.data!), m.fds ?? []));
     });
     this.#worker.on('error', (e) => process.emitWarning(`luo: control device worker failed: ${e.message}`));
+    // A successor that took over and then failed: this image serves again, and so does its
+    // device (the successor's may have taken the path meanwhile).
+    luo.on('resumed', () => this.#relisten());
+  }
+
+  /** Listen again at the path, on a new socket the worker takes over. */
+  #relisten(): void {
+    try {
+      fs.rmSync(this.path, { force: true });
+      const fd = sys.seqpacketListen(this.path, 16, true);
+      fs.chmodSync(this.path, 0o600);
+      this.#listenFd = fd;
+      this.#port.postMessage({ listenFd: fd });
+      Atomics.store(this.#flag, 4, 1);
+    } catch (e) {
+      process.emitWarning(`luo: the control device could not listen again at ${this.path}: ${(e as Error).message}`);
+    }
   }
 
   /**

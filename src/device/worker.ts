@@ -2,7 +2,8 @@
  * device/worker: the control socket's I/O thread. It blocks in poll/accept/recvmsg so that
  * the service's event loop never does.
  *
- * Started by Device.prewarm(), it first sleeps until start() gives it the socket.
+ * Started by Device.prewarm(), it first sleeps until start() gives it the socket. relisten()
+ * gives it a new one (flag 4): it closes the old one and serves the new.
  * Loop: poll the listening socket and the agent's connection (250 ms, to notice a stop
  * request) →
  *   a new connection: a peer without rights gets EPERM as its only reply and is closed; while
@@ -19,7 +20,7 @@ import * as sys from '../sys/index.js';
 
 interface Init { listenFd: number; sab: SharedArrayBuffer; port: MessagePort; uid: number; allowUids: number[]; allowGids: number[] }
 const init = workerData as Init;
-const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [2]: started, [3]: socket given (prewarmed)
+const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [2]: started, [3]: socket given (prewarmed), [4]: a new listening socket
 // Loaded: say so (a successor waits for this before it lets the running image freeze).
 Atomics.store(flag, 2, 1);
 Atomics.notify(flag, 2);
@@ -57,7 +58,24 @@ function hangup(): void {
   parentPort!.postMessage({ type: 'close' });
 }
 
+/** The main thread's messages: replies, and (after a failed handover) a new listening socket. */
+let reply: { data: Uint8Array; fd?: number } | null = null;
+function takeMessages(): void {
+  for (;;) {
+    const m = receiveMessageOnPort(init.port)?.message as { data?: Uint8Array; fd?: number; listenFd?: number } | undefined;
+    if (!m) return;
+    if (m.listenFd !== undefined && m.data === undefined) {
+      // The service listens again (it resumed after a failed handover): a new socket at the path.
+      try {
+        sys.close(init.listenFd);
+      } catch { /* closed */ }
+      init.listenFd = m.listenFd;
+    } else reply = m as { data: Uint8Array; fd?: number };
+  }
+}
+
 while (Atomics.load(flag, 1) === 0) {
+  if (Atomics.exchange(flag, 4, 0) === 1) takeMessages();
   const fds = agent >= 0 ? [init.listenFd, agent] : [init.listenFd];
   const rev = sys.poll(fds, 250);
   if (rev[0]! & sys.POLLIN) {
@@ -98,7 +116,9 @@ while (Atomics.load(flag, 1) === 0) {
     Atomics.store(flag, 0, 0);
     parentPort!.postMessage({ type: 'req', data: pk.data, fds: pk.fds, truncated: pk.truncated || pk.fdsTruncated, agent });
     Atomics.wait(flag, 0, 0);
-    const msg = receiveMessageOnPort(init.port)?.message as { data: Uint8Array; fd?: number } | undefined;
+    takeMessages();
+    const msg = reply as { data: Uint8Array; fd?: number } | null;
+    reply = null;
     if (!msg) continue;
     try {
       sys.sendPacket(agent, msg.data, msg.fd !== undefined ? [msg.fd] : []);

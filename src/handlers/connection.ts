@@ -17,6 +17,16 @@
  *   verify       right before the exec or the handover: every connection still has its handle,
  *                still does not read, and nothing was read or written since the snapshot
  *   CANCEL       resumeReading: the socket carries on as if nothing happened
+ *   resume after a handover (a successor that took over failed, before FINISH): each
+ *                connection the failed version neither read from nor wrote to (the kernel's
+ *                byte counters, sys/tcp.ts, against this image's own at the snapshot) carries
+ *                on exactly once; each one it touched is closed and counted: resuming it would
+ *                lose or repeat bytes. A Unix connection has no counters: it counts as touched.
+ *
+ * Counters: every connection luo tracks knows how many bytes of its input had been consumed,
+ * and of its output written into the kernel, before this process had it ("base": 0 for one
+ * this process accepted or connected, the previous image's figures for an adopted one); the
+ * snapshot adds this process's own, and the table carries the sums.
  * Incoming (readTable, adoptConnection): the table copied out of preserved memory, each
  * connection's fd taken from its token's list by index; a new net.Socket on the same fd (same
  * peer), the carried unread bytes put in front of its read buffer, the carried unsent bytes
@@ -28,10 +38,12 @@ import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
 import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeTable, tableSize, tableSizeAt } from '../uapi/connections.js';
+import * as sys from '../sys/index.js';
 import {
-  READ_ENDED, WRITE_ENDED, fdOf, firstChanged, pendingWriteBytes, queuedBytes, readBuffered, resumeReading, scanSockets, stillStopped,
-  stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
+  READ_ENDED, WRITE_ENDED, bytesConsumed, bytesWrittenToKernel, fdOf, finHandedOver, firstChanged, handleFd, pendingWriteBytes, queuedBytes,
+  readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
 } from './node-internals.js';
+import { FIN_SENT, UNKNOWN } from '../uapi/connections.js';
 
 export type OnUndrained = 'carry' | 'fail';
 
@@ -48,7 +60,7 @@ if (WRITE_ENDED !== TABLE_WRITE_ENDED || READ_ENDED !== TABLE_READ_ENDED) throw 
 
 const EMPTY = Buffer.alloc(0);
 
-export interface Carried { fd: number; flags: number; unread: Buffer; unsent: Buffer }
+export interface Carried { fd: number; flags: number; unread: Buffer; unsent: Buffer; rx: number; tx: number }
 
 /** A connection with bytes in userspace at the snapshot: the bytes, and the lengths verify compares. */
 interface WithBytes { unread: Buffer; unsent: Buffer; readable: number; writable: number; queued: number }
@@ -80,11 +92,68 @@ export class ConnSnapshot {
   }
 }
 
+const BASE = Symbol('luo.base');
+type Based = net.Socket & { [BASE]?: { rx: number; tx: number } | null };
+
+/** What the connection had consumed and written before this process had it (null: unknown). */
+export function baseOf(s: net.Socket): { rx: number; tx: number } | null {
+  const b = (s as Based)[BASE];
+  return b === undefined ? { rx: 0, tx: 0 } : b;
+}
+
+/** Set a connection's base (adopted: the previous image's figures). */
+export function setBase(s: net.Socket, rx: number, tx: number): void {
+  (s as Based)[BASE] = rx === UNKNOWN || tx === UNKNOWN ? null : { rx, tx };
+}
+
 export function prepareConnection(s: net.Socket): void {
   if (s.destroyed) throw fail('EBADF', 'socket is destroyed');
   if (s.connecting) throw fail('EAGAIN', 'socket is still connecting');
   fdOf(s);
   trackWrites(s);
+}
+
+/**
+ * After a handover that did not commit: whether another process read from or wrote to `s`
+ * since this one stopped (its bytes in the kernel no longer add up to what this process and
+ * its predecessors consumed and wrote). A peer's FIN arriving meanwhile is not a use; this
+ * side's FIN, when this process had not sent one, is. Unknown (a Unix socket, no base): true.
+ */
+export function touchedElsewhere(s: net.Socket): boolean {
+  const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
+  const b = baseOf(s);
+  if (!h || !b) return true;
+  let k: sys.StreamCounters | null;
+  try {
+    k = sys.tcpCounters(handleFd(h));
+  } catch {
+    return true;
+  }
+  if (!k) return true;
+  if (k.finSent !== finHandedOver(s)) return true;
+  return k.consumed - (k.finReceived ? 1 : 0) !== b.rx + bytesConsumed(s) || k.written - (k.finSent ? 1 : 0) !== b.tx + bytesWrittenToKernel(s);
+}
+
+/**
+ * The previous version resuming after a handover that did not commit: every connection the
+ * failed one left alone reads again (its idle timeout restarted: the event loop stood still),
+ * every one it touched is closed. The counts.
+ */
+export function resumeConnections(sockets: Iterable<net.Socket>): { resumed: number; lost: number } {
+  let resumed = 0;
+  let lost = 0;
+  for (const s of [...sockets]) {
+    if (s.destroyed) continue;
+    if (touchedElsewhere(s)) {
+      s.destroy();
+      lost++;
+    } else {
+      resumeReading(s);
+      refreshTimeout(s);
+      resumed++;
+    }
+  }
+  return { resumed, lost };
 }
 
 export function releaseConnection(s: net.Socket): void {
@@ -117,6 +186,19 @@ export function thawConnections(sockets: Iterable<net.Socket>): void {
 export function snapshotConnections(sockets: Iterable<net.Socket>): ConnSnapshot {
   const scan = scanSockets(sockets, true);
   const snap = new ConnSnapshot(scan);
+  const { rx, tx } = snap;
+  for (let i = 0; i < scan.sockets.length; i++) {
+    const s = scan.sockets[i]!;
+    const b = (s as Based)[BASE];
+    if (b === null) {
+      rx[i] = UNKNOWN;
+      tx[i] = UNKNOWN;
+    } else {
+      rx[i] = (b?.rx ?? 0) + bytesConsumed(s);
+      tx[i] = (b?.tx ?? 0) + bytesWrittenToKernel(s);
+    }
+    if (finHandedOver(s)) scan.flags[i]! |= FIN_SENT;
+  }
   for (const i of scan.busy) {
     const s = scan.sockets[i]!;
     snap.withBytes.set(i, { unread: readBuffered(s), unsent: unsentBytes(s), readable: s.readableLength, writable: s.writableLength, queued: queuedBytes(scan.handles[i]!) });
@@ -176,13 +258,18 @@ export class CarriedTable {
   readonly http: boolean;
   /** Index in the token's fd list of connection 0's fd. */
   readonly first: number;
+  /** What each connection had consumed and written (UNKNOWN: not known). */
+  readonly rx: Float64Array;
+  readonly tx: Float64Array;
 
-  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, { unread: Buffer; unsent: Buffer }>, http: boolean, first: number) {
+  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, { unread: Buffer; unsent: Buffer }>, http: boolean, first: number, rx: Float64Array, tx: Float64Array) {
     this.fds = fds;
     this.flags = flags;
     this.bytes = bytes;
     this.http = http;
     this.first = first;
+    this.rx = rx;
+    this.tx = tx;
   }
 
   get count(): number {
@@ -192,7 +279,7 @@ export class CarriedTable {
   /** Connection i as adoptConnection takes it. */
   at(i: number): Carried {
     const b = this.bytes.get(i);
-    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY };
+    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY, rx: this.rx[i]!, tx: this.tx[i]! };
   }
 
   /** Total bytes carried read-but-unconsumed, and written-but-unsent. */
@@ -224,7 +311,7 @@ export function readTable(a: Retrieve): CarriedTable {
     throw new HandoverError(`${a.compatible} token ${a.token}: no connections table at ${addr}: ${(e as Error).message}`);
   }
   try {
-    const t = decodeTable(mem.view(addr, size));
+    const t = decodeTable(mem.view(addr, size), { counters: true });
     if (typeof t === 'string') throw new HandoverError(`${a.compatible} token ${a.token}: ${t}`);
     const fds = new Int32Array(t.count);
     if (t.version === 2) {
@@ -239,15 +326,56 @@ export function readTable(a: Retrieve): CarriedTable {
         fds[i] = a.fd(at);
       }
     }
-    return new CarriedTable(fds, t.connFlags, t.bytes, (t.flags & 1) !== 0, t.version === 2 ? t.first : 1);
+    const table = new CarriedTable(fds, t.connFlags, t.bytes, (t.flags & 1) !== 0, t.version === 2 ? t.first : 1, t.rx!, t.tx!);
+    return a.rollback ? withoutTouched(table, a) : table;
   } finally {
     mem.free(addr, size);
   }
 }
 
+/**
+ * An image brought back in place after its successor failed: the connections that one read
+ * from or wrote to (the kernel's counters differ from the table's) are closed, counted and
+ * left out; the others are adopted exactly as handed over.
+ */
+function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
+  const keep: number[] = [];
+  let lost = 0;
+  for (let i = 0; i < t.count; i++) {
+    let k: sys.StreamCounters | null = null;
+    try {
+      k = sys.tcpCounters(t.fds[i]!);
+    } catch { /* closed by the failed image */ }
+    const finSent = (t.flags[i]! & FIN_SENT) !== 0;
+    const same = k !== null && t.rx[i] !== UNKNOWN && k.finSent === finSent
+      && k.consumed - (k.finReceived ? 1 : 0) === t.rx[i] && k.written - (k.finSent ? 1 : 0) === t.tx[i];
+    if (same) keep.push(i);
+    else {
+      try {
+        sys.close(t.fds[i]!);
+      } catch { /* gone */ }
+      lost++;
+    }
+  }
+  a.lost(lost);
+  if (lost === 0) return t;
+  const bytes = new Map<number, { unread: Buffer; unsent: Buffer }>();
+  keep.forEach((i, j) => {
+    const b = t.bytes.get(i);
+    if (b) bytes.set(j, b);
+  });
+  const pick = <A extends Int32Array | Uint32Array | Float64Array>(src: A, out: A): A => {
+    keep.forEach((i, j) => (out[j] = src[i]!));
+    return out;
+  };
+  const n = keep.length;
+  return new CarriedTable(pick(t.fds, new Int32Array(n)), pick(t.flags, new Uint32Array(n)), bytes, t.http, t.first, pick(t.rx, new Float64Array(n)), pick(t.tx, new Float64Array(n)));
+}
+
 /** Next image: a net.Socket on the carried fd, with the carried bytes delivered first. */
 export function adoptConnection(c: Carried, opts: { allowHalfOpen?: boolean } = {}): net.Socket {
   const s = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
+  setBase(s, c.rx, c.tx);
   if (c.unread.length) s.unshift(c.unread);
   if (c.unsent.length) s.write(c.unsent);
   if (c.flags & F_WRITE_ENDED) s.end();

@@ -23,6 +23,13 @@
  *                                         successor get the fd before the freeze
  *   socket._writeGeneric                  wrapped per socket to remember the in-flight write,
  *                                         whose unsent tail is the last writeQueueSize bytes
+ *   handle.bytesRead                      bytes this process read out of the kernel (a C++
+ *                                         accessor); with socket._bytesDispatched (bytes handed
+ *                                         to libuv) minus writeQueueSize, what it wrote into the
+ *                                         kernel: set against TCP_INFO, they tell whether another
+ *                                         process used the connection
+ *   _writableState.finalCalled            end() reached _final: the FIN went to the kernel
+ *   socket._unrefTimer()                  restarts the socket's idle timeout (after a pause)
  *   v8 --expose-gc, set at run time       collectGarbage(): a synchronous full collection
  *
  * Lifecycle for a preserved socket: trackWrites() at preserve time → stopReading() at FREEZE
@@ -176,6 +183,30 @@ export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandl
   return -1;
 }
 
+
+/** Bytes of `s`'s input this process has read out of the kernel. */
+export function bytesConsumed(s: net.Socket): number {
+  const h = (s as unknown as { _handle?: { bytesRead?: number } | null })._handle;
+  return h?.bytesRead ?? s.bytesRead;
+}
+
+/** Bytes this process has written into the kernel for `s`: handed to libuv, less what libuv
+ *  still queues. */
+export function bytesWrittenToKernel(s: net.Socket): number {
+  const x = s as unknown as { _bytesDispatched?: number; _handle?: StreamHandle | null };
+  return (x._bytesDispatched ?? 0) - (x._handle?.writeQueueSize ?? 0);
+}
+
+/** end() reached the kernel: its FIN is queued or sent. */
+export function finHandedOver(s: net.Socket): boolean {
+  return (s as unknown as { _writableState: { finalCalled?: boolean } })._writableState.finalCalled === true;
+}
+
+/** Restart the socket's idle timeout, as activity would (after a pause, so that a timer that
+ *  ran out while the event loop was stopped does not close it at once). */
+export function refreshTimeout(s: net.Socket): void {
+  (s as unknown as { _unrefTimer?: () => void })._unrefTimer?.();
+}
 
 /** Undo stopReading (CANCEL): libuv reads again and Node knows it. */
 export function resumeReading(s: net.Socket): void {

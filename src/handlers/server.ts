@@ -19,7 +19,9 @@
  *   snapshot   one connections table for all of them; the token's fds are the listener (#0)
  *              and then each connection, in the table's order.
  *   verify     nothing moved and no connection was accepted since the snapshot.
- *   CANCEL     every connection reads again; the table is freed.
+ *   CANCEL     every connection reads again; the table is freed. After a handover whose next
+ *              version failed before FINISH: only the connections it left alone (connection.ts)
+ *              read again; the others are closed and counted.
  * Incoming (retrieve): the listener's fd and the table (server-v1 of luo 0.1 is read too);
  * restoreServer does the rest.
  */
@@ -29,7 +31,7 @@ import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/file-handler.js';
 import { TABLE_HTTP } from '../uapi/connections.js';
 import {
-  freeTable, freezeConnections, readTable, releaseConnection, snapshotConnections, thawConnections, verifySnapshot, writeTable,
+  freeTable, freezeConnections, readTable, releaseConnection, resumeConnections, snapshotConnections, thawConnections, verifySnapshot, writeTable,
   type CarriedTable, type ConnectionOptions,
 } from './connection.js';
 import { fdOf, handleOf, httpBusy, scanSockets, stopReading, trackWrites } from './node-internals.js';
@@ -147,12 +149,14 @@ export const serverHandler: FileHandler<PreservedServer> = {
       },
     };
   },
-  cancel({ file: ps, memory }) {
+  cancel({ file: ps, memory, handedOver }) {
     const t = tracking(ps.server);
     t.freezing = false;
-    thawConnections(t.conns);
+    // After a handover whose next version failed: only what it left alone carries on.
+    const r = handedOver ? resumeConnections(t.conns) : (thawConnections(t.conns), undefined);
     if (ps.table) freeTable(memory, ps.table);
     ps.table = 0;
+    return r;
   },
   retrieve(a): RestoredServer {
     const table = readTable(a);

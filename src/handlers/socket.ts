@@ -16,7 +16,7 @@ import net from 'node:net';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/file-handler.js';
 import {
-  adoptConnection, freeTable, freezeConnections, prepareConnection, readTable, releaseConnection, snapshotConnections, thawConnections,
+  adoptConnection, freeTable, freezeConnections, prepareConnection, readTable, releaseConnection, resumeConnections, snapshotConnections, thawConnections,
   verifySnapshot, writeTable, type ConnectionOptions,
 } from './connection.js';
 import { fdOf, handleOf } from './node-internals.js';
@@ -50,10 +50,11 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
       file.table = writeTable(memory, snap, 0, 0);
       return { data: file.table, fds: [refOf(file.socket)], verify: () => verifySnapshot(snap) };
     },
-    cancel({ file, memory }) {
-      thawConnections([file.socket]);
+    cancel({ file, memory, handedOver }) {
+      const r = handedOver ? resumeConnections([file.socket]) : (thawConnections([file.socket]), undefined);
       if (file.table) freeTable(memory, file.table);
       file.table = 0;
+      return r;
     },
     retrieve(a) {
       const table = readTable(a);

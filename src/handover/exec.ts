@@ -25,6 +25,8 @@ export interface ExecOptions {
   /** Called right before execve (after fd flags are set, before the environment is read).
    *  Throwing abandons the exec (flags are restored). */
   beforeExec?: () => void;
+  /** Set in the next image's environment too (over the image's own). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -72,7 +74,7 @@ export function execInPlace(entry: string | null, image: Image, opts: ExecOption
     opts.beforeExec?.();
     trace('exec');
     // The environment is read after beforeExec, so it can still add to process.env.
-    const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env) };
+    const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env), ...opts.env };
     delete env[HANDOVER_ENV];
     if (entry) env[HANDOVER_ENV] = entry;
     const envp = Object.entries(env).filter((kv): kv is [string, string] => kv[1] !== undefined).map(([k, v]) => `${k}=${v}`);

@@ -8,13 +8,24 @@
  *   ready(fds)   for each fd (this process's numbers): input waiting, hung up or in error
  *                now. A hint for serving those first: O(ready) for the fds a successor
  *                watched since before the freeze (epoll), one poll(2) for the others
+ *   transactional  the previous version can still resume if this one fails before FINISH (a
+ *                successor whose previous image keeps everything, commit-v1; an exec'd image
+ *                under luo's guard): its arena is then mapped copy-on-write until commit()
+ *   commit()     FINISH: the update becomes final: a successor's previous image lets go (and
+ *                exits); an exec'd image's guard is disarmed. ETIMEDOUT, nothing committed,
+ *                when the previous image does not answer
+ *   rollback()   give up before FINISH: the previous version resumes (the guard execs it
+ *                again in place; a successor tells it and exits)
+ *   rolledBack   this image is the previous version, brought back in place: why
  *   release()    at FINISH: stop watching; a successor also lets the previous image go (it
  *                waits for that, so its exit takes nothing from this image's first moments)
- * Lifecycle: made at boot → used by the files layer while restoring → release() at FINISH
- * (idempotent; at the latest the link closes when this process exits).
+ * Lifecycle: made at boot → used by the files layer while restoring → commit() and release()
+ * at FINISH (idempotent; at the latest the link closes when this process exits).
  */
 import { fail } from '../errors.js';
 import * as sys from '../sys/index.js';
+import type { Failure, GuardHandle } from '../uapi/handover.js';
+import { commitToPrevious, reportFailure } from './successor.js';
 
 export interface Readiness { set: sys.ReadySet; watched: Uint8Array }
 
@@ -25,13 +36,52 @@ export class Incoming {
   readonly #map: Int32Array | null;
   #readiness: Readiness | null;
   #link: number;
+  readonly #guard: GuardHandle | null;
+  readonly #commit: boolean;
+  readonly rolledBack: Failure | null;
+  #committed = false;
 
-  constructor(kind: 'exec' | 'successor', entry: string, map: Int32Array | null = null, readiness: Readiness | null = null, link = -1) {
+  constructor(kind: 'exec' | 'successor', entry: string, opts: { map?: Int32Array | null; readiness?: Readiness | null; link?: number; commit?: boolean; guard?: GuardHandle | null; rolledBack?: Failure | null } = {}) {
     this.kind = kind;
     this.entry = entry;
-    this.#map = map;
-    this.#readiness = readiness;
-    this.#link = link;
+    this.#map = opts.map ?? null;
+    this.#readiness = opts.readiness ?? null;
+    this.#link = opts.link ?? -1;
+    this.#commit = opts.commit ?? false;
+    this.#guard = opts.guard ?? null;
+    this.rolledBack = opts.rolledBack ?? null;
+  }
+
+  get transactional(): boolean {
+    if (this.#committed) return false;
+    return this.kind === 'successor' ? this.#commit : this.#guard?.armed === true && this.#guard.mode === 'exec';
+  }
+
+  /** See the header. Idempotent once it succeeded. */
+  async commit(timeoutMs: number): Promise<'committed' | 'alone' | 'none'> {
+    if (this.#committed) return 'none';
+    let r: 'committed' | 'alone' | 'none' = 'none';
+    if (this.kind === 'successor' && this.#commit && this.#link >= 0) r = commitToPrevious(this.#link, timeoutMs);
+    this.#committed = true;
+    await this.#guard?.commit();
+    return r;
+  }
+
+  /** Whether rollback() can bring the previous version back. */
+  get canRollBack(): boolean {
+    return !this.#committed && (this.#guard?.armed === true || (this.kind === 'successor' && this.#commit && this.#link >= 0));
+  }
+
+  /** See the header; returns only when the previous version cannot be brought back. */
+  rollback(reason: string): void {
+    if (!this.canRollBack) return;
+    if (this.#guard?.armed) {
+      this.#guard.rollback(reason);
+      return;
+    }
+    // A successor without a guard (its program is not Node's): say why, then go.
+    reportFailure(this.#link, { reason, status: 75, stderr: [] });
+    process.exit(75);
   }
 
   /** True when the carried fds arrived over SCM_RIGHTS (open and close-on-exec already). */

@@ -20,18 +20,21 @@
  * successor's handover, and returns what arrived (incoming.ts), or null on a cold boot.
  * HandoverError when what arrived is malformed.
  */
+import fs from 'node:fs';
 import { trace } from '../config.js';
 import { HandoverError } from '../errors.js';
 import * as sys from '../sys/index.js';
-import { HANDOVER_ENV, parseHandoverEnv, parseKhoEntry, type HandoverEnv } from '../uapi/handover.js';
+import {
+  HANDOVER_ENV, ROLLBACK_ENV, decodeFailure, guardOf, parseHandoverEnv, parseKhoEntry, type Failure, type HandoverEnv,
+} from '../uapi/handover.js';
 import { execInPlace, reapInheritedChildren } from './exec.js';
 import { Incoming, type Readiness } from './incoming.js';
-import { Successor, receiveHandover, retire, type FdRef } from './successor.js';
+import { Successor, guardEnv, receiveHandover, retire, type FdRef, type Outcome } from './successor.js';
 import type { Image } from './image.js';
 
 export { Incoming } from './incoming.js';
 export { selfImage, resolveExecutable, type Image } from './image.js';
-export type { FdRef } from './successor.js';
+export type { FdRef, Outcome } from './successor.js';
 
 export type TransportKind = 'exec' | 'successor';
 
@@ -46,20 +49,30 @@ export interface EarlyFds {
 export interface HandedOver {
   /** The process that serves now (this one's pid after an exec, which never gets here). */
   pid: number;
-  /** Close what was handed over, wait for the next image's FINISH (bounded), exit. */
+  /** Block until the next version commits (its FINISH) or fails; a failed one is dead when
+   *  this returns, and this image may resume. */
+  outcome(): Outcome;
+  /** After the commit: close what was handed over, lower every thread, exit. */
   retire(): never;
 }
 
 export interface Transport {
   readonly kind: TransportKind;
+  /** The process that will serve the next version (this one, in place). */
+  readonly pid: number;
   begin(early: () => EarlyFds | null): Promise<void>;
   handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void): HandedOver;
   abort(): void;
 }
 
 export interface TransportOptions {
-  /** Successor: how long it may take to be ready, and to take the handover. */
-  timeoutMs: number;
+  /** Successor: how long it may take to start and say it is ready (its Node start-up). */
+  readyTimeoutMs: number;
+  /** Successor: how long it may take to take the handover once this image has frozen. */
+  freezeTimeoutMs: number;
+  /** How long the next version has, from the handover, to commit (its FINISH): past that it is
+   *  rolled back. */
+  commitTimeoutMs: number;
 }
 
 /** After a successor handover, how long this image waits for the successor's FINISH before
@@ -67,33 +80,53 @@ export interface TransportOptions {
 const RELEASE_WAIT_MS = 5000;
 
 export function openTransport(kind: TransportKind, image: Image, opts: TransportOptions): Transport {
-  return kind === 'successor' ? successorTransport(image, opts) : execTransport(image);
+  return kind === 'successor' ? successorTransport(image, opts) : execTransport(image, opts);
 }
 
-function execTransport(image: Image): Transport {
+/**
+ * luo's guard (handover/guard.ts, bundled as dist/bundle/guard.js): preloaded into a next
+ * image, it brings the previous version back if that image fails before FINISH. Null when
+ * this copy of luo has no bundle (then the next image is not guarded).
+ */
+export function guardUrl(): string | null {
+  for (const rel of ['./guard.js', '../../bundle/guard.js', '../bundle/guard.js']) {
+    const u = new URL(rel, import.meta.url);
+    if (u.pathname.endsWith('/bundle/guard.js') && fs.existsSync(u)) return u.href;
+  }
+  return null;
+}
+
+function execTransport(image: Image, opts: TransportOptions): Transport {
   return {
     kind: 'exec',
+    pid: process.pid,
     begin: async () => {},
     handOver(entry, refs, beforeExec) {
-      return execInPlace(entry, image, { keepFds: refs.map((r) => r.fd), beforeExec });
+      const url = entry ? guardUrl() : null;
+      const env = url ? guardEnv(image.env ?? process.env, { mode: 'exec', deadline: Date.now() + opts.commitTimeoutMs, entry }, url) : {};
+      return execInPlace(entry, image, { keepFds: refs.map((r) => r.fd), beforeExec, env });
     },
     abort() {},
   };
 }
 
 function successorTransport(image: Image, opts: TransportOptions): Transport {
-  const next = Successor.start(image);
+  const url = guardUrl();
+  const next = Successor.start(image, { guard: url ? { url, deadline: 0 } : null });
   return {
     kind: 'successor',
+    get pid() {
+      return next.pid ?? 0;
+    },
     async begin(early) {
-      await next.ready(opts.timeoutMs);
+      await next.ready(opts.readyTimeoutMs);
       trace('successor: ready');
       if (!next.acceptsPresend) return;
       const e = early();
       if (!e) return;
       // Still serving: send the arena and every fd that will not change before the freeze, so
       // that only what did change crosses in the pause (and the successor maps the arena now).
-      await next.presend([e.arena, ...e.refs], { arenaFd: e.arena.fd, regions: e.regions }, opts.timeoutMs);
+      await next.presend([e.arena, ...e.refs], { arenaFd: e.arena.fd, regions: e.regions }, opts.readyTimeoutMs);
       trace(`successor: ${e.refs.length + 1} fds sent early`);
       // The successor's work on them (a full collection, on every core it can get) may have
       // kept this image from answering: answer what queued meanwhile (one loop turn with a
@@ -103,15 +136,19 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
     handOver(entry, refs, beforeExec) {
       if (entry === null) throw new HandoverError('a successor needs a handover');
       beforeExec?.();
-      next.handover(entry, refs, opts.timeoutMs);
+      next.handover(entry, refs, opts.freezeTimeoutMs);
       trace('handover: taken');
+      const deadline = Date.now() + opts.commitTimeoutMs;
       return {
         pid: next.pid ?? 0,
+        // A successor of an older luo (no commit-v1) owns everything once it has taken it.
+        outcome: () => (next.acceptsCommit ? next.awaitOutcome(deadline) : { committed: true }),
         retire(): never {
           retire(refs.map((r) => r.fd));
-          // Exit once the successor has finished its update (it closes the link at FINISH), not
-          // while it serves its first requests: the exit's teardown would compete with them.
-          next.awaitRelease(RELEASE_WAIT_MS);
+          // An older successor closes the link at its FINISH: exit then, not while it serves its
+          // first requests (the exit's teardown would compete with them). One that committed
+          // has finished already.
+          if (!next.acceptsCommit) next.awaitRelease(RELEASE_WAIT_MS);
           process.exit(0);
         },
       };
@@ -153,7 +190,17 @@ export function receive(env: NodeJS.ProcessEnv = process.env, hooks: ReceiveHook
     parseKhoEntry(h.entry);
     // After an in-place exec this pid's children are the previous image's.
     reapInheritedChildren();
-    return new Incoming('exec', h.entry);
+    const back = env[ROLLBACK_ENV];
+    delete env[ROLLBACK_ENV];
+    let rolledBack: Failure | null = null;
+    if (back !== undefined) {
+      try {
+        rolledBack = decodeFailure(JSON.parse(back) as Record<string, unknown>);
+      } catch {
+        rolledBack = { reason: 'the next version failed (its guard gave no reason)', status: null, stderr: [] };
+      }
+    }
+    return new Incoming('exec', h.entry, { guard: rolledBack ? null : guardOf(), rolledBack });
   }
   // A successor: the previous image is still running; wait here for what it hands over.
   let readiness: Readiness | null = null;
@@ -173,7 +220,7 @@ export function receive(env: NodeJS.ProcessEnv = process.env, hooks: ReceiveHook
     // Early copies closed again: their numbers may be reused, so they are not watched.
     if (r) for (const f of got.closedEarly) if (f < r.watched.length) r.watched[f] = 0;
     sys.setCloexec(got.link, true); // fd 3 came without it: a later exec must not inherit it
-    return new Incoming('successor', got.entry, got.fdMap, r, got.link);
+    return new Incoming('successor', got.entry, { map: got.fdMap, readiness: r, link: got.link, commit: got.commit, guard: guardOf() });
   } catch (e) {
     (readiness as Readiness | null)?.set.close();
     throw e;

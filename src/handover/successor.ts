@@ -26,11 +26,12 @@
  * a successor without its handover must not serve). A malformed message is fatal too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import { HandoverError, LuoError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import {
-  HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk, decodeHeader,
-  decodeHello, encodeMessage, parseMessage, withArenaFd,
+  COMMIT, GUARD_ENV, HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk,
+  decodeFailure, decodeHeader, decodeHello, encodeMessage, parseMessage, withArenaFd, type Failure, type Guard,
 } from '../uapi/handover.js';
 import { resolveExecutable, type Image } from './image.js';
 
@@ -66,6 +67,18 @@ const chunksOf = <T>(xs: T[], n: number): T[][] => {
   return out;
 };
 
+export interface SuccessorOptions {
+  /** Preload luo's guard into it (a file URL; the successor then says why if it fails). */
+  guard?: { url: string; deadline: number } | null;
+}
+
+/** How a transactional handover ended (after "taken"). */
+export type Outcome =
+  | { committed: true }
+  | { committed: false; code: 'ECHILD' | 'ETIMEDOUT' | 'ECANCELED'; message: string; failure: Failure | null };
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 export class Successor {
   readonly child: ChildProcess;
   #fd: number;
@@ -75,15 +88,17 @@ export class Successor {
   #early: Map<object, { fd: number; index: number }> | null = null;
   #earlyCount = 0;
   #handedOver = false;
+  /** What its guard said when it gave up ({"failed":…}). */
+  #failure: Failure | null = null;
 
   private constructor(child: ChildProcess, fd: number) {
     this.child = child;
     this.#fd = fd;
-    child.once('exit', (code, signal) => (this.#exit = { code, signal }));
+    child.once('exit', (code, signal) => (this.#exit ??= { code, signal }));
   }
 
   /** Start the next image as a successor (stdio inherited, the link as fd 3). */
-  static start(image: Image): Successor {
+  static start(image: Image, opts: SuccessorOptions = {}): Successor {
     if (!image.file || !Array.isArray(image.argv) || image.argv.length === 0) throw fail('EINVAL', 'next image needs a file and argv[0]');
     // Fail now, as an exec would, on a program that cannot be run (spawn would only say so
     // asynchronously, and the update would wait for a successor that never comes).
@@ -92,6 +107,7 @@ export class Successor {
     let child: ChildProcess;
     try {
       const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env), [HANDOVER_ENV]: `${SUCCESSOR_PREFIX}${SUCCESSOR_FD}` };
+      if (opts.guard) Object.assign(env, guardEnv(env, { mode: 'successor', deadline: opts.guard.deadline, entry: null }, opts.guard.url));
       child = spawn(file, image.argv.slice(1), {
         argv0: image.argv[0], cwd: image.cwd, env, stdio: ['inherit', 'inherit', 'inherit', theirs],
       });
@@ -115,17 +131,58 @@ export class Successor {
     return this.#accepts.includes(PRESEND);
   }
 
+  /** The successor keeps the update a transaction until its FINISH (commit-v1). */
+  get acceptsCommit(): boolean {
+    return this.#accepts.includes(COMMIT);
+  }
+
+  /** Its exit, reaped here when the event loop could not (this image blocks after the handover). */
+  #reap(): void {
+    if (this.#exit || !this.child.pid) return;
+    try {
+      const w = sys.waitpid(this.child.pid, sys.WNOHANG);
+      if (w.pid === this.child.pid) this.#exit = { code: w.code, signal: w.signal !== null ? signalName(w.signal) : null };
+    } catch { /* reaped by Node already */ }
+  }
+
   #exitText(): string {
     const e = this.#exit!;
-    return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+    return e.signal ? `was killed by ${e.signal}` : `exited with status ${e.code}`;
+  }
+
+  /** "(SIGSTOP)" when it is stopped or traced: it will not answer, however long one waits. */
+  #stopped(): boolean {
+    const st = this.child.pid ? sys.processState(this.child.pid) : null;
+    return st === 'T' || st === 't';
+  }
+
+  /** Its last words, when its guard sent them: ": <reason> (<last stderr line>)". */
+  #why(): string {
+    const f = this.#failure;
+    if (!f) return '';
+    const last = f.stderr.filter((l) => l.trim()).slice(-3).join(' | ');
+    return `: ${f.reason}${last && !f.reason.includes(last) ? ` [stderr: ${last}]` : ''}`;
+  }
+
+  /** What its guard said, if it said anything. */
+  get failure(): Failure | null {
+    return this.#failure;
+  }
+
+  /** Take a {"failed":…} message; true when `m` was one. */
+  #tookFailure(m: Record<string, unknown>): boolean {
+    if (!('failed' in m)) return false;
+    this.#failure = decodeFailure(m);
+    return true;
   }
 
   /**
    * Wait, without blocking the loop, for one message from the successor. Rejects (having
-   * killed it) when it exits, closes the link or is not heard from within timeoutMs.
+   * killed it) when it exits, closes the link, is stopped or is not heard from within timeoutMs.
    */
   async #next(timeoutMs: number, what: string): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
+    let checked = Date.now();
     for (;;) {
       if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
       const [rev] = sys.poll([this.#fd], 0);
@@ -133,27 +190,37 @@ export class Successor {
         const p = sys.recvPacket(this.#fd);
         if (p && !p.eof) {
           for (const fd of p.fds) sys.close(fd);
+          let m: Record<string, unknown> | null = null;
           try {
-            return parseMessage(p.data, 'message');
+            m = parseMessage(p.data, 'message');
           } catch { /* reported below */ }
+          if (m && this.#tookFailure(m)) continue;
+          if (m) return m;
           this.abort();
           throw fail('EPROTO', `the successor said ${JSON.stringify(p.data.toString().slice(0, 80))} ${what}`);
         }
         // EOF: it closed the link (usually by exiting); wait for its exit status below.
         const until = Date.now() + 1000;
-        while (!this.#exit && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+        while (!this.#exit && Date.now() < until) await sleep(5);
         this.abort();
-        throw fail('ECHILD', `the successor ${this.#exit ? this.#exitText() : 'closed the handover link'} ${what}`);
+        throw fail('ECHILD', `the successor crashed ${what}: it ${this.#exit ? this.#exitText() : 'closed the handover link'}${this.#why()}`);
       }
       if (this.#exit) {
         this.abort();
-        throw fail('ECHILD', `the successor ${this.#exitText()} ${what}`);
+        throw fail('ECHILD', `the successor crashed ${what}: it ${this.#exitText()}${this.#why()}`);
+      }
+      if (Date.now() - checked >= 50) {
+        checked = Date.now();
+        if (this.#stopped()) {
+          this.abort();
+          throw fail('ETIMEDOUT', `the successor was stopped (SIGSTOP) ${what}; it was killed`);
+        }
       }
       if (Date.now() > deadline) {
         this.abort();
-        throw fail('ETIMEDOUT', `the successor did not answer within ${timeoutMs} ms ${what}`);
+        throw fail('ETIMEDOUT', `the successor was too slow: no answer within ${timeoutMs} ms ${what}; it was killed`);
       }
-      await new Promise((r) => setTimeout(r, 1));
+      await sleep(1);
     }
   }
 
@@ -207,14 +274,15 @@ export class Successor {
 
   /**
    * Give the successor the handover string and the fds it does not hold yet; block until it
-   * has taken them all. Throws (having killed the successor) when it dies or does not answer
-   * within timeoutMs.
+   * has taken them all. Throws (having killed the successor) when it dies, is stopped or does
+   * not answer within timeoutMs (the freeze deadline: this image is frozen meanwhile).
    */
   handover(entry: string, refs: FdRef[], timeoutMs: number): void {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
     refs = unique(refs);
     let head: Record<string, unknown>;
     let send: number[];
+    const commit = this.acceptsCommit;
     if (this.#early) {
       // Only what the successor does not hold already; and which of its copies to drop.
       const kept = new Uint8Array(this.#earlyCount);
@@ -227,10 +295,10 @@ export class Successor {
       const closed: number[] = [];
       for (let i = 0; i < kept.length; i++) if (!kept[i]) closed.push(i);
       send = fds;
-      head = { luo: HANDOVER_V2, entry, fds, closed };
+      head = { luo: HANDOVER_V2, entry, fds, closed, ...(commit ? { commit: true } : {}) };
     } else {
       send = refs.map((r) => r.fd);
-      head = { luo: HANDOVER_V1, entry, fds: send };
+      head = { luo: HANDOVER_V1, entry, fds: send, ...(commit ? { commit: true } : {}) };
     }
     const chunks = chunksOf(send, sys.MAX_FDS);
     try {
@@ -239,12 +307,19 @@ export class Successor {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const left = deadline - Date.now();
-        if (left <= 0) throw fail('ETIMEDOUT', `the successor did not take the handover within ${timeoutMs} ms`);
-        const [rev] = sys.poll([this.#fd], left);
-        if (!rev) continue;
+        if (left <= 0) throw fail('ETIMEDOUT', `the successor was too slow: it did not take the handover within ${timeoutMs} ms (the freeze deadline); it was killed`);
+        const [rev] = sys.poll([this.#fd], Math.min(left, 50));
+        if (!rev) {
+          if (this.#stopped()) throw fail('ETIMEDOUT', 'the successor was stopped (SIGSTOP) while taking the handover; it was killed');
+          continue;
+        }
         const p = sys.recvPacket(this.#fd);
-        if (!p || p.eof) throw fail('ECHILD', 'the successor closed the handover link before taking it');
+        if (!p || p.eof) {
+          this.#reap();
+          throw fail('ECHILD', `the successor crashed while taking the handover: it ${this.#exit ? this.#exitText() : 'closed the link'}${this.#why()}`);
+        }
         const m = parseMessage(p.data, 'answer to the handover');
+        if (this.#tookFailure(m)) continue;
         if (m.taken !== refs.length) throw fail('EPROTO', `the successor took ${m.taken} fds, ${refs.length} were handed over`);
         break;
       }
@@ -254,6 +329,85 @@ export class Successor {
       throw fail('EIO', `handover to the successor failed: ${(e as Error).message}`);
     }
     this.#handedOver = true;
+  }
+
+  /**
+   * After the handover of a transaction (commit-v1): block until the successor commits (its
+   * FINISH asks; this image answers "committed" and will not resume), or fails: it exits or
+   * closes the link, is stopped, or has not committed by `deadline` (ms since the epoch). A
+   * failed one is killed and reaped before this returns: it can never write the arena after.
+   * This image's event loop does not run meanwhile: it serves nothing and accepts nothing.
+   */
+  awaitOutcome(deadline: number): Outcome {
+    const failed = (code: 'ECHILD' | 'ETIMEDOUT' | 'ECANCELED', what: string): Outcome => {
+      this.terminate();
+      return { committed: false, code, message: `${what}${this.#why()}`, failure: this.#failure };
+    };
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) return failed('ETIMEDOUT', `the successor was too slow: it had not finished its update by the deadline (${new Date(deadline).toISOString()}); it was killed`);
+      let rev = 0;
+      try {
+        [rev] = sys.poll([this.#fd], Math.min(left, 50)) as [number];
+      } catch { /* the link is gone */ }
+      if (!rev) {
+        this.#reap();
+        if (this.#exit) return failed(this.#failure?.reason.startsWith('rolled back') ? 'ECANCELED' : 'ECHILD', `the successor ${this.#failure?.reason.startsWith('rolled back') ? 'gave up' : 'crashed'} after it took over: it ${this.#exitText()}`);
+        if (this.#stopped()) return failed('ETIMEDOUT', 'the successor was stopped (SIGSTOP) after it took over; it was killed');
+        continue;
+      }
+      let p: sys.Packet | null = null;
+      try {
+        p = sys.recvPacket(this.#fd);
+      } catch { /* reset: it is gone */ }
+      if (!p) continue;
+      for (const fd of p.fds) sys.close(fd);
+      if (p.eof) {
+        const until = Date.now() + 1000;
+        while (!this.#exit && Date.now() < until) {
+          this.#reap();
+          if (!this.#exit) sys.poll([], 5);
+        }
+        const gaveUp = this.#failure?.reason.startsWith('rolled back');
+        return failed(gaveUp ? 'ECANCELED' : 'ECHILD', `the successor ${gaveUp ? 'gave up' : 'crashed'} after it took over: it ${this.#exit ? this.#exitText() : 'closed the link'}`);
+      }
+      let m: Record<string, unknown>;
+      try {
+        m = parseMessage(p.data, 'message');
+      } catch {
+        return failed('ECHILD', `the successor said something malformed after it took over (${p.data.toString().slice(0, 60)})`);
+      }
+      if (this.#tookFailure(m)) continue;
+      if (m.commit === 1) {
+        try {
+          sys.sendPacket(this.#fd, json({ committed: 1 }));
+          return { committed: true };
+        } catch {
+          return failed('ECHILD', 'the successor asked to commit and then closed the link before the answer');
+        }
+      }
+    }
+  }
+
+  /** Kill the successor (unless it exited already) and reap it, waiting at most 2 s. */
+  terminate(): void {
+    this.#reap();
+    if (!this.#exit) {
+      try {
+        this.child.kill('SIGKILL');
+      } catch { /* gone */ }
+      const until = Date.now() + 2000;
+      while (!this.#exit && Date.now() < until) {
+        this.#reap();
+        if (!this.#exit) sys.poll([], 5);
+      }
+    }
+    if (this.#fd >= 0) {
+      try {
+        sys.close(this.#fd);
+      } catch { /* closed */ }
+      this.#fd = -1;
+    }
   }
 
   /**
@@ -295,6 +449,16 @@ export class Successor {
     }
   }
 }
+
+/** The environment entries that preload luo's guard (LUO_GUARD, NODE_OPTIONS with --import). */
+export function guardEnv(env: NodeJS.ProcessEnv, g: Omit<Guard, 'nodeOptions'>, url: string): Record<string, string> {
+  const prev = env.NODE_OPTIONS ?? null;
+  const spec: Guard = { ...g, nodeOptions: prev };
+  return { [GUARD_ENV]: JSON.stringify(spec), NODE_OPTIONS: `--import=${JSON.stringify(url)}${prev ? ` ${prev}` : ''}` };
+}
+
+const SIGNALS = Object.entries(os.constants.signals) as Array<[NodeJS.Signals, number]>;
+const signalName = (n: number): NodeJS.Signals => SIGNALS.find(([, v]) => v === n)?.[0] ?? (`SIG${n}` as NodeJS.Signals);
 
 /**
  * The current image after a handover, right before it exits: close every fd it handed over
@@ -342,6 +506,54 @@ export interface Received {
   closedEarly: number[];
   /** The link, still open: closing it lets the previous image exit (Incoming.release). */
   link: number;
+  /** The previous image keeps everything until this one commits (commit-v1). */
+  commit: boolean;
+}
+
+/**
+ * Successor, at FINISH of a transaction: ask the previous image to let go ({"commit":1}) and
+ * wait for its "committed" (after which it never resumes). 'committed'; 'alone' when the link
+ * is gone (the previous image exited: nothing can roll back). ETIMEDOUT when it does not
+ * answer within timeoutMs: then nothing is committed, and this image must not make the arena
+ * its own (the previous image may still resume).
+ */
+export function commitToPrevious(link: number, timeoutMs: number): 'committed' | 'alone' {
+  try {
+    sys.sendPacket(link, encodeMessage({ commit: 1 }));
+  } catch {
+    return 'alone';
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw fail('ETIMEDOUT', `the previous version did not answer the commit within ${timeoutMs} ms (is it stopped?); nothing was committed`);
+    let rev = 0;
+    try {
+      [rev] = sys.poll([link], left) as [number];
+    } catch {
+      return 'alone';
+    }
+    if (!rev) continue;
+    let p: sys.Packet | null;
+    try {
+      p = sys.recvPacket(link);
+    } catch {
+      return 'alone';
+    }
+    if (!p) continue;
+    for (const f of p.fds) sys.close(f);
+    if (p.eof) return 'alone';
+    try {
+      if (parseMessage(p.data, 'answer to the commit').committed === 1) return 'committed';
+    } catch { /* not an answer: wait on */ }
+  }
+}
+
+/** Successor: tell the previous image why this one gives up (best effort; it exits next). */
+export function reportFailure(link: number, f: Failure): void {
+  try {
+    sys.sendPacket(link, encodeMessage({ failed: f.reason, status: f.status, stderr: f.stderr }));
+  } catch { /* the link is gone */ }
 }
 
 export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Received {
@@ -377,7 +589,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
   try {
     hooks.beforeHello?.();
     try {
-      sys.sendPacket(fd, encodeMessage({ luo: HELLO, pid: process.pid, accepts: [PRESEND] }));
+      sys.sendPacket(fd, encodeMessage({ luo: HELLO, pid: process.pid, accepts: [PRESEND, COMMIT] }));
     } catch (e) {
       throw new HandoverError(`the handover link (fd ${fd}) is unusable: ${(e as Error).message}`);
     }
@@ -448,7 +660,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
         sys.close(f);
       }
       sys.sendPacket(fd, encodeMessage({ taken: count }));
-      return { entry, fdMap, closedEarly: spare, link: fd };
+      return { entry, fdMap, closedEarly: spare, link: fd, commit: h.commit };
     }
   } catch (e) {
     for (const f of all) {

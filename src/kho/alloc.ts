@@ -86,6 +86,18 @@ export class PageAllocator {
     return e !== undefined && e.start <= page;
   }
 
+  /** The allocated (or reserved) extents, [first page, pages], in order. */
+  usedExtents(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    let at = 0;
+    for (const e of this.#free) {
+      if (e.start > at) out.push([at, e.start - at]);
+      at = e.end;
+    }
+    if (at < this.pages) out.push([at, this.pages - at]);
+    return out;
+  }
+
   get freePages(): number {
     return this.#free.reduce((n, e) => n + e.end - e.start, 0);
   }

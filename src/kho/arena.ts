@@ -7,8 +7,16 @@
  * luo arena, mapped again: the same bytes appear at the same addresses, nothing is copied).
  * The arena lives until the process exits or execs; it is never unmapped, so views from it
  * stay valid (a successor may map it before its handover, and discard() that mapping if the
- * handover names another arena). release() punches holes: the pages' memory returns to the system and they read
- * as zeros. A failure while creating closes what was opened and raises SysError.
+ * handover names another arena). release() punches holes: the pages' memory returns to the
+ * system and they read as zeros. A failure while creating closes what was opened and raises
+ * SysError.
+ *
+ * Copy-on-write until commit (adopt with `private`): an image that may still be rolled back
+ * maps the arena MAP_PRIVATE, so that the previous version, which may resume, keeps the arena
+ * exactly as it was at the freeze. Its writes stay in its own pages; release() only zeroes its
+ * view and remembers the range. commit() (at FINISH) punches the remembered ranges, writes
+ * the pages this image wrote back into the memfd, and maps it shared at the same addresses:
+ * views made before stay valid. If the image dies before, its writes die with it.
  */
 import { fail } from '../errors.js';
 import * as sys from '../sys/index.js';
@@ -22,6 +30,8 @@ export class Arena {
   readonly fd: number;
   readonly size: number;
   readonly #map: sys.Mapping;
+  /** Private: ranges released since the adoption, punched at commit. */
+  #deferred: Array<[number, number]> = [];
 
   private constructor(fd: number, size: number, map: sys.Mapping) {
     this.fd = fd;
@@ -43,21 +53,41 @@ export class Arena {
     }
   }
 
-  /** Adopt an inherited arena fd. Raises EINVAL when the fd is not a luo arena. */
-  static adopt(fd: number): Arena {
+  /** Adopt an inherited arena fd (copy-on-write with `private`). Raises EINVAL when the fd is
+   *  not a luo arena. */
+  static adopt(fd: number, opts: { private?: boolean } = {}): Arena {
     sys.getFdFlags(fd); // EBADF when the fd is not open
     const target = sys.fdTarget(fd);
     if (!target.startsWith(`/memfd:${ARENA_NAME}`)) throw fail('EINVAL', `fd ${fd} is ${target}, not a luo arena memfd`);
     const st = sys.fstat(fd);
     if (st.size < 2 * PAGE_SIZE || st.size % PAGE_SIZE !== 0) throw fail('EINVAL', `arena fd ${fd} has size ${st.size}`);
     sys.setCloexec(fd, true);
-    return new Arena(fd, st.size, Arena.#mapArena(fd, st.size));
+    return new Arena(fd, st.size, Arena.#mapArena(fd, st.size, opts.private ?? false));
   }
 
-  static #mapArena(fd: number, size: number): sys.Mapping {
-    const m = sys.Mapping.map(fd, size);
-    m.adviseHugePages(); // a no-op where shmem THP is off
+  static #mapArena(fd: number, size: number, priv = false): sys.Mapping {
+    const m = sys.Mapping.map(fd, size, 0, { private: priv });
+    if (!priv) m.adviseHugePages(); // a no-op where shmem THP is off
     return m;
+  }
+
+  /** Copy-on-write: this image's writes are its own until commit(). */
+  get isPrivate(): boolean {
+    return this.#map.isPrivate;
+  }
+
+  /**
+   * Make this image's arena the arena (FINISH): punch what it released, write back every page
+   * it wrote among `inUse` ([address, size] ranges: what is allocated), then map the memfd
+   * shared at the same addresses. The bytes written back; 0 when not private.
+   */
+  commit(inUse: Array<[number, number]>): number {
+    if (!this.#map.isPrivate) return 0;
+    for (const [addr, len] of mergeRanges(this.#deferred)) sys.punchHole(this.fd, addr, len);
+    this.#deferred = [];
+    const bytes = this.#map.commitTo(this.fd, inUse);
+    this.#map.adviseHugePages();
+    return bytes;
   }
 
   /**
@@ -90,8 +120,15 @@ export class Arena {
     return this.#map.bytes(addr, len);
   }
 
-  /** Give pages' memory back to the system; they read as zeros afterwards. */
+  /** Give pages' memory back to the system; they read as zeros afterwards. Private: this
+   *  image's view reads zeros now, the memfd is punched at commit(). */
   release(addr: number, len: number): void {
+    if (len <= 0) return;
+    if (this.#map.isPrivate) {
+      this.#map.zero(addr, len);
+      this.#deferred.push([addr, len]);
+      return;
+    }
     sys.punchHole(this.fd, addr, len);
   }
 
@@ -99,4 +136,16 @@ export class Arena {
   allocatedBytes(): number {
     return sys.fstat(this.fd).allocated;
   }
+}
+
+/** Sorted, merged [start, length] ranges. */
+function mergeRanges(rs: Array<[number, number]>): Array<[number, number]> {
+  const sorted = [...rs].sort((a, b) => a[0] - b[0]);
+  const out: Array<[number, number]> = [];
+  for (const [a, n] of sorted) {
+    const last = out.at(-1);
+    if (last && a <= last[0] + last[1]) last[1] = Math.max(last[1], a + n - last[0]);
+    else out.push([a, n]);
+  }
+  return out;
 }

@@ -6,6 +6,6 @@
  */
 export { PAGE_SIZE, PAGE_SHIFT, PageAllocator } from './alloc.js';
 export { Arena, ARENA_NAME } from './arena.js';
-export { Kho, KHO_COMPATIBLE, type KhoOptions } from './kho.js';
+export { Kho, KHO_COMPATIBLE, fdtChecksum, type KhoOptions } from './kho.js';
 export { PreservedTree, type TreeOptions } from './tree.js';
 export { HANDOVER_ENV } from '../uapi/handover.js';

@@ -22,10 +22,14 @@
  *                          kernel panics) unless it was asked to boot cold.
  *
  * Memory map in the root: `preserved-memory-map` = (u64 address, u64 size) pairs in address
- * order, one per preservation (so granularity survives: restoreFolio needs it).
+ * order, one per preservation (so granularity survives: restoreFolio needs it). Each subtree
+ * node holds `fdt` (its address) and `checksum` (the CRC-32 of its blob at finalize): the
+ * consumer of a subtree calls verifySubtree() once it has checked its structure, so that any
+ * byte damaged since is the one-line fatal at boot.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { FdtError, HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode, decode, encode, readHeader } from '../fdt/index.js';
 import { PAGE_SHIFT, PAGE_SIZE, PageAllocator } from './alloc.js';
@@ -46,6 +50,9 @@ export interface KhoOptions {
   debugDir?: string;
 }
 
+/** CRC-32 of a stored FDT: what finalize records per subtree, and the next image checks. */
+export const fdtChecksum = (blob: Uint8Array): number => zlib.crc32(blob) >>> 0;
+
 const isAligned = (n: number): boolean => Number.isSafeInteger(n) && n >= 0 && n % PAGE_SIZE === 0;
 
 export class Kho {
@@ -62,6 +69,8 @@ export class Kho {
   /** Incoming: preserved regions handed over and not yet restored, and the subtrees. */
   readonly #incoming = new Map<number, Region>();
   readonly #inSubtrees = new Map<string, number>();
+  /** Incoming: each subtree's checksum as written at finalize (images before luo 0.2: none). */
+  readonly #inSums = new Map<string, number>();
   readonly #inRoot: Fdt | null;
 
   private constructor(arena: Arena, opts: KhoOptions, incoming: { root: Fdt; regions: Region[]; subtrees: Map<string, number>; rootRegion: Region } | null) {
@@ -98,15 +107,15 @@ export class Kho {
    * Boot from a handover entry point (the value of LUO_HANDOVER). Raises HandoverError naming
    * what is wrong; on error the inherited arena fd is left open for the caller to decide.
    */
-  static adopt(entry: string, opts: Omit<KhoOptions, 'arenaSize'> & { premapped?: Arena | null }): Kho {
+  static adopt(entry: string, opts: Omit<KhoOptions, 'arenaSize'> & { premapped?: Arena | null; private?: boolean }): Kho {
     const { arenaFd: fd, rootAddr, rootSize } = parseKhoEntry(entry);
     let arena: Arena;
     try {
       // A successor mapped the arena before its handover: use that mapping if it is this fd.
-      if (opts.premapped && opts.premapped.fd === fd) arena = opts.premapped;
+      if (opts.premapped && opts.premapped.fd === fd && opts.premapped.isPrivate === (opts.private ?? false)) arena = opts.premapped;
       else {
         opts.premapped?.discard();
-        arena = Arena.adopt(fd);
+        arena = Arena.adopt(fd, { private: opts.private });
       }
     } catch (e) {
       throw new HandoverError(`the arena fd ${fd} named in ${HANDOVER_ENV} is unusable: ${(e as Error).message}`, { cause: e });
@@ -120,11 +129,13 @@ export class Kho {
     } catch (e) {
       throw new HandoverError(`root tree is corrupt: ${(e as Error).message}`, { cause: e });
     }
-    const { regions, subtrees } = Kho.#checkRoot(root, arena);
-    return new Kho(arena, { ...opts, arenaSize: arena.size }, { root, regions, subtrees, rootRegion: { addr: rootAddr, size: rootSize } });
+    const { regions, subtrees, sums } = Kho.#checkRoot(root, arena);
+    const kho = new Kho(arena, { ...opts, arenaSize: arena.size }, { root, regions, subtrees, rootRegion: { addr: rootAddr, size: rootSize } });
+    for (const [k, v] of sums) kho.#inSums.set(k, v);
+    return kho;
   }
 
-  static #checkRoot(root: Fdt, arena: Arena): { regions: Region[]; subtrees: Map<string, number> } {
+  static #checkRoot(root: Fdt, arena: Arena): { regions: Region[]; subtrees: Map<string, number>; sums: Map<string, number> } {
     const r = root.root;
     const bad = (msg: string): never => {
       throw new HandoverError(`root tree: ${msg}`);
@@ -149,6 +160,7 @@ export class Kho {
         last = addr + sz;
       }
       const subtrees = new Map<string, number>();
+      const sums = new Map<string, number>();
       const inPreserved = (a: number, len: number): boolean => regions.some((g) => a >= g.addr && a + len <= g.addr + g.size);
       for (const [name, child] of r.children) {
         const a = Number(child.u64('fdt') ?? bad(`subtree "${name}" has no fdt property`));
@@ -161,8 +173,10 @@ export class Kho {
           bad(`subtree "${name}" is not a valid FDT: ${(e as Error).message}`);
         }
         subtrees.set(name, a);
+        const sum = child.cells('checksum');
+        if (sum?.length === 1) sums.set(name, sum[0]!);
       }
-      return { regions, subtrees };
+      return { regions, subtrees, sums };
     } catch (e) {
       if (e instanceof HandoverError) throw e;
       throw new HandoverError(`root tree: ${(e as Error).message}`, { cause: e });
@@ -211,6 +225,15 @@ export class Kho {
 
   #busyIfFinalized(what: string): void {
     if (this.#root) throw fail('EBUSY', `${what} while KHO is finalized`);
+  }
+
+  /**
+   * FINISH of an image that mapped the arena copy-on-write (it could still be rolled back):
+   * its writes become the arena's (arena.ts). The bytes written back.
+   */
+  commit(): number {
+    const inUse = this.#alloc.usedExtents().map(([p, n]): [number, number] => [p * PAGE_SIZE, n * PAGE_SIZE]);
+    return this.arena.commit(inUse);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -372,6 +395,19 @@ export class Kho {
     return a;
   }
 
+  /**
+   * In the next image: check that the handed-over subtree `name` is byte for byte what the
+   * previous image finalized (its CRC-32 in the root tree). HandoverError when it is not; a
+   * subtree written without a checksum (an older luo) passes.
+   */
+  verifySubtree(name: string): void {
+    const want = this.#inSums.get(name);
+    if (want === undefined) return;
+    const addr = this.retrieveSubtree(name);
+    const got = fdtChecksum(this.view(addr, this.readFdtHeader(addr)));
+    if (got !== want) throw new HandoverError(`subtree "${name}" was damaged after the previous image wrote it (CRC-32 ${got.toString(16)}, ${want.toString(16)} at finalize)`);
+  }
+
   /** The handed-over root tree (null on a cold boot). */
   get incomingRoot(): Fdt | null {
     return this.#inRoot;
@@ -421,7 +457,7 @@ export class Kho {
       const size = this.readFdtHeader(addr);
       const inside = regions.some((r) => addr >= r.addr && addr + size <= r.addr + r.size);
       if (!inside) throw fail('EINVAL', `subtree "${name}" at ${addr} is not inside preserved memory`);
-      root.addChild(name).setU64('fdt', addr);
+      root.addChild(name).setU64('fdt', addr).setCells('checksum', [fdtChecksum(this.view(addr, size))]);
     }
     const blob = encode(root);
     const addr = this.alloc(blob.length);

@@ -20,6 +20,9 @@ export enum Event {
   FREEZE = 1,
   FINISH = 2,
   CANCEL = 3,
+  /** luo's extension: in UPDATED, before FINISH, give up this update: the previous version
+   *  resumes (it can until FINISH). Not in v3 (the kernel cannot go back after kexec). */
+  ROLLBACK = 16,
 }
 
 export const STATE_NAMES: Record<State, string> = {
@@ -35,6 +38,7 @@ export const EVENT_NAMES: Record<Event, string> = {
   [Event.FREEZE]: 'freeze',
   [Event.FINISH]: 'finish',
   [Event.CANCEL]: 'cancel',
+  [Event.ROLLBACK]: 'rollback',
 };
 
 export function stateName(s: number): string {
@@ -47,13 +51,7 @@ export function parseEvent(s: string): Event {
   return Number(e[0]) as Event;
 }
 
-export const LUO_SUBTREE = 'LUO';
-export const LUO_COMPATIBLE = 'luo-v1';
-export const SUBSYSTEMS_NODE = 'subsystems';
-export const SUBSYSTEMS_COMPATIBLE = 'subsystems-v1';
-export const FILES_SUBSYSTEM = 'file-descriptors';
-export const FILES_COMPATIBLE = 'file-descriptors-v1';
-export const LIVEUPDATE_NUMBER = 'liveupdate-number';
+export { LUO_SUBTREE, LUO_COMPATIBLE, SUBSYSTEMS_NODE, SUBSYSTEMS_COMPATIBLE, FILES_SUBSYSTEM, FILES_COMPATIBLE, LIVEUPDATE_NUMBER } from '../uapi/trees.js';
 
 export const U64_MAX = (1n << 64n) - 1n;
 

@@ -16,9 +16,14 @@ export interface Timeouts {
   cancel: number;
   boot: number;
   finish: number;
+  /** Successor mode: how long it may take to take the handover once this image has frozen
+   *  (this image serves nothing meanwhile). */
+  takeover: number;
+  /** How long the next version has, from the handover, to FINISH; past that it is rolled back. */
+  commit: number;
 }
 
-export const DEFAULT_TIMEOUTS: Timeouts = { prepare: 30_000, freeze: 10_000, cancel: 10_000, boot: 30_000, finish: 10_000 };
+export const DEFAULT_TIMEOUTS: Timeouts = { prepare: 30_000, freeze: 10_000, cancel: 10_000, boot: 30_000, finish: 10_000, takeover: 1000, commit: 60_000 };
 
 /** What prepare/freeze/snapshot callbacks may return: a new u64 payload, or nothing to keep it. */
 export type Payload = bigint | number | void | undefined;

@@ -15,7 +15,8 @@
  *                                    the final payload, the fds the next image inherits (the
  *                                    payload names them by their index in this list), and a
  *                                    verify() run right before the point of no return
- *   cancel({…})                      CANCEL (from PREPARED or FROZEN): undo
+ *   cancel({…, handedOver})          CANCEL (from PREPARED or FROZEN): undo; after a handover
+ *                                    whose next version failed: resume what it left alone
  *   detach(H, token)                 unpreserve: drop the reference (the kernel's fput)
  * In the next image:
  *   retrieve({token, compatible, data, fds, memory})   rebuild the file; required
@@ -54,7 +55,14 @@ export interface FileArgs<H = unknown> {
   /** The file's u64 payload (0 until prepare sets it). */
   data: bigint;
   memory: HandlerMemory;
+  /** cancel only: the file was handed over, and the next version failed before FINISH; this
+   *  image resumes it. A connection the next version touched must not be resumed. */
+  handedOver?: boolean;
 }
+
+/** What a cancel after a handover may report: connections resumed, and those closed because
+ *  the failed version had used them. */
+export interface Resumed { resumed: number; lost: number }
 
 /** What a snapshot captured: everything the handover needs of this file. */
 export interface Frozen {
@@ -88,6 +96,11 @@ export interface Retrieve {
   /** The fds as the previous image numbered them (payloads of older formats name fds so). */
   readonly previousFds: readonly number[];
   memory: IncomingMemory;
+  /** This image is the previous version, brought back in place because the next one failed
+   *  before FINISH: leave out (close) whatever the failed one used, and say how many. */
+  readonly rollback: boolean;
+  /** Report connections closed because the failed version had used them. */
+  lost(n: number): void;
 }
 
 export interface Finished<F = unknown> {
@@ -114,7 +127,7 @@ export interface FileHandler<H = unknown> {
   early?(a: FileArgs<H>): FdRef[];
   freeze?(a: FileArgs<H>): Payload | Promise<Payload>;
   snapshot?(a: FileArgs<H>): Frozen;
-  cancel?(a: FileArgs<H>): void | Promise<void>;
+  cancel?(a: FileArgs<H>): void | Resumed | Promise<void | Resumed>;
   retrieve(a: Retrieve): unknown;
   finish?(a: Finished): void | Promise<void>;
 }

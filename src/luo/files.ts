@@ -34,11 +34,11 @@
 import { HandoverError, fail } from '../errors.js';
 import { Fdt, FdtNode } from '../fdt/index.js';
 import type { Incoming } from '../handover/index.js';
-import { PreservedTree, type Kho } from '../kho/index.js';
+import { PreservedTree, fdtChecksum, type Kho } from '../kho/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
 import { asLuoError, runCallback, runInfallible, toU64, type Timeouts } from './callbacks.js';
-import type { FdRef, FileArgs, FileHandler, Frozen, HandlerMemory, IncomingMemory, Retrieve } from './file-handler.js';
+import type { FdRef, FileArgs, FileHandler, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve } from './file-handler.js';
 import type { Lifecycle } from './lifecycle.js';
 
 export type { FdRef, FileArgs, FileHandler };
@@ -52,6 +52,8 @@ export interface FilesHost {
   timeouts: () => Timeouts;
   /** A corrupt handover found late (the kernel's panic). */
   fatal(e: unknown): never;
+  /** This image is the previous version, brought back in place after the next one failed. */
+  rollback: boolean;
 }
 
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State; frozen: Frozen | null }
@@ -74,6 +76,12 @@ export class Files {
   /** Incoming: each token's fds as the previous image numbered them (decoded once, at boot). */
   #inFds = new Map<bigint, number[]>();
   #carried = new Map<bigint, FdRef[]>();
+  /** The next cancel resumes files that were handed over (the next version failed). */
+  #handedOver = false;
+  /** What the last cancel after a handover resumed and closed. */
+  lastResume: Resumed | null = null;
+  /** Connections a rollback's restores left out: the failed version had used them. */
+  lostAtRollback = 0;
 
   constructor(host: FilesHost) {
     this.#host = host;
@@ -199,7 +207,15 @@ export class Files {
 
   async #cancelOne(f: OutFile): Promise<void> {
     if (f.state !== State.PREPARED && f.state !== State.FROZEN) return;
-    await runInfallible(() => f.handler.cancel?.(this.#args(f)), this.#timeouts().cancel, `file ${tokenName(f.token)} (${f.handler.compatible}) cancel`);
+    const handedOver = this.#handedOver && f.state === State.FROZEN;
+    await runInfallible(async () => {
+      const r = await f.handler.cancel?.({ ...this.#args(f), handedOver });
+      if (handedOver && r && typeof r === 'object') {
+        this.lastResume ??= { resumed: 0, lost: 0 };
+        this.lastResume.resumed += r.resumed;
+        this.lastResume.lost += r.lost;
+      }
+    }, this.#timeouts().cancel, `file ${tokenName(f.token)} (${f.handler.compatible}) cancel`);
     f.data = 0n;
     f.frozen = null;
     f.state = State.NORMAL;
@@ -300,9 +316,20 @@ export class Files {
 
   /** Subsystem cancel: cancel every file, free the tree. */
   async subsystemCancel(): Promise<void> {
-    for (const f of this.#sortedOut()) await this.#cancelOne(f);
+    try {
+      for (const f of this.#sortedOut()) await this.#cancelOne(f);
+    } finally {
+      this.#handedOver = false;
+    }
     this.#outTree.destroy();
     this.#carried.clear();
+  }
+
+  /** The next cancel follows a handover whose next version failed before FINISH: handlers
+   *  resume what it left alone, and lastResume says what they resumed and closed. */
+  cancelAfterHandover(): void {
+    this.#handedOver = true;
+    this.lastResume = { resumed: 0, lost: 0 };
   }
 
   /** fds the next image must inherit (computed at the last freeze). */
@@ -363,7 +390,7 @@ export class Files {
   }
 
   /** Subsystem boot (next image): check the incoming tree; mark carried fds close-on-exec. */
-  boot(data: bigint): void {
+  boot(data: bigint, checksum: number | null = null): void {
     const kho = this.#host.kho;
     const incoming = this.#host.incoming;
     const addr = Number(data);
@@ -374,6 +401,10 @@ export class Files {
       size = kho.restore(addr);
     } catch (e) {
       throw new HandoverError(`files tree at ${addr}: ${(e as Error).message}`, { cause: e });
+    }
+    if (checksum !== null) {
+      const got = fdtChecksum(kho.view(addr, kho.readFdtHeader(addr)));
+      if (got !== checksum) throw new HandoverError(`files tree: damaged after the previous image wrote it (CRC-32 ${got.toString(16)}, ${checksum.toString(16)} written)`);
     }
     const root = tree.root;
     if (!root.isCompatible(FILES_COMPATIBLE)) throw new HandoverError(`files tree: compatible is ${JSON.stringify(root.stringList('compatible') ?? null)}, expected "${FILES_COMPATIBLE}"`);
@@ -491,6 +522,8 @@ export class Files {
       fdCount: f.oldFds.length,
       ready: (fds) => (incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds))),
       previousFds: f.oldFds,
+      rollback: this.#host.rollback,
+      lost: (n: number) => void (this.lostAtRollback += n),
     };
   }
 

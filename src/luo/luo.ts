@@ -29,9 +29,18 @@
  *   reboot     through a transport (src/handover): exec in place, or a pre-started successor
  *              (PREPARED only). PREPARED: the transport begins (a successor is started, and sent
  *              what can go early), FREEZE, verify, hand over. Any other state: exec without a
- *              LUO tree (FROZEN: with the frozen one). Anything failing before the point of no
- *              return (the successor dies or is too slow, a FREEZE fails, the exec fails)
- *              cancels back to NORMAL and raises the error; the service keeps serving.
+ *              LUO tree (FROZEN: with the frozen one). Anything failing before the handover (the
+ *              successor dies or is too slow, a FREEZE fails, the exec fails) cancels back to
+ *              NORMAL and raises the error; the service keeps serving.
+ *   the transaction (luo's, not v3's: docs/lifecycle.md) FINISH is the commit point. Until the
+ *              next version's FINISH the update can roll back: a successor's previous image
+ *              keeps everything and waits; if the successor dies, is stopped, gives up
+ *              (ROLLBACK) or has not finished by the commit deadline, this image resumes:
+ *              CANCEL, every connection the successor left alone carries on, those it touched
+ *              are closed and counted, and reboot() raises why. In place, luo's guard in the
+ *              next image brings this image back (exec'd again with the same handover: it boots
+ *              UPDATED, lastUpdate says why). Until FINISH the next version maps the arena
+ *              copy-on-write: the previous one resumes with its memory as it was at the freeze.
  *
  * Transitions run one at a time (queued, like the kernel's rwsem writers). While one runs,
  * register/unregister/preserve/unpreserve raise EBUSY instead of blocking.
@@ -40,7 +49,9 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import { resolveConfig, trace, type LuoConfig } from '../config.js';
 import { HandoverError, LuoError, fail } from '../errors.js';
-import { discard, openTransport, pendingKind, receive, selfImage, type FdRef, type Image, type Incoming, type Transport } from '../handover/index.js';
+import {
+  discard, openTransport, pendingKind, receive, selfImage, type FdRef, type HandedOver, type Image, type Incoming, type Outcome, type Transport,
+} from '../handover/index.js';
 import { Arena, Kho, type KhoOptions } from '../kho/index.js';
 import { panic } from '../panic.js';
 import { HANDOVER_ENV } from '../uapi/handover.js';
@@ -54,14 +65,43 @@ import { Subsystems, type Subsystem } from './subsystems.js';
 export type { Subsystem };
 
 export interface RebootOpts {
-  /** Called right before the point of no return (the exec, or the handover to a successor). */
-  beforeExec?: () => void;
+  /** Called right before the handover (the exec, or the handover to a successor), with the
+   *  pid that will serve the next version. */
+  beforeExec?: (pid: number) => void;
   /** Hand over to a pre-started successor process instead of exec'ing in place. */
   successor?: boolean;
-  /** Successor mode: how long it may take to be ready, and to take the handover (default: the boot timeout). */
+  /** Successor mode: how long it may take to start and be ready (default: the boot timeout). */
   successorTimeoutMs?: number;
-  /** Successor mode: called with its pid once it owns everything, right before this process exits. */
+  /** Successor mode: how long it may take to take the handover once this image has frozen
+   *  (default: timeouts.takeover, 1 s). */
+  takeoverTimeoutMs?: number;
+  /** How long the next version has, from the handover, to FINISH (default: timeouts.commit). */
+  commitTimeoutMs?: number;
+  /** Successor mode: called with its pid once it has taken everything (this image then waits
+   *  for its FINISH, serving nothing). */
   afterHandover?: (pid: number) => void;
+}
+
+/** How the last update of this service ended, as this image knows it. */
+export interface UpdateReport {
+  /** committed: FINISH made it final; rolled-back: the next version failed after the
+   *  handover and the previous one serves again; cancelled: it failed before the handover
+   *  (nothing was given up). */
+  outcome: 'committed' | 'rolled-back' | 'cancelled';
+  /** Transport of that update. */
+  mode: 'exec' | 'successor';
+  /** Why it rolled back (the failed version's own words where its guard sent them). */
+  reason: string;
+  /** errno name for the failure (ECHILD crashed, ETIMEDOUT too slow or stopped, ECANCELED gave up). */
+  code: string | null;
+  /** The failed version's exit status and last stderr lines, when known. */
+  status: number | null;
+  stderr: string[];
+  /** Connections that carried on, and those closed because the failed version had used them. */
+  resumed: number;
+  lost: number;
+  /** Commit: bytes of the arena the next version had changed, written back at FINISH. */
+  writtenBack: number;
 }
 
 export interface LuoOptions extends Partial<LuoConfig> {
@@ -85,6 +125,9 @@ export class Luo extends EventEmitter {
   readonly #life: Lifecycle;
   readonly #subs: Subsystems;
   readonly #incoming: Incoming | null;
+  #lastUpdate: UpdateReport | null = null;
+  /** The reboot under way ended in a rollback (its report is the last update's). */
+  #resumed = false;
 
   private constructor(config: LuoConfig, kho: Kho, incoming: Incoming | null, timeouts: Timeouts) {
     super();
@@ -93,7 +136,11 @@ export class Luo extends EventEmitter {
     this.timeouts = timeouts;
     this.#incoming = incoming;
     this.#life = new Lifecycle(config.enabled, (to, from) => this.emit('state', to, from));
-    this.files = new Files({ life: this.#life, kho, incoming, timeouts: () => this.timeouts, fatal: (e) => this.#fatal(e) });
+    this.files = new Files({ life: this.#life, kho, incoming, timeouts: () => this.timeouts, fatal: (e) => this.#fatal(e), rollback: incoming?.rolledBack != null });
+    const back = incoming?.rolledBack;
+    if (back) {
+      this.#lastUpdate = { outcome: 'rolled-back', mode: 'exec', reason: back.reason, code: null, status: back.status, stderr: back.stderr, resumed: 0, lost: 0, writtenBack: 0 };
+    }
     const files = this.files;
     this.#subs = new Subsystems(this.#life, kho, () => this.timeouts, {
       name: FILES_SUBSYSTEM,
@@ -117,15 +164,16 @@ export class Luo extends EventEmitter {
       let premapped: Arena | null = null;
       incoming = receive(env, {
         beforeHello: opts.beforeHandover,
-        // Sent before the freeze: map the arena while the previous image still serves.
+        // Sent before the freeze: map the arena while the previous image still serves,
+        // copy-on-write (it may resume until this image's FINISH).
         presend: ({ arena, regions }) => {
           if (arena < 0) return;
-          premapped = Arena.adopt(arena);
+          premapped = Arena.adopt(arena, { private: true });
           premapped.pin(regions);
         },
         settle: opts.settle,
       });
-      kho = incoming ? Kho.adopt(incoming.entry, { ...khoOpts, premapped }) : Kho.create(khoOpts);
+      kho = incoming ? Kho.adopt(incoming.entry, { ...khoOpts, premapped, private: incoming.transactional }) : Kho.create(khoOpts);
     } catch (e) {
       incoming?.release();
       const msg = e instanceof LuoError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
@@ -152,7 +200,7 @@ export class Luo extends EventEmitter {
         const got = this.#subs.adopt();
         if (got) {
           state = State.UPDATED;
-          if (got.files !== 0n) this.files.boot(got.files);
+          if (got.files !== 0n) this.files.boot(got.files, got.filesChecksum);
         }
       } catch (e) {
         if (!(e instanceof HandoverError) || this.config.onCorrupt !== 'cold' || successor) this.#fatal(e);
@@ -185,6 +233,17 @@ export class Luo extends EventEmitter {
     return this.#subs.number;
   }
 
+  /** How the last update ended, as far as this image knows (null: none did here yet). */
+  get lastUpdate(): UpdateReport | null {
+    return this.#lastUpdate;
+  }
+
+  /** The previous version can still resume: this update rolls back if this image fails
+   *  before FINISH (and its arena is copy-on-write until then). */
+  get transactional(): boolean {
+    return this.#incoming?.transactional ?? false;
+  }
+
   get stateFilePath(): string | null {
     return this.#life.stateFilePath;
   }
@@ -192,7 +251,8 @@ export class Luo extends EventEmitter {
   // ---------------------------------------------------------------------------------------
   // events
 
-  /** SET_EVENT: PREPARE, FINISH, CANCEL. FREEZE is EINVAL (only reboot freezes); unknown EOPNOTSUPP. */
+  /** SET_EVENT: PREPARE, FINISH, CANCEL, ROLLBACK (luo's). FREEZE is EINVAL (only reboot
+   *  freezes); unknown EOPNOTSUPP. */
   setEvent(event: Event | number): Promise<void> {
     switch (event) {
       case Event.PREPARE:
@@ -201,6 +261,8 @@ export class Luo extends EventEmitter {
         return this.finish();
       case Event.CANCEL:
         return this.cancel();
+      case Event.ROLLBACK:
+        return this.rollback('the agent asked for a rollback');
       case Event.FREEZE:
         return Promise.reject(fail('EINVAL', 'FREEZE cannot be requested: it happens only at reboot'));
       default:
@@ -212,6 +274,9 @@ export class Luo extends EventEmitter {
     return this.#life.exclusive('PREPARE', async () => {
       this.#life.requireEnabled();
       if (this.state !== State.NORMAL) throw fail('EINVAL', `PREPARE needs state normal, not ${this.stateName}`);
+      // In place, the guard of the next image brings this one back if it fails before FINISH:
+      // the tree says how to run it.
+      this.#subs.previousImage = previousImage();
       await this.#subs.prepare();
       this.#life.set(State.PREPARED);
       this.kho.finalize(); // v3: a failure here is returned, and the state stays PREPARED
@@ -253,6 +318,16 @@ export class Luo extends EventEmitter {
     return this.#life.exclusive('FINISH', async () => {
       this.#life.requireEnabled();
       if (this.state !== State.UPDATED) throw fail('EINVAL', `FINISH needs state updated, not ${this.stateName}`);
+      // The commit point: the previous version lets go (a successor's previous image exits; an
+      // exec'd image's guard is disarmed), then this image's writes become the arena's.
+      const transactional = this.#incoming?.transactional ?? false;
+      await this.#incoming?.commit(this.timeouts.finish);
+      trace('finish: committed');
+      const writtenBack = this.kho.commit();
+      trace(`finish: ${writtenBack} bytes written back`);
+      if (transactional) {
+        this.#lastUpdate = { outcome: 'committed', mode: this.#incoming!.kind, reason: '', code: null, status: null, stderr: [], resumed: 0, lost: 0, writtenBack };
+      } else if (this.#lastUpdate?.outcome === 'rolled-back') this.#lastUpdate.lost = this.files.lostAtRollback;
       await this.#subs.finish();
       const leaked = this.kho.releaseUnclaimed();
       if (leaked > 0) process.emitWarning(`luo: FINISH released ${leaked} bytes of handed-over memory that no subsystem restored`, { code: 'LUO_UNCLAIMED_MEMORY' });
@@ -266,11 +341,27 @@ export class Luo extends EventEmitter {
     });
   }
 
+  /**
+   * ROLLBACK (luo's event): in UPDATED before FINISH, give up this update; the previous
+   * version resumes (successor: this process tells it and exits; in place: the previous image
+   * is exec'd again). EINVAL when nothing can resume (FINISH committed, or the previous image
+   * did not keep a way back). Resolves only when it could not.
+   */
+  async rollback(reason = 'rolled back'): Promise<void> {
+    this.#life.requireEnabled();
+    if (this.state !== State.UPDATED) throw fail('EINVAL', `ROLLBACK needs state updated, not ${this.stateName}`);
+    const incoming = this.#incoming;
+    if (!incoming?.canRollBack) throw fail('EINVAL', 'nothing to roll back to: the previous version is gone (FINISH committed this update, or it was not started by a luo that keeps a way back)');
+    incoming.rollback(`rolled back: ${reason}`);
+    throw fail('EIO', 'the previous version could not be brought back');
+  }
+
   /** Back to NORMAL from PREPARED/FROZEN (CANCEL, a failed FREEZE, a failed exec): KHO is
    *  aborted first, so cancel callbacks can unpreserve; then every subsystem is cancelled in
    *  registration order and the tree is freed. */
   async #rollback(): Promise<void> {
     if (this.kho.finalized) this.kho.abort();
+    this.#subs.previousImage = null;
     await this.#subs.cancel();
     this.#life.set(State.NORMAL);
   }
@@ -288,11 +379,29 @@ export class Luo extends EventEmitter {
    * error is raised (a successor that dies or is too slow: ECHILD, ETIMEDOUT).
    */
   async reboot(image: Image = selfImage(), opts: RebootOpts = {}): Promise<never> {
+    try {
+      return await this.#reboot(image, opts);
+    } catch (err) {
+      // Anything but a rollback (which said so itself) failed before the handover: cancelled.
+      if (this.#lastUpdate?.outcome !== 'rolled-back' || !this.#resumed) {
+        const e = err as LuoError;
+        this.#lastUpdate = { outcome: 'cancelled', mode: opts.successor ? 'successor' : 'exec', reason: e.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(err), code: e.code ?? null, status: null, stderr: [], resumed: 0, lost: 0, writtenBack: 0 };
+      }
+      this.#resumed = false;
+      throw err;
+    }
+  }
+
+  async #reboot(image: Image, opts: RebootOpts): Promise<never> {
     const kind = opts.successor ? 'successor' : 'exec';
     if (kind === 'successor' && this.state !== State.PREPARED) throw fail('EINVAL', `a successor reboot needs state prepared, not ${this.stateName}`);
     let transport: Transport;
     try {
-      transport = openTransport(kind, image, { timeoutMs: opts.successorTimeoutMs ?? this.timeouts.boot });
+      transport = openTransport(kind, image, {
+        readyTimeoutMs: opts.successorTimeoutMs ?? this.timeouts.boot,
+        freezeTimeoutMs: opts.takeoverTimeoutMs ?? this.timeouts.takeover,
+        commitTimeoutMs: opts.commitTimeoutMs ?? this.timeouts.commit,
+      });
     } catch (err) {
       if (this.state === State.PREPARED) await this.#life.exclusive('CANCEL', () => this.#rollback());
       throw err;
@@ -314,23 +423,45 @@ export class Luo extends EventEmitter {
     }
     return this.#life.exclusive('REBOOT', async () => {
       const frozen = this.state === State.FROZEN;
-      let done;
+      let done: HandedOver;
       try {
         trace('handover: verifying');
         if (frozen) this.files.verifyFrozen();
         // A closed fd makes the handover fail (EBADF) before anything reaches the next image.
         const refs: FdRef[] = frozen ? [this.#arenaRef(), ...this.files.carriedRefs] : [];
         trace('handover: verified');
-        done = transport.handOver(frozen ? this.kho.handover() : null, refs, opts.beforeExec);
+        done = transport.handOver(frozen ? this.kho.handover() : null, refs, () => opts.beforeExec?.(transport.pid));
       } catch (err) {
         transport.abort();
         if (frozen) await this.#rollback();
         throw err;
       }
-      // The successor owns everything now. Nothing more may touch a carried fd: leave at once.
+      // The successor has everything now. Nothing may touch a carried fd while it serves:
+      // this image waits (its event loop stands still) until it commits or fails.
       opts.afterHandover?.(done.pid);
-      return done.retire();
+      this.emit('handover', done.pid);
+      const outcome = done.outcome();
+      if (outcome.committed) return done.retire();
+      return this.#resume(outcome);
     });
+  }
+
+  /**
+   * The successor failed before FINISH (it is dead): serve again. Every handed-over file is
+   * cancelled (connections the successor left alone read again; those it touched are closed,
+   * counted), the state is NORMAL, and the reason is raised.
+   */
+  async #resume(outcome: Exclude<Outcome, { committed: true }>): Promise<never> {
+    trace('resume: the successor failed');
+    this.files.cancelAfterHandover();
+    await this.#rollback();
+    const r = this.files.lastResume ?? { resumed: 0, lost: 0 };
+    const f = outcome.failure;
+    this.#lastUpdate = { outcome: 'rolled-back', mode: 'successor', reason: outcome.message, code: outcome.code, status: f?.status ?? null, stderr: f?.stderr ?? [], resumed: r.resumed, lost: r.lost, writtenBack: 0 };
+    this.#resumed = true;
+    this.emit('resumed', this.#lastUpdate);
+    trace(`resume: serving again (${r.resumed} connections resumed, ${r.lost} closed)`);
+    throw fail(outcome.code, `${outcome.message}; rolled back: this version serves again (${r.resumed} connection${r.resumed === 1 ? '' : 's'} resumed, ${r.lost} closed because the successor had used ${r.lost === 1 ? 'it' : 'them'})`);
   }
 
   /** The arena's fd for the next image, keyed by the Arena (it lives as long as the fd). */
@@ -440,3 +571,11 @@ export class Luo extends EventEmitter {
   }
 }
 
+
+/** This image, as the guard of the next one would exec it again: its program, arguments,
+ *  environment (without luo's own handover variables) and working directory. */
+function previousImage(): { file: string; argv: string[]; env: string[]; cwd: string } {
+  const self = selfImage();
+  const env = Object.entries(process.env).filter(([k, v]) => v !== undefined && !k.startsWith('LUO_HANDOVER') && k !== 'LUO_GUARD' && k !== 'LUO_ROLLBACK').map(([k, v]) => `${k}=${v}`);
+  return { file: self.file, argv: self.argv, env, cwd: self.cwd ?? process.cwd() };
+}

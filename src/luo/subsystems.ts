@@ -20,12 +20,13 @@
  */
 import { HandoverError, LuoError, fail } from '../errors.js';
 import { FdtNode } from '../fdt/index.js';
-import { PreservedTree, type Kho } from '../kho/index.js';
+import { PreservedTree, fdtChecksum, type Kho } from '../kho/index.js';
 import {
   FILES_SUBSYSTEM, LIVEUPDATE_NUMBER, LUO_COMPATIBLE, LUO_SUBTREE, State, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_NODE, SUBSYSTEM_NAME_RE,
 } from './abi.js';
 import { runCallback, runInfallible, toU64, type Payload, type Timeouts } from './callbacks.js';
 import type { Lifecycle } from './lifecycle.js';
+import { FILES_CHECKSUM, PREVIOUS_IMAGE_NODE } from '../uapi/trees.js';
 
 /** A part of the service that takes part in live updates (struct liveupdate_subsystem). */
 export interface Subsystem {
@@ -56,6 +57,8 @@ export class Subsystems {
   #in: FdtNode | null = null;
   #inRegion: { addr: number; size: number } | null = null;
   #number = 0;
+  /** In-place updates: the image to bring back if the next one fails (written in the tree). */
+  previousImage: { file: string; argv: string[]; env: string[]; cwd: string } | null = null;
 
   constructor(life: Lifecycle, kho: Kho, timeouts: () => Timeouts, files: Subsystem) {
     this.#life = life;
@@ -74,7 +77,7 @@ export class Subsystems {
 
   /** Read the handed-over "luo-v1" tree; the files subsystem's payload (0: none). Null when
    *  nothing was handed over. HandoverError when the tree is corrupt. */
-  adopt(): { files: bigint } | null {
+  adopt(): { files: bigint; filesChecksum: number | null } | null {
     let addr: number;
     try {
       addr = this.#kho.retrieveSubtree(LUO_SUBTREE);
@@ -103,9 +106,12 @@ export class Subsystems {
     } catch (e) {
       bad((e as Error).message);
     }
+    // The structure is right; is every byte what the previous image wrote?
+    this.#kho.verifySubtree(LUO_SUBTREE);
     this.#inRegion = { addr, size: this.#kho.restore(addr) };
     this.#in = subs!;
-    return { files: subs!.u64(FILES_SUBSYSTEM) ?? 0n };
+    const sum = root.cells(FILES_CHECKSUM);
+    return { files: subs!.u64(FILES_SUBSYSTEM) ?? 0n, filesChecksum: sum?.length === 1 ? sum[0]! : null };
   }
 
   /** Forget the incoming tree (a cold boot after a corrupt handover). */
@@ -228,7 +234,19 @@ export class Subsystems {
     const root = new FdtNode('');
     root.setString('compatible', LUO_COMPATIBLE).setU64(LIVEUPDATE_NUMBER, this.#number + 1);
     const subs = root.addChild(SUBSYSTEMS_NODE).setString('compatible', SUBSYSTEMS_COMPATIBLE);
-    for (const e of list) subs.setU64(e.sub.name, e.data);
+    for (const e of list) {
+      subs.setU64(e.sub.name, e.data);
+      // The files tree is this tree's to vouch for (the KHO checksum covers this tree only).
+      if (e === this.#files && e.data !== 0n) {
+        const at = Number(e.data);
+        root.setCells(FILES_CHECKSUM, [fdtChecksum(this.#kho.view(at, this.#kho.readFdtHeader(at)))]);
+      }
+    }
+    const prev = this.previousImage;
+    if (prev) {
+      const n = root.addChild(PREVIOUS_IMAGE_NODE).setString('file', prev.file).setStringList('argv', prev.argv).setString('cwd', prev.cwd);
+      if (prev.env.length) n.setStringList('env', prev.env);
+    }
     this.#tree.write(root);
   }
 

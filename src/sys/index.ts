@@ -6,3 +6,5 @@ export * from './libc.js';
 export { Mapping, MAX_VIEW } from './mapping.js';
 export * from './unix.js';
 export { ReadySet } from './epoll.js';
+export { pidfdOpen, processState, lockFile, writtenPages } from './proc.js';
+export { tcpCounters, type StreamCounters } from './tcp.js';

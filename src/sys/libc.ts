@@ -20,7 +20,7 @@ type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
   dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn; sched_setscheduler: Fn;
-  getrlimit: Fn; setrlimit: Fn;
+  getrlimit: Fn; setrlimit: Fn; pwrite: Fn;
 }
 let lib: Libc | undefined;
 
@@ -45,6 +45,7 @@ function libc(): Libc {
     sched_setscheduler: so.func('int sched_setscheduler(int pid, int policy, const int *param)'),
     getrlimit: so.func('int getrlimit(int resource, _Out_ uint64_t *rlim)'),
     setrlimit: so.func('int setrlimit(int resource, const uint64_t *rlim)'),
+    pwrite: so.func('intptr_t pwrite(int fd, void *buf, size_t n, int64_t offset)'),
   };
   return lib;
 }
@@ -111,6 +112,20 @@ export function fstat(fd: number): FdStat {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new SysError('fstat', -(err.errno ?? -9), `fd ${fd}`);
+  }
+}
+
+/** pwrite(2) from raw mapped memory (a whole range: short writes are continued). Only
+ *  sys/mapping.ts calls this. */
+export function pwriteRaw(fd: number, addr: bigint, length: number, offset: number): void {
+  for (let done = 0; done < length;) {
+    const n = Number(libc().pwrite(fd, addr + BigInt(done), length - done, offset + done) as number | bigint);
+    if (n < 0) {
+      const e = koffi().errno();
+      if (e === 4) continue; // EINTR
+      throw new SysError('pwrite', e, `fd ${fd}, ${length} bytes at ${offset}`);
+    }
+    done += n;
   }
 }
 

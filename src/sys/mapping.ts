@@ -14,12 +14,19 @@
  *
  * Views are limited to 4 GiB each (Node 20's largest ArrayBuffer; koffi aborts the process
  * above it), so a larger mapping is reached through several views.
+ *
+ * Copy-on-write (map with `private`): the file shows through until a page is written; a write
+ * copies that page into this process only. zero() replaces a range with anonymous zero pages
+ * (the file is not touched). commitTo(fd) writes every page this process wrote back into the
+ * file (found in /proc/self/pagemap), then maps the file shared over the same addresses: views
+ * made before stay valid and now see the file. Views never move.
  */
 import { fail } from '../errors.js';
 import {
   MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
-  madviseRaw, mmapRaw, viewRaw,
+  madviseRaw, mmapRaw, pwriteRaw, viewRaw,
 } from './libc.js';
+import { writtenPages } from './proc.js';
 
 /** Largest single view (bytes). */
 export const MAX_VIEW = 2 ** 32;
@@ -35,17 +42,63 @@ export class Mapping {
   #windows = new Map<number, ArrayBuffer>();
   /** Large views made ahead (pin()): later views inside one are slices of it. */
   #pins: Array<{ start: number; end: number; ab: ArrayBuffer }> = [];
+  #private: boolean;
 
-  private constructor(addr: bigint, length: number) {
+  private constructor(addr: bigint, length: number, priv: boolean) {
     this.#addr = addr;
     this.length = length;
+    this.#private = priv;
   }
 
-  /** Map `length` bytes of `fd` from `offset`, shared and read-write, without reserving swap. */
-  static map(fd: number, length: number, offset = 0): Mapping {
+  /** Map `length` bytes of `fd` from `offset`, read-write, without reserving swap: shared, or
+   *  copy-on-write with `private`. */
+  static map(fd: number, length: number, offset = 0, opts: { private?: boolean } = {}): Mapping {
     if (!Number.isSafeInteger(length) || length <= 0) throw fail('EINVAL', `mapping length ${length}`);
-    const addr = mmapRaw(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, offset);
-    return new Mapping(addr, length);
+    const flags = (opts.private ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE;
+    const addr = mmapRaw(null, length, PROT_READ | PROT_WRITE, flags, fd, offset);
+    return new Mapping(addr, length, opts.private ?? false);
+  }
+
+  /** Copy-on-write: writes stay in this process until commitTo(). */
+  get isPrivate(): boolean {
+    return this.#private;
+  }
+
+  #check(offset: number, length: number): void {
+    if (!this.#live) throw fail('EBADF', 'mapping was unmapped');
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
+      throw fail('EFAULT', `range [${offset}, +${length}) outside mapping of ${this.length} bytes`);
+    }
+  }
+
+  /** Private mappings: replace [offset, +length) with anonymous zero pages (what a hole punch
+   *  shows), leaving the file alone. Page-aligned. */
+  zero(offset: number, length: number): void {
+    this.#check(offset, length);
+    if (!this.#private) throw fail('EINVAL', 'zero() is for private mappings (a shared one punches the file)');
+    if (length === 0) return;
+    mmapRaw(this.#addr + BigInt(offset), length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  }
+
+  /**
+   * Private mappings: write every page this process wrote in `ranges` ([offset, length]) back
+   * into `fd` at the same offsets, then map `fd` shared over the whole mapping, at the same
+   * address. Returns the bytes written back. Afterwards the mapping is shared.
+   */
+  commitTo(fd: number, ranges: Array<[number, number]>): number {
+    if (!this.#live) throw fail('EBADF', 'mapping was unmapped');
+    if (!this.#private) return 0;
+    let bytes = 0;
+    for (const [off, len] of ranges) {
+      this.#check(off, len);
+      for (const [o, n] of writtenPages(this.#addr + BigInt(off), len)) {
+        pwriteRaw(fd, this.#addr + BigInt(off + o), n, off + o);
+        bytes += n;
+      }
+    }
+    mmapRaw(this.#addr, this.length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, 0);
+    this.#private = false;
+    return bytes;
   }
 
   /**
@@ -102,10 +155,7 @@ export class Mapping {
    * Pieces are at most MAX_VIEW; a range already covered is skipped. Idempotent.
    */
   pin(offset: number, length: number): void {
-    if (!this.#live) throw fail('EBADF', 'mapping was unmapped');
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
-      throw fail('EFAULT', `range [${offset}, +${length}) outside mapping of ${this.length} bytes`);
-    }
+    this.#check(offset, length);
     for (let o = offset; o < offset + length; o += MAX_VIEW) {
       const len = Math.min(MAX_VIEW, offset + length - o);
       if (len <= 0 || this.#pins.some((p) => o >= p.start && o + len <= p.end)) continue;

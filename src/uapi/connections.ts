@@ -7,7 +7,8 @@
  *                 http.Server) · size u64 (the whole table) · first u32 (index, in the token's
  *                 fd list, of connection 0's fd: connection i is fd first + i) · checksum u32
  *                 (CRC-32 of the table with this field 0)
- *   entry i 40 B  flags u32 (WRITE_ENDED 1, READ_ENDED 2) · unread u32 · unsent u32 · 0 u32 ·
+ *   entry i 40 B  flags u32 (WRITE_ENDED 1: end() was called; READ_ENDED 2; FIN_SENT 4: the FIN
+ *                 reached the kernel) · unread u32 · unsent u32 · 0 u32 ·
  *                 data offset u64 · rx u64 · tx u64
  *   data          for each entry with bytes: its unread bytes, then its unsent bytes
  * rx and tx: bytes of the connection's input consumed (read out of the kernel) and of its
@@ -28,6 +29,7 @@ export const ENTRY_V1 = 24;
 export const ENTRY_V2 = 40;
 export const WRITE_ENDED = 1;
 export const READ_ENDED = 2;
+export const FIN_SENT = 4;
 export const TABLE_HTTP = 1;
 /** rx/tx when not known (the connection came from somewhere luo did not see). */
 export const UNKNOWN = 2 ** 53 - 1;

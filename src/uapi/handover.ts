@@ -27,6 +27,25 @@
  * E is the kho-v1 entry with the current image's fd numbers; `fds` lists those numbers, and
  * the successor receives each under a new one. An image that does not know `accepts` sends
  * handover-v1; a successor that does not say it gets handover-v1.
+ * commit-v1 (when the successor accepts it, the handover header says "commit":true): after
+ * "taken" the current image keeps everything and waits; the update is a transaction until
+ * the successor's FINISH:
+ *   successor → current  commit     {"commit":1}          at FINISH: may it make the arena its own?
+ *   current → successor  committed  {"committed":1}       yes: the current image will not resume;
+ *                                                         it exits. Only then does the successor
+ *                                                         write its pages back (arena.ts)
+ *   successor → current  failed     {"failed":why,"status":n|null,"stderr":[lines]}
+ *                                                         it is giving up (its guard says why)
+ * The link closing (the successor died) or no commit by the deadline: the current image
+ * kills it, cancels and serves again. Without commit-v1 the link closing is the release, as
+ * before.
+ *
+ * LUO_GUARD, set by luo for a next image it starts (exec or successor) together with
+ * NODE_OPTIONS=--import=<guard>: {"mode":"exec"|"successor","deadline":ms since the epoch,
+ * "entry":E (exec: the handover, to hand back to the previous image),"nodeOptions":the
+ * NODE_OPTIONS to restore (null: unset)}. The guard removes both at once.
+ * LUO_ROLLBACK, set by a guard for the previous image it brings back in place:
+ * {"reason":text,"status":n|null,"stderr":[lines]}.
  *
  * Decoders take whatever JSON.parse gave and return the typed message or throw a
  * HandoverError naming what is wrong: nothing malformed gets past them.
@@ -81,13 +100,19 @@ export const HELLO = 'successor-v1';
 export const PRESEND = 'presend-v1';
 export const HANDOVER_V1 = 'handover-v1';
 export const HANDOVER_V2 = 'handover-v2';
+export const COMMIT = 'commit-v1';
+export const GUARD_ENV = 'LUO_GUARD';
+export const ROLLBACK_ENV = 'LUO_ROLLBACK';
 
 export interface Hello { luo: typeof HELLO; pid: number; accepts: string[] }
 export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; arena: number; regions: Array<[number, number]> }
-export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[] }
+export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[]; commit: boolean }
 export interface Chunk { chunk: number }
 export interface Presented { presented: number }
 export interface Taken { taken: number }
+/** Why a next image gave up (its guard's last word), or why a previous one came back. */
+export interface Failure { reason: string; status: number | null; stderr: string[] }
+export interface Guard { mode: 'exec' | 'successor'; deadline: number; entry: string | null; nodeOptions: string | null }
 /** What the current image can receive after a handover's header. */
 export type Header = Presend | HandoverMsg;
 
@@ -132,7 +157,30 @@ export function decodeHeader(m: Record<string, unknown>, raw: string): Header {
     if (!Array.isArray(m.closed)) throw new HandoverError('the handover header has no "closed" list');
     closed = m.closed as number[];
   }
-  return { luo: m.luo, entry: m.entry, fds: m.fds as number[], chunks: m.chunks as number, closed };
+  return { luo: m.luo, entry: m.entry, fds: m.fds as number[], chunks: m.chunks as number, closed, commit: m.commit === true };
+}
+
+/** A failure as a guard reports it ({"failed":…} on the link, LUO_ROLLBACK in place). */
+export function decodeFailure(m: Record<string, unknown>): Failure {
+  const reason = typeof m.failed === 'string' ? m.failed : typeof m.reason === 'string' ? m.reason : 'no reason given';
+  const status = Number.isInteger(m.status) ? (m.status as number) : null;
+  const stderr = Array.isArray(m.stderr) ? m.stderr.filter((l): l is string => typeof l === 'string').slice(-20) : [];
+  return { reason: reason.slice(0, 2000), status, stderr: stderr.map((l) => l.slice(0, 500)) };
+}
+
+/** LUO_GUARD's value; null when it is malformed (a guard then does nothing). */
+export function decodeGuard(v: string | undefined): Guard | null {
+  if (!v) return null;
+  try {
+    const m = JSON.parse(v) as Record<string, unknown>;
+    if ((m.mode !== 'exec' && m.mode !== 'successor') || typeof m.deadline !== 'number') return null;
+    return {
+      mode: m.mode, deadline: m.deadline, entry: typeof m.entry === 'string' ? m.entry : null,
+      nodeOptions: typeof m.nodeOptions === 'string' ? m.nodeOptions : null,
+    };
+  } catch {
+    return null;
+  }
 }
 
 /** The number of chunk datagrams a header may announce for `count` fds; HandoverError otherwise. */
@@ -147,3 +195,25 @@ export function checkChunks(chunks: unknown, count: number, maxFds: number, what
 export function decodeChunk(m: Record<string, unknown>, i: number, what: string): void {
   if (m.chunk !== i) throw new HandoverError(`the ${what} datagram ${i} arrived as ${JSON.stringify(m.chunk)}`);
 }
+
+/**
+ * The guard, as the luo of the image it guards sees it: globalThis[GUARD_KEY] (a registered
+ * symbol, so that a guard and a luo from different copies of the package meet).
+ */
+export const GUARD_KEY = Symbol.for('luo.guard');
+
+export interface GuardHandle {
+  readonly version: 1;
+  readonly mode: 'exec' | 'successor';
+  /** Until commit(): a failure of this image brings the previous version back (exec) or tells
+   *  it (successor), which resumes. */
+  readonly armed: boolean;
+  /** FINISH: the update is done; nothing is guarded any more (resolves once the guard's
+   *  thread, if any, is gone). */
+  commit(): Promise<void>;
+  /** Give up now (the agent asked, or a check failed): exec the previous image again (exec),
+   *  or tell the previous one and exit (successor). Returns only if that was impossible. */
+  rollback(reason: string): void;
+}
+
+export const guardOf = (): GuardHandle | null => ((globalThis as Record<symbol, unknown>)[GUARD_KEY] as GuardHandle | undefined) ?? null;

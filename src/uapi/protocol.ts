@@ -23,6 +23,8 @@ export const IOCTL = {
   /** luo extension: reboot(LINUX_REBOOT_CMD_KEXEC): FREEZE, then exec the loaded image (flag
    *  REBOOT_SUCCESSOR: start it first and hand over to it). */
   REBOOT: 0xba11,
+  /** luo extension: how the last update ended (committed, rolled back, cancelled) and why. */
+  GET_UPDATE: 0xba12,
 } as const;
 
 export type IoctlName = keyof typeof IOCTL;
@@ -53,8 +55,93 @@ export const LAYOUTS: Record<number, Layout> = {
   [IOCTL.GET_FD_STATE]: { name: 'GET_FD_STATE', size: 24, minSize: 16, padding: [[5, 3], [20, 4]], fdsIn: 0 },
   [IOCTL.SET_FD_EVENT]: { name: 'SET_FD_EVENT', size: 16, minSize: 16, padding: [], fdsIn: 0 },
   [IOCTL.LOAD_IMAGE]: { name: 'LOAD_IMAGE', size: 16, minSize: 16, padding: [[12, 4]], fdsIn: 0, variable: true },
-  [IOCTL.REBOOT]: { name: 'REBOOT', size: 8, minSize: 8, padding: [], fdsIn: 0 },
+  [IOCTL.REBOOT]: { name: 'REBOOT', size: 24, minSize: 8, padding: [[20, 4]], fdsIn: 0 },
+  [IOCTL.GET_UPDATE]: { name: 'GET_UPDATE', size: 48, minSize: 8, padding: [], fdsIn: 0, variable: true },
 };
+
+/**
+ * REBOOT struct: u32 size · u32 flags · u32 commit_ms (how long the next version has, from
+ * the handover, to FINISH before it is rolled back; 0: the service's default) · u32
+ * takeover_ms (successor: how long it may take to take the handover once the service has
+ * frozen; 0: default) · s32 pid (out: the process that serves the next version) · u32 0.
+ * An 8-byte struct (flags only) is the same with the defaults.
+ */
+export function encodeReboot(r: { flags: number; commitMs?: number; takeoverMs?: number }): Buffer {
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(24, 0);
+  b.writeUInt32LE(r.flags, 4);
+  b.writeUInt32LE(r.commitMs ?? 0, 8);
+  b.writeUInt32LE(r.takeoverMs ?? 0, 12);
+  return b;
+}
+
+/** GET_UPDATE's outcome field. */
+export const OUTCOME = { none: 0, committed: 1, 'rolled-back': 2, cancelled: 3 } as const;
+export type OutcomeName = keyof typeof OUTCOME;
+
+export interface UpdateStatus {
+  outcome: OutcomeName;
+  mode: 'exec' | 'successor';
+  /** The failed version's exit status; null when unknown. */
+  status: number | null;
+  resumed: number;
+  lost: number;
+  /** liveupdate-number of the service now. */
+  number: number;
+  /** The failure's errno name (ECHILD, ETIMEDOUT, ECANCELED…), or null. */
+  errno: number;
+  writtenBack: number;
+  /** The pid serving now. */
+  pid: number;
+  reason: string;
+  stderr: string[];
+}
+
+/**
+ * GET_UPDATE struct (variable: the caller gives its size, e.g. 8192, and gets the struct cut
+ * to it): u32 size · u32 outcome (OUTCOME) · u32 mode (0 exec, 1 successor) · s32 status (-1
+ * unknown) · u32 resumed · u32 lost · u32 liveupdate_number · s32 errno (0, or the failure's
+ * positive errno) · u64 written_back · u32 pid · u32 text_len · then text_len bytes of UTF-8:
+ * the reason, and after a newline each of the failed version's last stderr lines.
+ */
+export function encodeUpdate(u: UpdateStatus, size: number): Buffer {
+  const text = Buffer.from([u.reason, ...u.stderr].join('\n'));
+  const out = Buffer.alloc(Math.max(48, size));
+  out.writeUInt32LE(out.length, 0);
+  out.writeUInt32LE(OUTCOME[u.outcome], 4);
+  out.writeUInt32LE(u.mode === 'successor' ? 1 : 0, 8);
+  out.writeInt32LE(u.status ?? -1, 12);
+  out.writeUInt32LE(u.resumed, 16);
+  out.writeUInt32LE(u.lost, 20);
+  out.writeUInt32LE(u.number, 24);
+  out.writeInt32LE(u.errno, 28);
+  out.writeBigUInt64LE(BigInt(u.writtenBack), 32);
+  out.writeUInt32LE(u.pid, 40);
+  const n = Math.min(text.length, out.length - 48);
+  out.writeUInt32LE(n, 44);
+  text.copy(out, 48, 0, n);
+  return out;
+}
+
+export function decodeUpdate(b: Buffer): UpdateStatus {
+  const names = Object.keys(OUTCOME) as OutcomeName[];
+  const n = b.length >= 48 ? Math.min(b.readUInt32LE(44), b.length - 48) : 0;
+  const [reason = '', ...stderr] = b.length >= 48 ? b.subarray(48, 48 + n).toString().split('\n') : [];
+  const status = b.length >= 16 ? b.readInt32LE(12) : -1;
+  return {
+    outcome: names[b.length >= 8 ? b.readUInt32LE(4) : 0] ?? 'none',
+    mode: b.length >= 12 && b.readUInt32LE(8) === 1 ? 'successor' : 'exec',
+    status: status < 0 ? null : status,
+    resumed: b.length >= 20 ? b.readUInt32LE(16) : 0,
+    lost: b.length >= 24 ? b.readUInt32LE(20) : 0,
+    number: b.length >= 28 ? b.readUInt32LE(24) : 0,
+    errno: b.length >= 32 ? b.readInt32LE(28) : 0,
+    writtenBack: b.length >= 40 ? Number(b.readBigUInt64LE(32)) : 0,
+    pid: b.length >= 44 ? b.readUInt32LE(40) : 0,
+    reason,
+    stderr,
+  };
+}
 
 /** Largest request accepted (LOAD_IMAGE carries an argv and an environment). */
 export const MAX_REQUEST = 65536;
