@@ -47,6 +47,9 @@ export const LUO_CODES = {
   ERR_FDT: 'a flattened device tree blob is malformed',
   ERR_HANDOVER: 'the handover from the previous image is corrupt or incompatible',
   ERR_DTS: 'a tree cannot be written as DTS source',
+  ERR_NO_SERVICE: 'no service is running there (nothing listens at its device, or its process is gone)',
+  ERR_UPDATE_FAILED: 'the update failed and was cancelled or rolled back: the previous version serves',
+  ERR_USAGE: 'the command line is wrong',
 } as const;
 export type LuoCode = keyof typeof LUO_CODES;
 

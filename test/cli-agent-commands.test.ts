@@ -50,7 +50,7 @@ test('preserve holds the device until interrupted; the service then drops the to
   assert.match(so, /preserved .* as token 9; holding the device/);
   const busy = await luo('fd-state', '9');
   assert.equal(busy.code, 1);
-  assert.equal(busy.stderr, 'luo: EBUSY: another agent is driving this service (one agent at a time)\n');
+  assert.match(busy.stderr, /^luo: EBUSY: another agent is driving this service \(luo preserve, pid \d+\): one agent at a time\n$/);
   const report = (): Promise<Record<string, any>> => svc.report();
   assert.deepEqual((await report()).tokens, ['9']);
   p.kill('SIGINT');

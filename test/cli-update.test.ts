@@ -72,7 +72,7 @@ test('luo update drives the whole update (prepare, reboot, updated, finish) whil
       assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish']);
     });
     const human = await runNode(cliPath, ['update', '--rundir', rundir]);
-    assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms\nupdate done in [\d.]+ ms\n/);
+    assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms  pid \d+\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms  committed \(\d+ KiB of changed memory written back\)\nupdate done in [\d.]+ ms\n/);
   } finally {
     svc.kill('SIGKILL');
   }
@@ -105,8 +105,9 @@ test('a next image that cannot be executed: the report says so, the update is ca
     assert.equal(r.code, 1);
     assert.match(r.stdout, /✓ prepare/);
     assert.match(r.stdout, /✓ load next image .*\/nonexistent\/node x\.js/);
-    assert.match(r.stdout, /✗ update .*ENOENT: the service answered ENOENT to REBOOT/);
-    assert.match(r.stderr, /^luo: update failed: ENOENT/);
+    assert.match(r.stdout, /✗ freeze \+ exec .*execve\(\/nonexistent\/node\) failed/);
+    assert.match(r.stdout, /✓ cancelled .*the service serves the previous version/);
+    assert.match(r.stderr, /^luo: update failed: ENOENT: .*cancelled: the previous version serves/);
     await assertStillServing(rundir, port);
   } finally {
     svc.kill('SIGKILL');
@@ -125,16 +126,20 @@ test('--successor with a program that does not exist: ENOENT, cancelled, the old
   }
 });
 
-test('a next image that dies at start: the report names the phase and the state left behind, exit 5 (timed out)', { timeout: 30_000 }, async () => {
-  const { svc, rundir } = await startExample();
+test('a next image that exits at start is rolled back: the previous image comes back in place, and the report says why at once (exit 1)', { timeout: 30_000 }, async () => {
+  const { svc, port, rundir } = await startExample();
   try {
-    const r = await runNode(cliPath, ['update', '--rundir', rundir, '--timeout', '2', '--json', '--', process.execPath, '-e', 'process.exit(3)']);
-    assert.equal(r.code, 5, r.stderr + r.stdout);
+    const t0 = Date.now();
+    const r = await runNode(cliPath, ['update', '--rundir', rundir, '--timeout', '20', '--json', '--', process.execPath, '-e', 'process.exit(3)']);
+    assert.equal(r.code, 1, r.stderr + r.stdout);
+    assert.ok(Date.now() - t0 < 15_000, 'known at once, not after the --timeout');
     const rep = jsonLines(r.stdout)[0]!;
     assert.equal(rep.ok, false);
-    assert.match(rep.error as string, /the next image did not start its control device within 2 s \(state file: frozen\)/);
+    assert.equal(rep.code, 'ERR_UPDATE_FAILED');
+    assert.match(rep.error as string, /the next version exited with status 3 before it finished its update; rolled back: the previous version serves \(pid \d+\)/);
     const phases = rep.phases as Array<{ phase: string; ok: boolean }>;
-    assert.deepEqual(phases.map((p) => [p.phase, p.ok]), [['prepare', true], ['load next image', true], ['freeze + exec', true], ['after reboot', false]]);
+    assert.deepEqual(phases.map((p) => [p.phase, p.ok]), [['prepare', true], ['load next image', true], ['freeze + exec', true], ['next image up', false], ['rolled back', true]]);
+    await assertStillServing(rundir, port);
   } finally {
     svc.kill('SIGKILL');
   }

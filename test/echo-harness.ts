@@ -22,8 +22,8 @@ export class Service {
   #waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
   stderr = '';
 
-  constructor(env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [imagePath('echo-a')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(env: NodeJS.ProcessEnv = {}, image = 'echo-a', args: string[] = []) {
+    this.child = spawn(process.execPath, [imagePath(image), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     services.add(this);
     let buf = '';
     this.child.stdout!.on('data', (d) => {

@@ -43,7 +43,7 @@ test('is replaced atomically: a reader in another process never sees a partial o
   const out = jsonLines((await reader).stdout)[0]!;
   assert.equal(out.errors, 0, 'the file never disappears');
   assert.deepEqual(Object.keys(out.seen as object).sort(), ['normal\n', 'prepared\n'], `after ${cycles} cycles`);
-  assert.deepEqual(fs.readdirSync(path.dirname(luo.stateFilePath!)), ['state'], 'no temporary files left');
+  assert.deepEqual(fs.readdirSync(path.dirname(luo.stateFilePath!)), ['pid', 'state'], 'no temporary files left (the state and the pid of who serves)');
 });
 
 test('can be watched: fs.watch on the runtime directory reports every change', async () => {
@@ -70,7 +70,7 @@ test('a successor writes its first state off the main thread; later writes queue
   f.write('normal'); // FINISH, while the first write is still in flight
   await f.idle();
   assert.equal(read(f.path), 'normal\n');
-  assert.deepEqual(fs.readdirSync(dir), ['state'], 'no temporary files left');
+  assert.deepEqual(fs.readdirSync(dir), ['pid', 'state'], 'no temporary files left (the state and the pid of who serves)');
   f.write('prepared'); // nothing pending: written at once
   assert.equal(read(f.path), 'prepared\n');
   f.close();

@@ -1,24 +1,29 @@
 #!/usr/bin/env node
 /*
  * cli/main: the `luo` agent (the kernel's LiveupdateD and luoctl). Each command is a function
- * returning an exit code. Errors are one line, "luo: <CODE>: <cause>", never a stack trace.
+ * returning an exit code. Errors are one line, "luo: <CODE>: <cause>", never a stack trace;
+ * the exit code comes from the error's code (cli/agent.ts: EXIT_BY_CODE), never its text.
  *
  * Exit codes: 0 success · 1 the operation failed (the service answered an errno, or the
- * update failed and was cancelled) · 2 usage · 3 malformed input (a DTB) · 4 no service to
- * talk to (nothing listening at the device path) · 5 timed out.
+ * update failed and was cancelled or rolled back) · 2 usage · 3 malformed input (a DTB) ·
+ * 4 no service to talk to (nothing listening at the device, or its process is gone) ·
+ * 5 timed out without an outcome.
  *
- * The device allows one agent at a time, and closing the connection drops what this agent
- * preserved (v3 §2.4), so `preserve` holds its connection until interrupted, and `update`
- * takes --preserve TOKEN=FILE to preserve within its own session.
+ * One agent at a time: every command that drives the service holds an flock on
+ * <rundir>/agent.lock (a second one gets EBUSY naming the first). The device drops what an
+ * agent preserved when it disconnects (v3 §2.4), so `preserve` holds its connection until
+ * interrupted, and `update` takes --preserve TOKEN=FILE to preserve within its own session.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { defaultRundir, validName } from '../config.js';
-import { DeviceClient, structs } from '../device/client.js';
+import { structs } from '../device/client.js';
 import { LuoError } from '../errors.js';
 import { decode, toDts } from '../fdt/index.js';
-import { Event, STATE_NAMES, State, parseEvent, stateName, toToken } from '../luo/abi.js';
-import { IOCTL, REBOOT_SUCCESSOR, encodeLoadImage } from '../uapi/protocol.js';
+import { Event, STATE_NAMES, parseEvent, stateName, toToken } from '../luo/abi.js';
+import { IOCTL, REBOOT_SUCCESSOR, encodeLoadImage, encodeReboot } from '../uapi/protocol.js';
+import { EXIT, alive, connect, devicePath, exitFor, lock, servicePid } from './agent.js';
+import { update } from './update.js';
 
 const USAGE = `usage: luo <command> [options] [args]
 
@@ -30,17 +35,21 @@ const USAGE = `usage: luo <command> [options] [args]
   fd-event TOKEN EVENT         per-file event: prepare, freeze, cancel, finish
   reboot [--successor] [-- CMD...]
                                FREEZE and exec the next image (default: the service's own command)
-  update [--preserve T=FILE]... [--timeout S] [--successor] [-- CMD...]
-                               the whole update: PREPARE, load, reboot, wait for UPDATED, FINISH
+  update [--successor] [--preserve T=FILE]... [--timeout S] [--check CMD [--check-timeout S]]
+         [--probation DURATION] [--takeover-timeout MS] [-- CMD...]
+                               the whole update, a transaction until FINISH: PREPARE, load,
+                               reboot, wait for the next version (UPDATED), check it, keep it on
+                               probation, FINISH. If it fails before FINISH, the previous
+                               version serves again (rolled back) and the report says why
                                --successor: start the next image first and hand over to it
-                               (a shorter pause, a failed start cancels; the pid changes)
+                               (a shorter pause; the pid changes)
+  rollback                     in UPDATED, before FINISH: give the update up, the previous
+                               version resumes
   dump [FILE.dtb]              a DTB as DTS; without FILE, the service's handover trees (debug view)
 
 options: --rundir DIR | --name NAME (the service's runtime directory), --json
 exit codes: 0 ok, 1 failed, 2 usage, 3 malformed input, 4 no service, 5 timed out
 `;
-
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, MALFORMED: 3, NO_SERVICE: 4, TIMEOUT: 5 } as const;
 
 class UsageError extends Error {}
 
@@ -50,7 +59,7 @@ function parse(argv: string[]): Opts {
   const flags = new Map<string, string[]>();
   const args: string[] = [];
   let rest: string[] | null = null;
-  const withValue = new Set(['rundir', 'name', 'out', 'preserve', 'timeout']);
+  const withValue = new Set(['rundir', 'name', 'out', 'preserve', 'timeout', 'check', 'check-timeout', 'probation', 'takeover-timeout']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -80,12 +89,20 @@ function parse(argv: string[]): Opts {
   };
 }
 
-const devicePath = (o: Opts): string => path.join(o.rundir, 'liveupdate');
 const out = (o: Opts, human: string, json: Record<string, unknown>): void => void process.stdout.write(o.json ? `${JSON.stringify(json)}\n` : `${human}\n`);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function connect(o: Opts): DeviceClient {
-  return DeviceClient.connect(devicePath(o));
+/** Connect to the service, as the one agent driving it (`what` names this command). */
+function drive(o: Opts, what: string) {
+  lock(o.rundir, what);
+  return connect(o.rundir);
+}
+
+/** A duration: "500ms", "5s", "2m", or a bare number of seconds. */
+function duration(v: string | undefined, what: string, def: number): number {
+  if (v === undefined) return def;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(v);
+  if (!m) throw new UsageError(`${what} takes a duration (500ms, 5s, 2m), not ${JSON.stringify(v)}`);
+  return Math.round(Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm']));
 }
 
 function readStateFile(o: Opts): string | null {
@@ -102,7 +119,13 @@ async function cmdState(o: Opts): Promise<number> {
     out(o, s ?? 'unknown (no state file)', { state: s, value: value === undefined ? null : Number(value) });
   };
   let last = readStateFile(o);
-  if (last === null && !fs.existsSync(o.rundir)) throw new LuoError('ENOENT', `no runtime directory ${o.rundir} (is the service running? --rundir/--name)`);
+  if (last === null && !fs.existsSync(o.rundir)) throw new LuoError('ERR_NO_SERVICE', `no runtime directory ${o.rundir} (is the service running? --rundir/--name)`);
+  // The state file outlives its service: a dead one is said to be dead, not in its last state.
+  const pid = servicePid(o.rundir);
+  if (pid !== null && !alive(pid) && !o.flags.has('watch')) {
+    if (o.json) process.stdout.write(`${JSON.stringify({ state: null, value: null, running: false, pid, last })}\n`);
+    throw new LuoError('ERR_NO_SERVICE', `the service is not running (pid ${pid} is gone); its state file still says ${last ?? 'nothing'}`);
+  }
   show(last);
   if (!o.flags.has('watch')) return last === null ? EXIT.NO_SERVICE : EXIT.OK;
   await new Promise<void>(() => {
@@ -118,7 +141,7 @@ async function cmdState(o: Opts): Promise<number> {
 }
 
 function cmdEvent(o: Opts, event: Event): number {
-  const c = connect(o);
+  const c = drive(o, `luo ${Event[event].toLowerCase()}`);
   try {
     c.request(IOCTL.SET_EVENT, structs.u32(event));
     const st = c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
@@ -141,7 +164,7 @@ async function cmdPreserve(o: Opts): Promise<number> {
   const [t, file] = o.args;
   if (t === undefined || file === undefined) throw new UsageError('preserve takes TOKEN FILE');
   const token = toToken(t);
-  const c = connect(o);
+  const c = drive(o, 'luo preserve');
   const fd = openForPreserve(file);
   try {
     c.request(IOCTL.FD_PRESERVE, structs.fdPreserve(token), [fd]);
@@ -153,7 +176,7 @@ async function cmdPreserve(o: Opts): Promise<number> {
   // the service goes away (its device path disappears).
   await new Promise<void>((resolve) => {
     const t2 = setInterval(() => {
-      if (!fs.existsSync(devicePath(o))) done();
+      if (!fs.existsSync(devicePath(o.rundir))) done();
     }, 500);
     const done = (): void => {
       clearInterval(t2);
@@ -170,7 +193,7 @@ function cmdRestore(o: Opts): number {
   const t = o.args[0];
   if (t === undefined) throw new UsageError('restore takes TOKEN');
   const token = toToken(t);
-  const c = connect(o);
+  const c = drive(o, 'luo restore');
   try {
     const r = c.request(IOCTL.FD_RESTORE, structs.token16(token));
     const fd = r.fds[0];
@@ -200,7 +223,7 @@ function cmdRestore(o: Opts): number {
 function cmdFdState(o: Opts): number {
   const t = o.args[0];
   if (t === undefined) throw new UsageError('fd-state takes TOKEN');
-  const c = connect(o);
+  const c = drive(o, 'luo fd-state');
   try {
     const st = c.request(IOCTL.GET_FD_STATE, structs.getFdState(toToken(t), o.flags.has('incoming'))).struct.readUInt32LE(16);
     out(o, stateName(st), { token: t, state: stateName(st), value: st });
@@ -213,7 +236,7 @@ function cmdFdState(o: Opts): number {
 function cmdFdEvent(o: Opts): number {
   const [t, ev] = o.args;
   if (t === undefined || ev === undefined) throw new UsageError('fd-event takes TOKEN EVENT');
-  const c = connect(o);
+  const c = drive(o, 'luo fd-event');
   try {
     c.request(IOCTL.SET_FD_EVENT, structs.setFdEvent(toToken(t), parseEvent(ev)));
     out(o, `${ev} token ${t}: ok`, { token: t, event: ev, ok: true });
@@ -223,110 +246,37 @@ function cmdFdEvent(o: Opts): number {
   }
 }
 
-/** LOAD_IMAGE (when a command is given) then REBOOT; returns once the old image is gone. */
-function rebootOn(c: DeviceClient, o: Opts): void {
-  if (o.rest && o.rest.length) {
-    const argv = [...o.rest];
-    c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv, cwd: process.cwd(), env: Object.entries(process.env).filter(([k]) => !k.startsWith('LUO_HANDOVER')).map(([k, v]) => `${k}=${v}`) }));
-  }
-  c.request(IOCTL.REBOOT, structs.u32(rebootFlags(o)));
-  c.waitClosed();
-}
-
-const rebootFlags = (o: Opts): number => (o.flags.has('successor') ? REBOOT_SUCCESSOR : 0);
-
 function cmdReboot(o: Opts): number {
-  const c = connect(o);
+  const c = drive(o, 'luo reboot');
   try {
-    rebootOn(c, o);
-    out(o, o.flags.has('successor') ? 'reboot: the old image handed over to its successor and exited' : 'reboot: the old image exec\'d the next one', { ok: true });
+    if (o.rest && o.rest.length) {
+      c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv: [...o.rest], cwd: process.cwd(), env: Object.entries(process.env).filter(([k]) => !k.startsWith('LUO_HANDOVER')).map(([k, v]) => `${k}=${v}`) }));
+    }
+    const successor = o.flags.has('successor');
+    c.request(IOCTL.REBOOT, encodeReboot({ flags: successor ? REBOOT_SUCCESSOR : 0 }));
+    c.waitClosed();
+    out(o, successor ? 'reboot: the service handed over to its successor (it commits at FINISH)' : 'reboot: the service exec\'d the next image in place', { ok: true });
     return EXIT.OK;
   } finally {
     c.close();
   }
 }
 
-/** The whole update, phase by phase, with elapsed times; CANCEL on any failure where possible. */
-async function cmdUpdate(o: Opts): Promise<number> {
-  const timeoutMs = Number(o.flags.get('timeout')?.[0] ?? '60') * 1000;
-  const t0 = performance.now();
-  const phases: Array<{ phase: string; ms: number; ok: boolean; detail?: string }> = [];
-  let phaseStart = t0;
-  const step = (phase: string, ok = true, detail?: string): void => {
-    const now = performance.now();
-    phases.push({ phase, ms: Math.round((now - phaseStart) * 10) / 10, ok, detail });
-    if (!o.json) process.stdout.write(`${ok ? '✓' : '✗'} ${phase.padEnd(28)} ${(now - phaseStart).toFixed(1).padStart(8)} ms${detail ? `  ${detail}` : ''}\n`);
-    phaseStart = now;
+function cmdUpdate(o: Opts): Promise<number> {
+  const secs = (k: string, def: number): number => {
+    const v = o.flags.get(k)?.[0];
+    if (v === undefined) return def * 1000;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${k} takes seconds, not ${JSON.stringify(v)}`);
+    return n * 1000;
   };
-  const finishJson = (ok: boolean, error?: string): number => {
-    if (o.json) process.stdout.write(`${JSON.stringify({ ok, totalMs: Math.round(performance.now() - t0), phases, error })}\n`);
-    return ok ? EXIT.OK : error?.startsWith('ETIMEDOUT') ? EXIT.TIMEOUT : EXIT.FAILED;
-  };
-
-  let c = connect(o);
-  let rebooted = false;
-  try {
-    for (const spec of o.flags.get('preserve') ?? []) {
-      const eq = spec.indexOf('=');
-      if (eq < 0) throw new UsageError(`--preserve takes TOKEN=FILE, not ${spec}`);
-      const fd = openForPreserve(spec.slice(eq + 1));
-      try {
-        c.request(IOCTL.FD_PRESERVE, structs.fdPreserve(toToken(spec.slice(0, eq))), [fd]);
-      } finally {
-        fs.closeSync(fd);
-      }
-      step(`preserve ${spec}`);
-    }
-    c.request(IOCTL.SET_EVENT, structs.u32(Event.PREPARE));
-    step('prepare');
-    if (o.rest && o.rest.length) {
-      c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv: o.rest, cwd: process.cwd() }));
-      step('load next image', true, o.rest.join(' '));
-    }
-    c.request(IOCTL.REBOOT, structs.u32(rebootFlags(o)));
-    rebooted = true;
-    step(o.flags.has('successor') ? 'successor up, freeze + handover' : 'freeze + exec');
-    c.waitClosed();
-    c.close();
-    // The next image boots; its device appears once it has restored what it needs.
-    // Connect and ask the state, retrying until the deadline: until the next image serves its
-    // device, connecting fails, or lands in the old image's dying listener and is reset.
-    const deadline = performance.now() + timeoutMs;
-    let st: number;
-    for (;;) {
-      try {
-        c = connect(o);
-        st = c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
-        break;
-      } catch {
-        c.close();
-        if (performance.now() > deadline) throw new LuoError('ETIMEDOUT', `the next image did not start its control device within ${timeoutMs / 1000} s (state file: ${readStateFile(o) ?? 'missing'})`);
-        await sleep(10);
-      }
-    }
-    if (st !== State.UPDATED) {
-      throw new LuoError('EIO', `the next image booted ${stateName(st)}, not updated: the handover did not reach it`);
-    }
-    step('next image up (updated)');
-    c.request(IOCTL.SET_EVENT, structs.u32(Event.FINISH));
-    step('finish');
-    c.close();
-    if (!o.json) process.stdout.write(`update done in ${(performance.now() - t0).toFixed(1)} ms\n`);
-    return finishJson(true);
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    const msg = e instanceof LuoError ? e.message : (e as Error).message;
-    step(rebooted ? 'after reboot' : 'update', false, msg);
-    if (!rebooted) {
-      try {
-        c.request(IOCTL.SET_EVENT, structs.u32(Event.CANCEL), [], { allowFail: true });
-        step('cancel (service keeps running the old code)');
-      } catch { /* the connection is gone */ }
-    }
-    c.close();
-    if (!o.json) process.stderr.write(`luo: update failed: ${msg}\n`);
-    return finishJson(false, msg);
-  }
+  const takeover = o.flags.get('takeover-timeout')?.[0];
+  return update({
+    rundir: o.rundir, json: o.json, successor: o.flags.has('successor'), command: o.rest && o.rest.length ? o.rest : null,
+    preserve: o.flags.get('preserve') ?? [], timeoutMs: secs('timeout', 60), check: o.flags.get('check')?.[0] ?? null,
+    checkTimeoutMs: secs('check-timeout', 30), probationMs: duration(o.flags.get('probation')?.[0], '--probation', 0),
+    takeoverMs: takeover === undefined ? 0 : duration(takeover.match(/[a-z]$/) ? takeover : `${takeover}ms`, '--takeover-timeout', 0),
+  });
 }
 
 function cmdDump(o: Opts): number {
@@ -384,22 +334,21 @@ export async function main(argv: string[]): Promise<number> {
         return cmdReboot(o);
       case 'update':
         return await cmdUpdate(o);
+      case 'rollback':
+        return cmdEvent(o, Event.ROLLBACK);
       case 'dump':
         return cmdDump(o);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`luo: ${e.message}\n${USAGE}`);
+    if (e instanceof UsageError || (e instanceof LuoError && e.code === 'ERR_USAGE')) {
+      process.stderr.write(`luo: ${e.message.replace(/^ERR_USAGE: /, '')}\n${USAGE}`);
       return EXIT.USAGE;
     }
     if (e instanceof LuoError) {
       process.stderr.write(`luo: ${e.message}\n`);
-      if (e.code === 'ERR_FDT' || e.code === 'ERR_DTS') return EXIT.MALFORMED;
-      if (e.code === 'ETIMEDOUT') return EXIT.TIMEOUT;
-      if (/cannot connect to/.test(e.message)) return EXIT.NO_SERVICE;
-      return EXIT.FAILED;
+      return exitFor(e.code);
     }
     process.stderr.write(`luo: ${(e as Error).message ?? String(e)}\n`);
     return EXIT.FAILED;

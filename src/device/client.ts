@@ -24,7 +24,7 @@ export class DeviceClient {
     } catch (e) {
       const code = (e as LuoError).code;
       const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'no service is listening there (is it running with its device enabled?)' : code === 'EACCES' ? 'permission denied on the socket' : (e as Error).message;
-      throw new LuoError(code ?? 'EIO', `cannot connect to ${path}: ${why}`);
+      throw new LuoError(code ?? 'EIO', `cannot connect to ${path}: ${why}`, { cause: e });
     }
   }
 
@@ -65,8 +65,9 @@ export class DeviceClient {
     return { result, struct: pk.data.subarray(4), fds: pk.fds };
   }
 
-  /** Wait for the connection to close (after REBOOT: the exec closes it). A reply arriving
-   *  instead means the exec failed after REBOOT had been accepted: raised as its errno. */
+  /** Wait for the connection to close (after REBOOT: the exec closes it, a successor's
+   *  previous image hangs up). A reply arriving instead means the handover failed after REBOOT
+   *  had been accepted: raised as its errno (GET_UPDATE says why). */
   waitClosed(): void {
     for (;;) {
       let pk: sys.Packet | null;
@@ -79,11 +80,16 @@ export class DeviceClient {
       if (!pk || pk.eof) return;
       for (const fd of pk.fds) sys.close(fd);
       const r = pk.data.length >= 4 ? pk.data.readInt32LE(0) : -5;
-      throw new LuoError(errnoName(-r), `the exec failed after REBOOT was accepted (${errnoName(-r)}); the service cancelled the update`);
+      throw new LuoError(errnoName(-r), `the handover failed after REBOOT was accepted (${errnoName(-r)}); the service cancelled the update`);
     }
   }
 
+  #closed = false;
+
+  /** Idempotent: a second close must not close whatever reused the fd number meanwhile. */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     try {
       sys.close(this.fd);
     } catch { /* closed */ }

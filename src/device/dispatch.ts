@@ -159,6 +159,7 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
         if ((flags & ~REBOOT_SUCCESSOR) !== 0) return bad('EOPNOTSUPP');
         const commitMs = k.readUInt32LE(8);
         const takeoverMs = k.readUInt32LE(12);
+        const readyMs = k.readUInt32LE(20);
         await luo.reboot(session.image ?? selfImage(), {
           // The success reply goes right before the handover, with the pid that will serve.
           beforeExec: (pid) => {
@@ -168,6 +169,7 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
           successor: (flags & REBOOT_SUCCESSOR) !== 0,
           ...(commitMs ? { commitTimeoutMs: commitMs } : {}),
           ...(takeoverMs ? { takeoverTimeoutMs: takeoverMs } : {}),
+          ...(readyMs ? { successorTimeoutMs: readyMs, upTimeoutMs: readyMs } : {}),
           afterHandover: () => session.hangUp?.(),
         });
         return reply(neg('EIO')); // not reached: reboot only returns by throwing

@@ -17,6 +17,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { fail } from '../errors.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
+import { guardOf } from '../uapi/handover.js';
 import { dispatch, encodeReply, type Reply, type Session } from './dispatch.js';
 
 export interface DeviceOptions {
@@ -131,7 +132,10 @@ export class Device {
     fs.rmSync(file, { force: true }); // a previous image's socket
     const fd = sys.seqpacketListen(file, 16, true);
     fs.chmodSync(file, 0o600);
-    return new Device(luo, file, fd, opts);
+    const d = new Device(luo, file, fd, opts);
+    // A next image under luo's guard is up now: an agent can drive it to FINISH.
+    guardOf()?.up();
+    return d;
   }
 
   #sendDirect(m: { agent?: number }, r: Reply): void {

@@ -10,8 +10,9 @@
  *     module in its own code, process.exit, an empty event loop): exec mode: the previous
  *     image is exec'd again in place with the same handover (rollback.cjs); successor mode:
  *     the previous image is told why (the link), and resumes when this process is gone;
- *   - exec mode: the deadline passes without a commit, even with the event loop blocked: a
- *     watchdog thread (watchdog.cjs) does the same from its own thread;
+ *   - exec mode: it is not up (its control device started) by `upBy`, or has not committed by
+ *     `deadline`, even with its event loop blocked: a watchdog thread (watchdog.cjs) does the
+ *     same from its own thread;
  *   - rollback(reason) (the agent asked): the same, now.
  * What it reports: the reason, the exit status, and the last lines written to stderr.
  * A malformed LUO_GUARD: nothing is guarded (the image runs as if started by hand).
@@ -54,9 +55,12 @@ function install(g: Guard): void {
   process.on('uncaughtExceptionMonitor', (err) => void (lastError = err));
 
   const failure = (status: number | null): Failure => {
-    const err = lastError ? util.inspect(lastError).split('\n').slice(0, 8) : [];
-    const why = reason ?? (lastError ? `it threw ${err[0]}` : `it exited with status ${status}`);
-    return { reason: why, status, stderr: [...lines, ...err].slice(-STDERR_LINES) };
+    const e = lastError;
+    const what = e instanceof Error ? `${e.name}: ${e.message}` : e !== null ? util.inspect(e) : '';
+    // Where it was thrown: the first frame of the stack that is not Node's own.
+    const at = e instanceof Error ? e.stack?.split('\n').find((l) => /^\s+at /.test(l) && !/node:internal/.test(l))?.trim().replace(/^at /, '') : undefined;
+    const why = reason ?? (e ? `it threw ${what.split('\n')[0]!.slice(0, 300)}${at ? ` (at ${at.slice(0, 200)})` : ''}` : `it exited with status ${status}`);
+    return { reason: why, status, stderr: lines.slice(-STDERR_LINES) };
   };
 
   const giveUp = (status: number | null): void => {
@@ -70,10 +74,10 @@ function install(g: Guard): void {
 
   // In place, nobody else can tell it hangs: a thread that does not need the event loop.
   let watchdog: Worker | null = null;
-  const flag = new Int32Array(new SharedArrayBuffer(8));
+  const flag = new Int32Array(new SharedArrayBuffer(12)); // [0] committed, [1] heartbeat, [2] up
   if (g.mode === 'exec' && g.entry) {
     watchdog = new Worker(new URL('./watchdog.cjs', here), {
-      workerData: { flag: flag.buffer, ring, deadline: g.deadline, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
+      workerData: { flag: flag.buffer, ring, deadline: g.deadline, upBy: g.upBy, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
     });
     watchdog.unref();
     watchdog.on('error', () => {}); // a watchdog that cannot start leaves the exit path
@@ -87,6 +91,9 @@ function install(g: Guard): void {
     mode: g.mode,
     get armed() {
       return armed;
+    },
+    up() {
+      Atomics.store(flag, 2, 1);
     },
     async commit() {
       armed = false;

@@ -73,6 +73,8 @@ export interface TransportOptions {
   /** How long the next version has, from the handover, to commit (its FINISH): past that it is
    *  rolled back. */
   commitTimeoutMs: number;
+  /** In place: how long the next image has to be up (its control device started). */
+  upTimeoutMs?: number;
 }
 
 /** After a successor handover, how long this image waits for the successor's FINISH before
@@ -103,7 +105,8 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
     begin: async () => {},
     handOver(entry, refs, beforeExec) {
       const url = entry ? guardUrl() : null;
-      const env = url ? guardEnv(image.env ?? process.env, { mode: 'exec', deadline: Date.now() + opts.commitTimeoutMs, entry }, url) : {};
+      const now = Date.now();
+      const env = url ? guardEnv(image.env ?? process.env, { mode: 'exec', deadline: now + opts.commitTimeoutMs, upBy: now + (opts.upTimeoutMs ?? opts.commitTimeoutMs), entry }, url) : {};
       return execInPlace(entry, image, { keepFds: refs.map((r) => r.fd), beforeExec, env });
     },
     abort() {},

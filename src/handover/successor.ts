@@ -107,7 +107,7 @@ export class Successor {
     let child: ChildProcess;
     try {
       const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env), [HANDOVER_ENV]: `${SUCCESSOR_PREFIX}${SUCCESSOR_FD}` };
-      if (opts.guard) Object.assign(env, guardEnv(env, { mode: 'successor', deadline: opts.guard.deadline, entry: null }, opts.guard.url));
+      if (opts.guard) Object.assign(env, guardEnv(env, { mode: 'successor', deadline: opts.guard.deadline, upBy: opts.guard.deadline, entry: null }, opts.guard.url));
       child = spawn(file, image.argv.slice(1), {
         argv0: image.argv[0], cwd: image.cwd, env, stdio: ['inherit', 'inherit', 'inherit', theirs],
       });
@@ -156,17 +156,30 @@ export class Successor {
     return st === 'T' || st === 't';
   }
 
-  /** Its last words, when its guard sent them: ": <reason> (<last stderr line>)". */
+  /** Its last words, when its guard sent more than its exit status: ": <reason>". */
   #why(): string {
     const f = this.#failure;
-    if (!f) return '';
-    const last = f.stderr.filter((l) => l.trim()).slice(-3).join(' | ');
-    return `: ${f.reason}${last && !f.reason.includes(last) ? ` [stderr: ${last}]` : ''}`;
+    if (!f || /^it exited with status \d+$/.test(f.reason)) return '';
+    return `: ${f.reason}`;
   }
 
   /** What its guard said, if it said anything. */
   get failure(): Failure | null {
     return this.#failure;
+  }
+
+  /** Read what the successor left on the link before it went: its guard's {"failed":…}. */
+  #drain(): void {
+    try {
+      while (this.#fd >= 0 && (sys.poll([this.#fd], 0)[0] ?? 0) & sys.POLLIN) {
+        const p = sys.recvPacket(this.#fd);
+        if (!p || p.eof) return;
+        for (const fd of p.fds) sys.close(fd);
+        try {
+          this.#tookFailure(parseMessage(p.data, 'message'));
+        } catch { /* not a message: nothing to say */ }
+      }
+    } catch { /* the link is gone */ }
   }
 
   /** Take a {"failed":…} message; true when `m` was one. */
@@ -206,6 +219,7 @@ export class Successor {
         throw fail('ECHILD', `the successor crashed ${what}: it ${this.#exit ? this.#exitText() : 'closed the handover link'}${this.#why()}`);
       }
       if (this.#exit) {
+        this.#drain();
         this.abort();
         throw fail('ECHILD', `the successor crashed ${what}: it ${this.#exitText()}${this.#why()}`);
       }
@@ -315,7 +329,11 @@ export class Successor {
         }
         const p = sys.recvPacket(this.#fd);
         if (!p || p.eof) {
-          this.#reap();
+          const until = Date.now() + 1000;
+          while (!this.#exit && Date.now() < until) {
+            this.#reap();
+            if (!this.#exit) sys.poll([], 5);
+          }
           throw fail('ECHILD', `the successor crashed while taking the handover: it ${this.#exit ? this.#exitText() : 'closed the link'}${this.#why()}`);
         }
         const m = parseMessage(p.data, 'answer to the handover');
@@ -340,6 +358,7 @@ export class Successor {
    */
   awaitOutcome(deadline: number): Outcome {
     const failed = (code: 'ECHILD' | 'ETIMEDOUT' | 'ECANCELED', what: string): Outcome => {
+      this.#drain();
       this.terminate();
       return { committed: false, code, message: `${what}${this.#why()}`, failure: this.#failure };
     };

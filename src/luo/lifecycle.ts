@@ -55,6 +55,11 @@ export class Lifecycle {
     this.#onChange(s, from);
   }
 
+  /** This process serves (again): <rundir>/pid says so. */
+  announcePid(): void {
+    this.#file?.writePid();
+  }
+
   /** Resolves once every state-file write so far is on disk. */
   async settled(): Promise<void> {
     await this.#file?.idle();

@@ -77,6 +77,9 @@ export interface RebootOpts {
   takeoverTimeoutMs?: number;
   /** How long the next version has, from the handover, to FINISH (default: timeouts.commit). */
   commitTimeoutMs?: number;
+  /** In place: how long the next image has to be up, its control device started (default:
+   *  the commit timeout). */
+  upTimeoutMs?: number;
   /** Successor mode: called with its pid once it has taken everything (this image then waits
    *  for its FINISH, serving nothing). */
   afterHandover?: (pid: number) => void;
@@ -235,7 +238,11 @@ export class Luo extends EventEmitter {
 
   /** How the last update ended, as far as this image knows (null: none did here yet). */
   get lastUpdate(): UpdateReport | null {
-    return this.#lastUpdate;
+    const u = this.#lastUpdate;
+    // Brought back in place: the connections the failed image had used were left out as they
+    // were restored.
+    if (u?.outcome === 'rolled-back' && this.#incoming?.rolledBack) return { ...u, lost: this.files.lostAtRollback };
+    return u;
   }
 
   /** The previous version can still resume: this update rolls back if this image fails
@@ -327,7 +334,7 @@ export class Luo extends EventEmitter {
       trace(`finish: ${writtenBack} bytes written back`);
       if (transactional) {
         this.#lastUpdate = { outcome: 'committed', mode: this.#incoming!.kind, reason: '', code: null, status: null, stderr: [], resumed: 0, lost: 0, writtenBack };
-      } else if (this.#lastUpdate?.outcome === 'rolled-back') this.#lastUpdate.lost = this.files.lostAtRollback;
+      }
       await this.#subs.finish();
       const leaked = this.kho.releaseUnclaimed();
       if (leaked > 0) process.emitWarning(`luo: FINISH released ${leaked} bytes of handed-over memory that no subsystem restored`, { code: 'LUO_UNCLAIMED_MEMORY' });
@@ -401,6 +408,7 @@ export class Luo extends EventEmitter {
         readyTimeoutMs: opts.successorTimeoutMs ?? this.timeouts.boot,
         freezeTimeoutMs: opts.takeoverTimeoutMs ?? this.timeouts.takeover,
         commitTimeoutMs: opts.commitTimeoutMs ?? this.timeouts.commit,
+        ...(opts.upTimeoutMs ? { upTimeoutMs: opts.upTimeoutMs } : {}),
       });
     } catch (err) {
       if (this.state === State.PREPARED) await this.#life.exclusive('CANCEL', () => this.#rollback());
@@ -459,6 +467,7 @@ export class Luo extends EventEmitter {
     const f = outcome.failure;
     this.#lastUpdate = { outcome: 'rolled-back', mode: 'successor', reason: outcome.message, code: outcome.code, status: f?.status ?? null, stderr: f?.stderr ?? [], resumed: r.resumed, lost: r.lost, writtenBack: 0 };
     this.#resumed = true;
+    this.#life.announcePid();
     this.emit('resumed', this.#lastUpdate);
     trace(`resume: serving again (${r.resumed} connections resumed, ${r.lost} closed)`);
     throw fail(outcome.code, `${outcome.message}; rolled back: this version serves again (${r.resumed} connection${r.resumed === 1 ? '' : 's'} resumed, ${r.lost} closed because the successor had used ${r.lost === 1 ? 'it' : 'them'})`);

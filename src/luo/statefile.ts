@@ -9,6 +9,9 @@
  * Watchers: watch the directory (fs.watch/inotify report "state" on every rename), or the
  * file, re-arming after each rename. close() removes it (the service is gone: no state).
  * A failure to write is reported as a warning and never fails the transition itself.
+ * <rundir>/pid beside it names the process that serves: written with the first state, and
+ * again by an image that serves again (it resumed after a failed successor), so that an agent
+ * can tell a dead service from a live one.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,9 +34,34 @@ export class StateFile {
   static open(rundir: string, initial: string, opts: { deferred?: boolean } = {}): StateFile {
     fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
     const f = new StateFile(path.join(rundir, 'state'));
-    if (opts.deferred) f.#enqueue(() => f.#writeAsync(initial));
-    else f.write(initial);
+    if (opts.deferred) f.#enqueue(async () => {
+      await f.#writeAsync(initial);
+      await f.#writeAsync(String(process.pid), f.pidPath);
+    });
+    else {
+      f.write(initial);
+      f.writePid();
+    }
     return f;
+  }
+
+  get pidPath(): string {
+    return path.join(path.dirname(this.path), 'pid');
+  }
+
+  /** <rundir>/pid: this process serves. */
+  writePid(): void {
+    if (this.#pending) {
+      this.#enqueue(() => this.#writeAsync(String(process.pid), this.pidPath));
+      return;
+    }
+    const tmp = this.#tmp();
+    try {
+      fs.writeFileSync(tmp, `${process.pid}\n`, { mode: 0o444 });
+      fs.renameSync(tmp, this.pidPath);
+    } catch (e) {
+      this.#failed(tmp, e);
+    }
   }
 
   write(text: string): void {
@@ -56,8 +84,11 @@ export class StateFile {
   }
 
   close(): void {
-    if (this.#pending) this.#enqueue(() => fs.promises.rm(this.path, { force: true }));
-    else fs.rmSync(this.path, { force: true });
+    if (this.#pending) this.#enqueue(() => Promise.all([fs.promises.rm(this.path, { force: true }), fs.promises.rm(this.pidPath, { force: true })]));
+    else {
+      fs.rmSync(this.path, { force: true });
+      fs.rmSync(this.pidPath, { force: true });
+    }
   }
 
   #tmp(): string {
@@ -71,11 +102,11 @@ export class StateFile {
     process.emitWarning(`luo: could not write ${this.path}: ${(e as Error).message}`);
   }
 
-  async #writeAsync(text: string): Promise<void> {
+  async #writeAsync(text: string, file = this.path): Promise<void> {
     const tmp = this.#tmp();
     try {
       await fs.promises.writeFile(tmp, `${text}\n`, { mode: 0o444 });
-      await fs.promises.rename(tmp, this.path);
+      await fs.promises.rename(tmp, file);
     } catch (e) {
       this.#failed(tmp, e);
     }

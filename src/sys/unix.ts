@@ -8,7 +8,7 @@
  * Every failure is a SysError naming the call; nothing is left half-open on failure.
  */
 import { SysError, fail } from '../errors.js';
-import { koffiLib } from './ffi.js';
+import { koffiLib, struct } from './ffi.js';
 import { close } from './libc.js';
 
 const AF_UNIX = 1;
@@ -36,14 +36,14 @@ function lib(): UnixLib {
   if (u) return u;
   const { koffi, so } = koffiLib();
   // Named types, referred to by name in the declarations below.
-  koffi.struct('luo_sockaddr_un', { sun_family: 'uint16_t', sun_path: koffi.array('char', 108) });
-  const iovec = koffi.struct('luo_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-  koffi.struct('luo_msghdr', {
+  struct('luo_sockaddr_un', { sun_family: 'uint16_t', sun_path: koffi.array('char', 108) });
+  const iovec = struct('luo_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  struct('luo_msghdr', {
     msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: koffi.pointer(iovec), msg_iovlen: 'size_t',
     msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
   });
-  koffi.struct('luo_ucred', { pid: 'int32_t', uid: 'uint32_t', gid: 'uint32_t' });
-  koffi.struct('luo_pollfd', { fd: 'int', events: 'short', revents: 'short' });
+  struct('luo_ucred', { pid: 'int32_t', uid: 'uint32_t', gid: 'uint32_t' });
+  struct('luo_pollfd', { fd: 'int', events: 'short', revents: 'short' });
   u = {
     socketpair: so.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     socket: so.func('int socket(int domain, int type, int protocol)'),

@@ -41,7 +41,8 @@
  * before.
  *
  * LUO_GUARD, set by luo for a next image it starts (exec or successor) together with
- * NODE_OPTIONS=--import=<guard>: {"mode":"exec"|"successor","deadline":ms since the epoch,
+ * NODE_OPTIONS=--import=<guard>: {"mode":"exec"|"successor","deadline":ms since the epoch
+ * (committed by then),"upBy":ms since the epoch (its control device started by then),
  * "entry":E (exec: the handover, to hand back to the previous image),"nodeOptions":the
  * NODE_OPTIONS to restore (null: unset)}. The guard removes both at once.
  * LUO_ROLLBACK, set by a guard for the previous image it brings back in place:
@@ -112,7 +113,15 @@ export interface Presented { presented: number }
 export interface Taken { taken: number }
 /** Why a next image gave up (its guard's last word), or why a previous one came back. */
 export interface Failure { reason: string; status: number | null; stderr: string[] }
-export interface Guard { mode: 'exec' | 'successor'; deadline: number; entry: string | null; nodeOptions: string | null }
+export interface Guard {
+  mode: 'exec' | 'successor';
+  /** ms since the epoch: the image must have committed (FINISH) by then. */
+  deadline: number;
+  /** ms since the epoch: the image must be up (its control device started) by then. */
+  upBy: number;
+  entry: string | null;
+  nodeOptions: string | null;
+}
 /** What the current image can receive after a handover's header. */
 export type Header = Presend | HandoverMsg;
 
@@ -175,7 +184,7 @@ export function decodeGuard(v: string | undefined): Guard | null {
     const m = JSON.parse(v) as Record<string, unknown>;
     if ((m.mode !== 'exec' && m.mode !== 'successor') || typeof m.deadline !== 'number') return null;
     return {
-      mode: m.mode, deadline: m.deadline, entry: typeof m.entry === 'string' ? m.entry : null,
+      mode: m.mode, deadline: m.deadline, upBy: typeof m.upBy === 'number' ? m.upBy : m.deadline, entry: typeof m.entry === 'string' ? m.entry : null,
       nodeOptions: typeof m.nodeOptions === 'string' ? m.nodeOptions : null,
     };
   } catch {
@@ -208,6 +217,8 @@ export interface GuardHandle {
   /** Until commit(): a failure of this image brings the previous version back (exec) or tells
    *  it (successor), which resumes. */
   readonly armed: boolean;
+  /** The image is up: its control device serves (an agent can drive it to FINISH). */
+  up(): void;
   /** FINISH: the update is done; nothing is guarded any more (resolves once the guard's
    *  thread, if any, is gone). */
   commit(): Promise<void>;

@@ -55,7 +55,7 @@ export const LAYOUTS: Record<number, Layout> = {
   [IOCTL.GET_FD_STATE]: { name: 'GET_FD_STATE', size: 24, minSize: 16, padding: [[5, 3], [20, 4]], fdsIn: 0 },
   [IOCTL.SET_FD_EVENT]: { name: 'SET_FD_EVENT', size: 16, minSize: 16, padding: [], fdsIn: 0 },
   [IOCTL.LOAD_IMAGE]: { name: 'LOAD_IMAGE', size: 16, minSize: 16, padding: [[12, 4]], fdsIn: 0, variable: true },
-  [IOCTL.REBOOT]: { name: 'REBOOT', size: 24, minSize: 8, padding: [[20, 4]], fdsIn: 0 },
+  [IOCTL.REBOOT]: { name: 'REBOOT', size: 24, minSize: 8, padding: [], fdsIn: 0 },
   [IOCTL.GET_UPDATE]: { name: 'GET_UPDATE', size: 48, minSize: 8, padding: [], fdsIn: 0, variable: true },
 };
 
@@ -63,15 +63,18 @@ export const LAYOUTS: Record<number, Layout> = {
  * REBOOT struct: u32 size · u32 flags · u32 commit_ms (how long the next version has, from
  * the handover, to FINISH before it is rolled back; 0: the service's default) · u32
  * takeover_ms (successor: how long it may take to take the handover once the service has
- * frozen; 0: default) · s32 pid (out: the process that serves the next version) · u32 0.
+ * frozen; 0: default) · s32 pid (out: the process that serves the next version) · u32
+ * ready_ms (how long the next version may take to start: a successor to say it is ready, an
+ * image exec'd in place to start its control device; 0: the default).
  * An 8-byte struct (flags only) is the same with the defaults.
  */
-export function encodeReboot(r: { flags: number; commitMs?: number; takeoverMs?: number }): Buffer {
+export function encodeReboot(r: { flags: number; commitMs?: number; takeoverMs?: number; readyMs?: number }): Buffer {
   const b = Buffer.alloc(24);
   b.writeUInt32LE(24, 0);
   b.writeUInt32LE(r.flags, 4);
   b.writeUInt32LE(r.commitMs ?? 0, 8);
   b.writeUInt32LE(r.takeoverMs ?? 0, 12);
+  b.writeUInt32LE(r.readyMs ?? 0, 20);
   return b;
 }
 
