@@ -1,7 +1,7 @@
 // Successor mode sends the connections' fds before the freeze, while the old image still
 // serves; whatever changes until the freeze travels in the handover. Here connections close
-// and new ones open in that window (a subsystem's freeze holds it open for 400 ms, the server
-// serving): the closed ones are not adopted and their early copies are closed, the new ones
+// and new ones open in that window (a subsystem's freeze holds it open until the test has seen
+// the new ones answered by the old image, the server serving): the closed ones are not adopted and their early copies are closed, the new ones
 // are carried, every byte of the others comes back exactly once, and no fd leaks.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -20,7 +20,7 @@ const sockets = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).filte
 }).length;
 
 test('connections closed and opened after the successor got its fds early: dropped and carried, exactly once, no leak', { timeout: 120_000 }, async () => {
-  const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_FREEZE_DELAY_MS: '400' });
+  const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_FREEZE_HOLD: '1' });
   try {
     const port = await svc.start();
     const clients = Array.from({ length: 200 }, (_, i) => new StreamClient(i, port));
@@ -30,7 +30,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     const before = svc.lines.length;
     const ready = svc.update();
     // The successor has its fds; the old image still serves until the server freezes.
-    await svc.next((l) => svc.lines.indexOf(l) >= before && l.event === 'freezing');
+    const freezing = await svc.next((l) => svc.lines.indexOf(l) >= before && l.event === 'freezing');
     const gone = clients.splice(0, 60);
     for (const c of gone) c.sock.destroy();
     const fresh = Array.from({ length: 40 }, (_, i) => new StreamClient(5000 + i, port));
@@ -38,6 +38,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     for (const c of fresh) c.pump(512);
     await Promise.all(fresh.map((c) => c.settled())); // answered by the old image
     clients.push(...fresh);
+    process.kill(freezing.pid as number, 'SIGUSR1'); // the window closes: freeze and hand over
     const r = await ready;
     assert.equal(r.event, 'ready', JSON.stringify(r));
     await new Promise((res) => setTimeout(res, 300));
@@ -55,7 +56,11 @@ test('connections closed and opened after the successor got its fds early: dropp
     await new Promise((res) => setTimeout(res, 100));
     assert.equal(sockets(r.pid as number), 180 + 1);
     // And a second handover, with the same shape, keeps everything.
-    const r2 = await svc.update();
+    const before2 = svc.lines.length;
+    const ready2 = svc.update();
+    const freezing2 = await svc.next((l) => svc.lines.indexOf(l) >= before2 && l.event === 'freezing');
+    process.kill(freezing2.pid as number, 'SIGUSR1');
+    const r2 = await ready2;
     assert.equal(r2.event, 'ready', JSON.stringify(r2));
     assert.equal(r2.restored, 180);
     assert.equal(r2.otherFds, r.otherFds, 'fds other than connections stay constant');

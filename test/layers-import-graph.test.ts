@@ -72,7 +72,7 @@ const layer = (f: string): string => (f.includes('/') ? f.slice(0, f.indexOf('/'
 /** What each layer may import (besides itself). */
 const ALLOWED: Record<string, string[]> = {
   errors: [],
-  panic: [],
+  panic: ['uapi'],
   util: [],
   config: ['errors'],
   sys: ['errors'],

@@ -33,9 +33,10 @@ export async function startTxn(args: string[] = [], clients = { streaming: 12, i
 
 export interface AgentRun { code: number | null; report: Record<string, any>; stdout: string; stderr: string; ms: number }
 
-/** `luo update --json [flags] -- node txn-service.js --fault F` (no fault: the same image). */
-export async function update(t: Txn, flags: string[], fault: string | null, serviceArgs: string[] = []): Promise<AgentRun> {
-  const next = [process.execPath, imagePath('txn-service'), ...serviceArgs, ...(fault ? ['--fault', fault] : [])];
+/** `luo update --json [flags] -- node txn-service.js --fault F` (no fault: the same image;
+ *  `command`: another command line altogether). */
+export async function update(t: Txn, flags: string[], fault: string | null, serviceArgs: string[] = [], command?: string[]): Promise<AgentRun> {
+  const next = command ?? [process.execPath, imagePath('txn-service'), ...serviceArgs, ...(fault ? ['--fault', fault] : [])];
   const t0 = Date.now();
   const r = await runNode(cliPath, ['update', '--rundir', t.rundir, '--json', ...flags, '--', ...next], { timeoutMs: 90_000 });
   return { code: r.code, report: jsonLines(r.stdout).at(-1) ?? {}, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };

@@ -132,10 +132,14 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
       boot: (data) => void (storePayload = data),
     });
     let sessionsBlock: { addr: number; size: number } | null = null;
+    // What a FREEZE stopped, so that CANCEL resumes exactly that (a CANCEL can come before any
+    // FREEZE: after PREPARE alone, or when a successor fails to start).
+    let stopped: Live[] = [];
     await luo.registerSubsystem({
       name: 'kv-sessions',
       freeze: () => {
         const saved: SavedSession[] = [];
+        stopped = [...live.values()];
         for (const l of live.values()) {
           if (l.onData) l.socket.off('data', l.onData);
           l.socket.pause();
@@ -156,10 +160,12 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
         return addr;
       },
       cancel: () => {
-        for (const l of live.values()) {
+        for (const l of stopped) {
+          if (l.socket.destroyed) continue;
           if (l.onData) l.socket.on('data', l.onData);
           l.socket.resume();
         }
+        stopped = [];
         if (sessionsBlock) luo.unpreserveFree(sessionsBlock.addr, sessionsBlock.size);
         sessionsBlock = null;
       },

@@ -95,6 +95,9 @@ function install(g: Guard): void {
     up() {
       Atomics.store(flag, 2, 1);
     },
+    note(why: string) {
+      reason ??= why;
+    },
     async commit() {
       armed = false;
       Atomics.store(flag, 0, 1);

@@ -232,14 +232,39 @@ export function receive(env: NodeJS.ProcessEnv = process.env, hooks: ReceiveHook
 
 /**
  * Give up an in-place handover this image will not use (a cold boot after a corrupt one):
- * close the arena it carried, so that nothing of the previous image stays open.
+ * close everything the previous image carried, so that nothing of it stays open (a carried
+ * listener would make this image's own listen() fail with EADDRINUSE). That is every fd above
+ * stdio that is not close-on-exec (the previous image marked all others so before its exec),
+ * the ones named in `also`, and, unless `keepArena`, the arena. The guard, if any, stands
+ * down: there is nothing to roll back to that could boot from this handover either. Returns
+ * how many were closed.
  */
-export function discard(entry: string | undefined): void {
-  const fd = Number(/^[^:]*:(\d+):/.exec(entry ?? '')?.[1]);
-  if (!Number.isInteger(fd) || fd <= 2) return;
-  try {
-    if (sys.fdTarget(fd).startsWith('/memfd:luo-arena')) sys.close(fd);
-  } catch { /* already gone */ }
+export function discard(entry: string | undefined, opts: { also?: Iterable<number>; keepArena?: boolean } = {}): number {
+  const arena = Number(/^[^:]*:(\d+):/.exec(entry ?? '')?.[1]);
+  const close = new Set<number>(opts.also ?? []);
+  for (const fd of sys.openFds()) {
+    try {
+      if (fd > 2 && !sys.isCloexec(fd)) close.add(fd);
+    } catch { /* the directory fd readdir used */ }
+  }
+  if (Number.isInteger(arena) && arena > 2) {
+    if (opts.keepArena) close.delete(arena);
+    else {
+      try {
+        if (sys.fdTarget(arena).startsWith('/memfd:luo-arena')) close.add(arena);
+      } catch { /* already gone */ }
+    }
+  }
+  let n = 0;
+  for (const fd of close) {
+    if (fd <= 2) continue;
+    try {
+      sys.close(fd);
+      n++;
+    } catch { /* closed already */ }
+  }
+  void guardOf()?.commit();
+  return n;
 }
 
 /**

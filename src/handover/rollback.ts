@@ -21,7 +21,7 @@ import { fdtChecksum } from '../kho/kho.js';
 import * as sys from '../sys/index.js';
 import { HANDOVER_ENV, ROLLBACK_ENV, parseKhoEntry, type Failure } from '../uapi/handover.js';
 
-export interface PreviousImage { file: string; argv: string[]; env: string[]; cwd: string; fds: number[] }
+export interface PreviousImage { file: string; argv: string[]; env: string[]; cwd: string; fds: number[]; nofile: number[] | null }
 
 /** The previous image and the fds it carried, read from the handover `entry` names. Throws a
  *  plain Error naming what is missing. */
@@ -46,7 +46,7 @@ export function previousImage(entry: string): PreviousImage {
     const fds = [0, 1, 2, e.arenaFd];
     const filesAddr = luo.child(SUBSYSTEMS_NODE)?.u64(FILES_SUBSYSTEM);
     if (filesAddr) for (const n of tree(Number(filesAddr)).root.children.values()) fds.push(...(n.cells('fds') ?? []));
-    return { file: prev.string('file')!, argv: prev.stringList('argv')!, env: prev.props.has('env') ? prev.stringList('env')! : [], cwd: prev.string('cwd') ?? '/', fds };
+    return { file: prev.string('file')!, argv: prev.stringList('argv')!, env: prev.props.has('env') ? prev.stringList('env')! : [], cwd: prev.string('cwd') ?? '/', fds, nofile: prev.cells('nofile') ?? null };
   } finally {
     map.unmap();
   }
@@ -65,6 +65,24 @@ export function rollbackInPlace(entry: string, failure: Failure): void {
     try {
       sys.setCloexec(fd, false);
     } catch { /* closed by the failed image: its connection is lost, and counted as touched */ }
+  }
+  // The previous image's fd limit (a wrapper of the failed one may have lowered it): back as
+  // far as this process may raise it. Too low to hold what it carried: it could not boot
+  // either (raising a hard limit takes CAP_SYS_RESOURCE).
+  if (prev.nofile?.length === 2) {
+    try {
+      sys.setFdLimit(prev.nofile[0]!, prev.nofile[1]!);
+    } catch {
+      try {
+        sys.setFdLimit(Math.min(prev.nofile[0]!, sys.fdLimit().hard));
+      } catch { /* as it is */ }
+    }
+    const { hard } = sys.fdLimit();
+    const highest = Math.max(...prev.fds);
+    if (highest + 64 >= hard) {
+      say(`luo: cannot bring the previous version back: this process's fd limit is ${hard} now (the failed version's wrapper lowered it) and cannot be raised back to ${prev.nofile[1]} (that takes CAP_SYS_RESOURCE), too low for the ${prev.fds.length} fds it carried`);
+      return;
+    }
   }
   const env = prev.env.filter((kv) => !kv.startsWith(`${HANDOVER_ENV}=`) && !kv.startsWith(`${ROLLBACK_ENV}=`));
   env.push(`${HANDOVER_ENV}=${entry}`, `${ROLLBACK_ENV}=${JSON.stringify({ reason: failure.reason, status: failure.status, stderr: failure.stderr })}`);

@@ -409,6 +409,7 @@ export class Files {
     const root = tree.root;
     if (!root.isCompatible(FILES_COMPATIBLE)) throw new HandoverError(`files tree: compatible is ${JSON.stringify(root.stringList('compatible') ?? null)}, expected "${FILES_COMPATIBLE}"`);
     const seen = new Set<bigint>();
+    let highest = -1;
     for (const [name, node] of root.children) {
       let token: bigint;
       try {
@@ -423,6 +424,7 @@ export class Files {
         node.requireU64('data');
         const fds = node.cells('fds') ?? [];
         this.#inFds.set(token, fds);
+        for (const fd of fds) if (fd > highest) highest = fd;
         if (incoming?.received) {
           // A successor: SCM_RIGHTS gave them to us open and close-on-exec; each must be one.
           for (let i = 0; i < fds.length; i++) {
@@ -442,8 +444,14 @@ export class Files {
         throw new HandoverError(`files tree: token ${name}: ${(e as Error).message}`);
       }
     }
+    if (!incoming?.received) holdFdLimit(highest);
     this.#inTree = tree;
     this.#inTreeRegion = { addr, size };
+  }
+
+  /** Every fd the handed-over files tree named (what a cold boot must close). */
+  inheritedFds(): number[] {
+    return [...this.#inFds.values()].flat();
   }
 
   /** Build the incoming set on first use (v3's lazy rebuild). A token with no handler is fatal. */
@@ -497,7 +505,14 @@ export class Files {
     if (f.reclaimed) throw fail('EINVAL', `token ${tokenName(token)} was already restored`);
     // v3 marks the token reclaimed before retrieve runs (a failed retrieve could never be
     // retried); luo marks it only once retrieve succeeded.
-    const file = await runCallback(() => f.handler.retrieve(this.#retrieveArgs(f)), this.#timeouts().boot, `file ${tokenName(token)} (${f.compatible}) retrieve`);
+    let file: unknown;
+    try {
+      file = await runCallback(() => f.handler.retrieve(this.#retrieveArgs(f)), this.#timeouts().boot, `file ${tokenName(token)} (${f.compatible}) retrieve`);
+    } catch (e) {
+      // A payload damaged since the previous image wrote it: the kernel's panic, one line.
+      if ((e as { code?: string }).code === 'ERR_HANDOVER') this.#host.fatal(e);
+      throw e;
+    }
     f.reclaimed = true;
     f.file = file;
     return file;
@@ -565,6 +580,24 @@ export class Files {
   }
 }
 
+
+/**
+ * After an in-place exec the carried fds keep their numbers: the fd limit must be above the
+ * highest one, or poll(2) over them fails (EINVAL) and no new fd can be opened. Raise the soft
+ * limit as far as the hard one allows; HandoverError when even that is too low.
+ */
+function holdFdLimit(highest: number): void {
+  if (highest < 0) return;
+  const { soft, hard } = sys.fdLimit();
+  if (highest + 64 < soft) return;
+  if (highest + 64 < hard) {
+    try {
+      sys.setFdLimit(hard);
+      return;
+    } catch { /* below */ }
+  }
+  throw new HandoverError(`this image's fd limit (RLIMIT_NOFILE ${soft}, hard ${hard}) is too low for the fds handed over (the highest is ${highest}): start the next version with a higher limit (ulimit -n)`);
+}
 
 function describe(file: unknown): string {
   if (typeof file === 'number') return `fd ${file}`;

@@ -54,6 +54,7 @@ import {
 } from '../handover/index.js';
 import { Arena, Kho, type KhoOptions } from '../kho/index.js';
 import { panic } from '../panic.js';
+import * as sys from '../sys/index.js';
 import { HANDOVER_ENV } from '../uapi/handover.js';
 import { Event, FILES_SUBSYSTEM, State, toToken } from './abi.js';
 import { DEFAULT_TIMEOUTS, type Timeouts } from './callbacks.js';
@@ -208,8 +209,12 @@ export class Luo extends EventEmitter {
       } catch (e) {
         if (!(e instanceof HandoverError) || this.config.onCorrupt !== 'cold' || successor) this.#fatal(e);
         process.emitWarning(`luo: ignoring the LUO handover and booting NORMAL: ${(e as Error).message}`);
+        // Nothing of the previous image may stay open: this image binds its own sockets.
+        discard(this.#incoming?.entry, { also: this.files.inheritedFds(), keepArena: true });
         this.#subs.forget();
         this.kho.releaseUnclaimed();
+        // No previous version can come back now: this image's memory is the arena's.
+        this.kho.commit();
       }
     }
     this.#life.start(state, this.config.stateFile ? { rundir: this.config.rundir, deferred: this.#incoming?.received ?? false } : null);
@@ -583,8 +588,9 @@ export class Luo extends EventEmitter {
 
 /** This image, as the guard of the next one would exec it again: its program, arguments,
  *  environment (without luo's own handover variables) and working directory. */
-function previousImage(): { file: string; argv: string[]; env: string[]; cwd: string } {
+function previousImage(): { file: string; argv: string[]; env: string[]; cwd: string; nofile: [number, number] } {
   const self = selfImage();
   const env = Object.entries(process.env).filter(([k, v]) => v !== undefined && !k.startsWith('LUO_HANDOVER') && k !== 'LUO_GUARD' && k !== 'LUO_ROLLBACK').map(([k, v]) => `${k}=${v}`);
-  return { file: self.file, argv: self.argv, env, cwd: self.cwd ?? process.cwd() };
+  const { soft, hard } = sys.fdLimit();
+  return { file: self.file, argv: self.argv, env, cwd: self.cwd ?? process.cwd(), nofile: [soft, hard] };
 }

@@ -58,7 +58,7 @@ export class Subsystems {
   #inRegion: { addr: number; size: number } | null = null;
   #number = 0;
   /** In-place updates: the image to bring back if the next one fails (written in the tree). */
-  previousImage: { file: string; argv: string[]; env: string[]; cwd: string } | null = null;
+  previousImage: { file: string; argv: string[]; env: string[]; cwd: string; nofile: [number, number] } | null = null;
 
   constructor(life: Lifecycle, kho: Kho, timeouts: () => Timeouts, files: Subsystem) {
     this.#life = life;
@@ -244,7 +244,8 @@ export class Subsystems {
     }
     const prev = this.previousImage;
     if (prev) {
-      const n = root.addChild(PREVIOUS_IMAGE_NODE).setString('file', prev.file).setStringList('argv', prev.argv).setString('cwd', prev.cwd);
+      const n = root.addChild(PREVIOUS_IMAGE_NODE).setString('file', prev.file).setStringList('argv', prev.argv).setString('cwd', prev.cwd)
+        .setCells('nofile', prev.nofile.map((v) => Math.min(v, 0xffffffff)));
       if (prev.env.length) n.setStringList('env', prev.env);
     }
     this.#tree.write(root);

@@ -278,9 +278,9 @@ export function fdLimit(): { soft: number; hard: number } {
   return { soft: n(r[0]!), hard: n(r[1]!) };
 }
 
-/** Raise (or lower) the soft RLIMIT_NOFILE; EPERM above the hard limit. */
-export function setFdLimit(soft: number): void {
-  const { hard } = fdLimit();
+/** Set RLIMIT_NOFILE (the hard limit kept unless given); EPERM above a hard limit this
+ *  process may not raise. */
+export function setFdLimit(soft: number, hard = fdLimit().hard): void {
   const r = new BigUint64Array([BigInt(soft), hard >= RLIM_INFINITY ? 2n ** 64n - 1n : BigInt(hard)]);
   check(libc().setrlimit(RLIMIT_NOFILE, r) as number, 'setrlimit', `RLIMIT_NOFILE ${soft}`);
 }

@@ -9,7 +9,7 @@
  */
 import { SysError, fail } from '../errors.js';
 import { koffiLib, struct } from './ffi.js';
-import { close } from './libc.js';
+import { close, fdLimit } from './libc.js';
 
 const AF_UNIX = 1;
 const SOCK_SEQPACKET = 5;
@@ -202,11 +202,18 @@ export function readyNow(fds: number[]): Uint8Array {
     buf.writeInt32LE(fds[i]!, 8 * i);
     buf.writeInt16LE(POLLIN, 8 * i + 4);
   }
-  if (fds.length && (lib().pollRaw(buf, fds.length, 0) as number) < 0) throw new SysError('poll', errno());
+  // poll(2) refuses more fds per call than RLIMIT_NOFILE (EINVAL): ask in slices below it.
+  const slice = fds.length > 64 ? Math.max(1, Math.min(POLL_SLICE, fdLimit().soft - 1)) : POLL_SLICE;
+  for (let at = 0; at < fds.length; at += slice) {
+    const n = Math.min(slice, fds.length - at);
+    if ((lib().pollRaw(buf.subarray(8 * at), n, 0) as number) < 0) throw new SysError('poll', errno());
+  }
   const out = new Uint8Array(fds.length);
   for (let i = 0; i < fds.length; i++) out[i] = buf.readInt16LE(8 * i + 6) !== 0 ? 1 : 0;
   return out;
 }
+
+const POLL_SLICE = 1024;
 
 /** poll(2) on fds for POLLIN; returns each fd's revents. Blocks up to timeoutMs (-1: forever). */
 export function poll(fds: number[], timeoutMs: number): number[] {

@@ -219,6 +219,8 @@ export interface GuardHandle {
   readonly armed: boolean;
   /** The image is up: its control device serves (an agent can drive it to FINISH). */
   up(): void;
+  /** Why the image is about to give up, in its own words (luo's panic says it here). */
+  note(reason: string): void;
   /** FINISH: the update is done; nothing is guarded any more (resolves once the guard's
    *  thread, if any, is gone). */
   commit(): Promise<void>;

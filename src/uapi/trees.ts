@@ -6,7 +6,8 @@
  *   KHO root / "LUO" subtree: compatible "luo-v1", liveupdate-number (u64), files-checksum
  *     (u32: CRC-32 of the files tree, which the KHO root's checksum of this tree vouches for),
  *     subsystems { compatible "subsystems-v1"; <name> = u64 payload; … },
- *     previous-image { file; argv; env; cwd }   (luo: how to run the image that wrote it)
+ *     previous-image { file; argv; env; cwd; nofile = <soft hard> }   (luo: how to run the
+ *     image that wrote it, and its fd limit, which a wrapper of the next one may have lowered)
  *   the "file-descriptors" subsystem's payload: a tree "file-descriptors-v1", one node per
  *     token named as %#llx prints it, with compatible, data and fds (luo: the fds it carries)
  */

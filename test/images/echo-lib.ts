@@ -7,9 +7,9 @@
  * Env: ECHO_DRAIN_MS, ECHO_ON_UNDRAINED (carry|fail), ECHO_HTTP=1 (an http.Server instead),
  * ECHO_SUCCESSOR=1 (hand over to a pre-started successor instead of exec'ing in place; the
  * pid changes), ECHO_SUCCESSOR_TIMEOUT_MS, ECHO_NEXT (the next image's script, for failures),
- * ECHO_FREEZE_DELAY_MS (a subsystem whose freeze says {event:'freezing'} and waits that long
- * while the server still serves: after a successor got its fds early, before the server
- * freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early),
+ * ECHO_FREEZE_HOLD=1 (a subsystem whose freeze says {event:'freezing'} and waits for SIGUSR1,
+ * at most 30 s, while the server still serves: after a successor got its fds early, before
+ * the server freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early),
  * ECHO_FINISH_DELAY_MS (an updated image says {event:'restored'} and waits that long before
  * FINISH).
  * The 'ready' line of an updated image says how many connections were adopted when the first
@@ -68,13 +68,15 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     say({ event: 'listening', port: (server.address() as net.AddressInfo).port, version, pid: process.pid });
   }
-  const freezeDelay = Number(process.env.ECHO_FREEZE_DELAY_MS ?? 0);
-  if (freezeDelay > 0) {
+  if (process.env.ECHO_FREEZE_HOLD === '1') {
     await luo.registerSubsystem({
       name: 'slow-freeze',
       freeze: async () => {
         say({ event: 'freezing', pid: process.pid });
-        await new Promise((r) => setTimeout(r, freezeDelay));
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 30_000);
+          process.once('SIGUSR1', () => (clearTimeout(t), r()));
+        });
       },
     });
   }

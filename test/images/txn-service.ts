@@ -22,7 +22,7 @@
  * stops a successor then).
  */
 import net from 'node:net';
-import { boot, pendingHandover, preserveServer, restoreServer, startDevice, State } from 'luo';
+import { boot, connectionsOf, pendingHandover, preserveServer, restoreServer, startDevice, State } from 'luo';
 import { checkPattern, fillPattern } from '../../src/util/pattern.js';
 
 const arg = (name: string): string | undefined => {
@@ -113,4 +113,9 @@ if (!(next && fault === 'hang-after-boot-alive')) {
   if (next && fault === 'die-on-probation') setTimeout(() => process.exit(4), 400);
 }
 say({ event: 'ready', pid: process.pid, port: (server.address() as net.AddressInfo).port, state: luo.stateName, checksum: intact, restored, number: luo.liveupdateNumber, lastUpdate: luo.lastUpdate });
+// The highest fd an update would carry now (a test sizes an fd limit by it).
+process.on('SIGUSR1', () => {
+  const fd = (x: unknown): number => (x as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+  say({ event: 'fds', pid: process.pid, highest: Math.max(luo.kho.arena.fd, fd(server), ...[...connectionsOf(server)].map(fd)) });
+});
 process.on('SIGTERM', () => process.exit(0));
