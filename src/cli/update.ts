@@ -116,7 +116,18 @@ export async function update(a: UpdateArgs): Promise<number> {
       }
       step(`preserve ${spec}`);
     }
-    c.request(IOCTL.SET_EVENT, structs.u32(Event.PREPARE));
+    try {
+      c.request(IOCTL.SET_EVENT, structs.u32(Event.PREPARE));
+    } catch (e) {
+      let why = (e as Error).message;
+      try {
+        const u = getUpdate(c);
+        if (u.outcome === 'cancelled' && u.reason.startsWith('PREPARE failed: ')) why = `${(e as LuoError).code}: ${u.reason.slice('PREPARE failed: '.length)}`;
+      } catch { /* an older luo: the errno alone */ }
+      step('prepare', false, why);
+      const still = getState(c) === State.NORMAL;
+      throw failed(`PREPARE failed (${why.replace(/^[A-Z0-9_]+: /, '')}); ${still ? 'nothing changed: the previous version serves' : `the service is ${stateName(getState(c))}`}`, 'ERR_UPDATE_FAILED', (e as LuoError).code);
+    }
     step('prepare');
     if (a.command?.length) {
       c.request(IOCTL.LOAD_IMAGE, encodeLoadImage({ argv: a.command, cwd: process.cwd() }));

@@ -130,6 +130,8 @@ export class Luo extends EventEmitter {
   readonly #subs: Subsystems;
   readonly #incoming: Incoming | null;
   #lastUpdate: UpdateReport | null = null;
+  /** This image was brought back in place: the report of that rollback. */
+  #broughtBack: UpdateReport | null = null;
   /** The reboot under way ended in a rollback (its report is the last update's). */
   #resumed = false;
 
@@ -144,6 +146,7 @@ export class Luo extends EventEmitter {
     const back = incoming?.rolledBack;
     if (back) {
       this.#lastUpdate = { outcome: 'rolled-back', mode: 'exec', reason: back.reason, code: null, status: back.status, stderr: back.stderr, resumed: 0, lost: 0, writtenBack: 0 };
+      this.#broughtBack = this.#lastUpdate;
     }
     const files = this.files;
     this.#subs = new Subsystems(this.#life, kho, () => this.timeouts, {
@@ -246,7 +249,7 @@ export class Luo extends EventEmitter {
     const u = this.#lastUpdate;
     // Brought back in place: the connections the failed image had used were left out as they
     // were restored.
-    if (u?.outcome === 'rolled-back' && this.#incoming?.rolledBack) return { ...u, lost: this.files.lostAtRollback };
+    if (u && u === this.#broughtBack) return { ...u, lost: this.files.lostAtRollback };
     return u;
   }
 
@@ -289,7 +292,14 @@ export class Luo extends EventEmitter {
       // In place, the guard of the next image brings this one back if it fails before FINISH:
       // the tree says how to run it.
       this.#subs.previousImage = previousImage();
-      await this.#subs.prepare();
+      try {
+        await this.#subs.prepare();
+      } catch (err) {
+        // An agent asks why (GET_UPDATE): the errno alone does not say.
+        const e = err as LuoError;
+        this.#lastUpdate = { outcome: 'cancelled', mode: 'exec', reason: `PREPARE failed: ${e.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(err)}`, code: e.code ?? null, status: null, stderr: [], resumed: 0, lost: 0, writtenBack: 0 };
+        throw err;
+      }
       this.#life.set(State.PREPARED);
       this.kho.finalize(); // v3: a failure here is returned, and the state stays PREPARED
     });

@@ -19,8 +19,9 @@
  * A next version that gets past boot() first scribbles over the preserved pattern and
  * allocates more preserved memory: the previous version must not see any of it.
  * `--freeze-delay MS`: a subsystem whose freeze says {event:'freezing'} and waits (the test
- * stops a successor then).
+ * stops a successor then). `--fail-prepare`: a subsystem whose PREPARE fails (ENOSPC).
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import { boot, connectionsOf, pendingHandover, preserveServer, restoreServer, startDevice, State } from 'luo';
 import { checkPattern, fillPattern } from '../../src/util/pattern.js';
@@ -103,19 +104,24 @@ if (delay > 0) {
     },
   });
 }
+if (process.argv.includes('--fail-prepare')) {
+  await luo.registerSubsystem({ name: 'txn-no-room', prepare: () => { throw Object.assign(new Error('txn: no room for the update'), { code: 'ENOSPC' }); } });
+}
 preserveServer(luo, 1, server, { drainTimeoutMs: 1000 });
 luo.on('state', (s: number) => {
   if (s === State.FROZEN) say({ event: 'frozen', pid: process.pid, checksum: checksum() });
 });
-luo.on('resumed', () => say({ event: 'resumed', pid: process.pid, checksum: checksum(), lastUpdate: luo.lastUpdate }));
+/** What this image holds besides its connections: fds, and arena memory (a leak shows here). */
+const holdings = (): { otherFds: number; arenaBytes: number; connections: number } => ({ otherFds: fs.readdirSync('/proc/self/fd').length - connectionsOf(server).size, arenaBytes: luo.kho.arena.allocatedBytes(), connections: connectionsOf(server).size });
+luo.on('resumed', () => say({ event: 'resumed', pid: process.pid, checksum: checksum(), lastUpdate: luo.lastUpdate, ...holdings() }));
 if (!(next && fault === 'hang-after-boot-alive')) {
   startDevice(luo);
   if (next && fault === 'die-on-probation') setTimeout(() => process.exit(4), 400);
 }
-say({ event: 'ready', pid: process.pid, port: (server.address() as net.AddressInfo).port, state: luo.stateName, checksum: intact, restored, number: luo.liveupdateNumber, lastUpdate: luo.lastUpdate });
+say({ event: 'ready', pid: process.pid, port: (server.address() as net.AddressInfo).port, state: luo.stateName, checksum: intact, restored, number: luo.liveupdateNumber, lastUpdate: luo.lastUpdate, ...holdings() });
 // The highest fd an update would carry now (a test sizes an fd limit by it).
 process.on('SIGUSR1', () => {
   const fd = (x: unknown): number => (x as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-  say({ event: 'fds', pid: process.pid, highest: Math.max(luo.kho.arena.fd, fd(server), ...[...connectionsOf(server)].map(fd)) });
+  say({ event: 'fds', pid: process.pid, highest: Math.max(luo.kho.arena.fd, fd(server), ...[...connectionsOf(server)].map(fd)), ...holdings() });
 });
 process.on('SIGTERM', () => process.exit(0));
