@@ -27,22 +27,24 @@
  * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo --successor:
  *          --luo-reps 15 in the size sweep; pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
  *          --no-docs
+ *          --compare DIR  also run luo from another build (DIR is its dist/, e.g. a checkout of
+ *                         the previous commit, built): contenders luo-before and luo-exec-before
+ *                         run right after luo and luo-exec, on the same points, in this run
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { HttpClient, IdleHttp, latencyPercentile, maxGap, type Client } from '../examples/kv/clients.js';
 import { KvStore } from '../examples/kv/store.js';
+import { latencyChart, type MarkKind } from './chart.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, root, run, sleep } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..', '..');
 const kvDir = path.join(here, '..', 'examples', 'kv');
 const CLI = path.join(here, '..', 'src', 'cli', 'main.js');
-const PM2_VERSION = '7.0.4';
 
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string): string => {
@@ -58,31 +60,20 @@ const REPS = Number(opt('reps', '3'));
 // so luo --successor gets more updates there (in-place updates grow by tens of ms with the
 // size, which three show).
 const LUO_SIZE_REPS = Number(opt('luo-reps', '15'));
-const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',') as Contender[];
+const COMPARE = opt('compare', '');
+const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',').flatMap((c) => (COMPARE && (c === 'luo' || c === 'luo-exec') ? [c, `${c}-before`] : [c])) as Contender[];
 const WRITE_DOCS = !argv.includes('--no-docs');
 const today = new Date().toISOString().slice(0, 10);
 const OUT = opt('out', path.join(root, 'bench', 'results', `${today}.json`));
 
-type Contender = 'luo' | 'luo-exec' | 'pm2' | 'json';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
-const log = (s: string): void => void process.stderr.write(`${s}\n`);
+type Contender = 'luo' | 'luo-exec' | 'luo-before' | 'luo-exec-before' | 'pm2' | 'json';
+/** luo's build for a contender: this one, or --compare's. */
+const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(COMPARE) : path.join(here, '..'));
 
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
   pauseMs: number; p50Ms: number; p99Ms: number; updateMs: number; dropped: number; failed: number;
   stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; stateRestoreMs?: number;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
 }
 
 /** GET /stats on a connection of its own (retried while the service is not listening). */
@@ -113,46 +104,6 @@ async function stats(port: number): Promise<Record<string, any>> {
   }
 }
 
-/** A child whose stdout JSON lines are collected. */
-class Proc {
-  lines: Array<Record<string, any>> = [];
-  constructor(readonly child: ChildProcess) {
-    if (child.stdout) {
-      readline.createInterface({ input: child.stdout }).on('line', (l) => {
-        if (l.startsWith('{')) this.lines.push(JSON.parse(l) as Record<string, any>);
-      });
-    }
-  }
-  async wait(pred: (l: Record<string, any>) => boolean, ms = 300_000): Promise<Record<string, any>> {
-    const t = Date.now();
-    for (;;) {
-      const l = this.lines.find(pred);
-      if (l) return l;
-      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode})`);
-      if (Date.now() - t > ms) throw new Error('timed out');
-      await sleep(5);
-    }
-  }
-}
-
-/** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
-function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    const t = setTimeout(() => {
-      out += `\n(killed after ${timeoutMs / 1000} s)`;
-      p.kill('SIGKILL');
-    }, timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? 1, out });
-    });
-  });
-}
-
 /** A contender's service: start it, update it once, stop it. */
 interface Runner {
   port: number;
@@ -165,7 +116,9 @@ interface Runner {
   stop(): Promise<void>;
 }
 
-async function startLuo(tmp: string, args: string[], successor: boolean): Promise<Runner> {
+async function startLuo(tmp: string, args: string[], successor: boolean, dist: string): Promise<Runner> {
+  const kvDir = path.join(dist, 'examples', 'kv');
+  const CLI = path.join(dist, 'src', 'cli', 'main.js');
   const rundir = path.join(tmp, 'run');
   const common = ['--rundir', rundir, ...args];
   const p = new Proc(spawn(process.execPath, ['--max-old-space-size=4096', path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
@@ -223,18 +176,6 @@ async function startJson(tmp: string, args: string[]): Promise<Runner> {
   };
 }
 
-async function pm2Binary(): Promise<string> {
-  const dir = path.join(root, 'node_modules', '.cache', 'luo-bench', `pm2-${PM2_VERSION}`);
-  const bin = path.join(dir, 'node_modules', 'pm2', 'bin', 'pm2');
-  if (!fs.existsSync(bin)) {
-    log(`installing pm2@${PM2_VERSION} into ${path.relative(root, dir)} …`);
-    fs.mkdirSync(dir, { recursive: true });
-    const r = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--prefix', dir, `pm2@${PM2_VERSION}`], { encoding: 'utf8' });
-    if (r.status !== 0 || !fs.existsSync(bin)) throw new Error(`npm install pm2@${PM2_VERSION} failed: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
-  }
-  return bin;
-}
-
 async function startPm2(tmp: string, args: string[]): Promise<Runner> {
   const bin = await pm2Binary();
   const port = await freePort();
@@ -256,19 +197,8 @@ async function startPm2(tmp: string, args: string[]): Promise<Runner> {
   };
 }
 
-/** The slowest answer in each 10 ms bucket ([bucket start ms, latency ms]); an empty bucket
- *  (no answer at all: a pause) is absent. Keeps the chart and the results file small. */
-export function bucketMax(points: Array<[number, number]>, ms = 10): Array<[number, number]> {
-  const m = new Map<number, number>();
-  for (const [t, l] of points) {
-    const b = Math.floor(t / ms) * ms;
-    m.set(b, Math.max(m.get(b) ?? 0, l));
-  }
-  return [...m].sort((a, b) => a[0] - b[0]).map(([t, l]) => [t, Math.round(l * 100) / 100]);
-}
-
 /** One update under load; returns the trial and the busy clients' latency series. */
-async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]> }> {
+async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]>; marks: Array<[number, MarkKind]> }> {
   const idle = new IdleHttp(r.port, connections, 1000);
   const busy = Array.from({ length: 4 }, (_, i) => new HttpClient(r.port, 1000 + rep * 10 + i));
   await idle.start();
@@ -292,6 +222,9 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
   const raw: Array<[number, number]> = [];
   for (const c of busy) for (const [e, l] of c.lat) if (e >= t0 - 1000 && e <= tEnd) raw.push([e - t0, l]);
   const series = bucketMax(raw);
+  const marks: Array<[number, MarkKind]> = [];
+  for (const c of all) for (const [e, k] of c.marks) if (e >= t0 - 1000 && e <= tEnd) marks.push([Math.round(e - t0), k]);
+  marks.sort((a, b) => a[0] - b[0]);
   const lostWrites = busy.reduce((n, c) => n + c.counts.mismatches, 0) - m0;
   const t: Trial = {
     contender, stateBytes, entries, connections, rep,
@@ -305,7 +238,7 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
     stateKept: lostWrites === 0 && Number(after.entries) >= Number(before.entries) && after.pid !== undefined,
     ...(r.lastStoreOpenMs?.() !== undefined ? { stateRestoreMs: r.lastStoreOpenMs()! } : {}),
   };
-  return { t, series };
+  return { t, series, marks };
 }
 
 function floors(): { spawnMs: number; execInPlaceMs: number } {
@@ -323,21 +256,6 @@ function floors(): { spawnMs: number; execInPlaceMs: number } {
   return { spawnMs: Math.round(median(spawnXs) * 10) / 10, execInPlaceMs: Math.round(median(execXs) * 10) / 10 };
 }
 
-function machine(): Record<string, unknown> {
-  const read = (f: string): string => {
-    try {
-      return fs.readFileSync(f, 'utf8').trim();
-    } catch {
-      return 'unknown';
-    }
-  };
-  return {
-    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version,
-    shmemThp: /\[(\w+)\]/.exec(read('/sys/kernel/mm/transparent_hugepage/shmem_enabled'))?.[1] ?? 'unknown',
-    fdLimit: spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim(),
-  };
-}
-
 async function main(): Promise<void> {
   const tStart = performance.now();
   const m = machine();
@@ -350,6 +268,7 @@ async function main(): Promise<void> {
   ];
   const trials: Trial[] = [];
   const series: Record<string, Array<[number, number]>> = {};
+  const marks: Record<string, Array<[number, MarkKind]>> = {};
   const seriesPoint = points.find((p) => p.series)!;
   const skipped: Record<string, string> = {};
   /** Start a contender's service for a point. */
@@ -360,7 +279,7 @@ async function main(): Promise<void> {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `luo-bench-${contender}-`));
     log(`${contender}: ${(pt.size / 1e6).toFixed(0)} MB state (${entries.toLocaleString('en')} entries), ${pt.conns} connections`);
     try {
-      const r = contender === 'luo' || contender === 'luo-exec' ? await startLuo(tmp, args, contender === 'luo') : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
+      const r = contender.startsWith('luo') ? await startLuo(tmp, args, !contender.startsWith('luo-exec'), distOf(contender)) : contender === 'json' ? await startJson(tmp, args) : await startPm2(tmp, args);
       return { r, tmp, entries };
     } catch (e) {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -372,10 +291,13 @@ async function main(): Promise<void> {
     fs.rmSync(x.tmp, { recursive: true, force: true });
   };
   const record = async (contender: Contender, pt: (typeof points)[number], x: { r: Runner; entries: number }, rep: number): Promise<void> => {
-    const { t, series: s } = await trial(contender, x.r, pt.size, x.entries, pt.conns, rep);
+    const { t, series: s, marks: mk } = await trial(contender, x.r, pt.size, x.entries, pt.conns, rep);
     await x.r.settled?.();
     trials.push(t);
-    if (pt.series && rep === 0) series[contender] = s;
+    if (pt.series && rep === 0) {
+      series[contender] = s;
+      marks[contender] = mk;
+    }
     log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections, update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms, dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
   };
   for (const contender of CONTENDERS) {
@@ -383,7 +305,7 @@ async function main(): Promise<void> {
     let rest = points;
     try {
       if (isLuo) {
-        const sizeReps = contender === 'luo' ? Math.max(REPS, LUO_SIZE_REPS) : REPS;
+        const sizeReps = contender === 'luo' || contender === 'luo-before' ? Math.max(REPS, LUO_SIZE_REPS) : REPS;
         // luo's size sweep, the services of every size up at once and their updates taken in
         // turn (10 MB, 100 MB, 1 GB, 10 MB, …): the machine's noise drifts over minutes, and
         // the comparison between sizes must not measure that drift.
@@ -415,7 +337,7 @@ async function main(): Promise<void> {
   const result = {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
     settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION },
-    durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, series,
+    durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, marks, series,
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
@@ -427,17 +349,19 @@ async function main(): Promise<void> {
   }
 }
 
-/** The results file: readable, with each series on one line. */
-export function resultJson(r: Record<string, unknown> & { series: Record<string, unknown> }): string {
-  const { series, ...rest } = r;
+/** The results file: readable, with each series (and each contender's marks) on one line. */
+export function resultJson(r: Record<string, unknown> & { series: Record<string, unknown>; marks?: Record<string, unknown> }): string {
+  const { series, marks, ...rest } = r;
   const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
-  const ser = Object.entries(series).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
-  return `${head},\n "series": {\n${ser}\n }\n}\n`;
+  const lines = (o: Record<string, unknown>): string => Object.entries(o).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
+  return `${head},\n${marks ? ` "marks": {\n${lines(marks)}\n },\n` : ''} "series": {\n${lines(series)}\n }\n}\n`;
 }
 
-type Result = { seriesAt: { stateBytes: number; connections: number }; date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
+type Result = { marks?: Record<string, Array<[number, MarkKind]>>; seriesAt: { stateBytes: number; connections: number }; date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
 
-const NAMES: Record<Contender, string> = { luo: 'luo update --successor', 'luo-exec': 'luo update (exec in place)', pm2: 'pm2 reload (cluster)', json: 'restart + JSON state' };
+const NAMES: Record<Contender, string> = {
+  luo: 'luo update --successor', 'luo-exec': 'luo update (exec in place)',
+  'luo-before': 'luo update --successor (--compare build)', 'luo-exec-before': 'luo update, exec (--compare build)', pm2: 'pm2 reload (cluster)', json: 'restart + JSON state' };
 
 /** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
 export function table(res: Result, trials = res.trials): string {
@@ -454,50 +378,13 @@ export function table(res: Result, trials = res.trials): string {
 
 const fmtBytes = (b: number): string => (b >= 1e9 ? `${(b / 1e9).toFixed(0)} GB` : `${(b / 1e6).toFixed(0)} MB`);
 
-/** Request latency over time across one update, one panel per contender. */
+/** Request latency over time across one update, one panel per contender, drops and failures marked. */
 export function svg(res: Result): string {
+  const colors: Record<Contender, string> = { luo: '#1f77b4', 'luo-exec': '#17becf', 'luo-before': '#9467bd', 'luo-exec-before': '#8c564b', pm2: '#d62728', json: '#ff7f0e' };
   const names = Object.keys(res.series) as Contender[];
-  const W = 760;
-  const PH = 150;
-  const L = 70;
-  const R = 20;
-  const HEAD = 56;
-  const H = HEAD + names.length * (PH + 40);
-  const x0 = -1000;
-  const x1 = Math.max(3000, ...names.flatMap((n) => res.series[n]!.map((p) => p[0])));
-  const yMax = Math.max(10, ...names.flatMap((n) => res.series[n]!.map((p) => p[1])));
-  const colors: Record<Contender, string> = { luo: '#1f77b4', 'luo-exec': '#17becf', pm2: '#d62728', json: '#ff7f0e' };
-  const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${L}" y="18" font-size="13">Slowest answer per 10 ms to 4 busy clients, across one update (log scale; the update starts at 0 s)</text>`,
-    `<text x="${L}" y="34" fill="#555">${fmtBytes(res.seriesAt.stateBytes)} of state, ${res.seriesAt.connections} long-lived connections; ${res.date}, ${String(res.machine.cores)} cores, Node ${String(res.machine.node)}. A gap is time without answers.</text>`];
-  names.forEach((n, i) => {
-    const top = HEAD + i * (PH + 40);
-    const sx = (t: number): number => L + ((t - x0) / (x1 - x0)) * (W - L - R);
-    const sy = (v: number): number => top + PH - (Math.log10(Math.max(0.1, v) / 0.1) / Math.log10(yMax * 1.5 / 0.1)) * PH;
-    out.push(`<text x="${L}" y="${top - 6}" font-weight="bold" fill="${colors[n]}">${NAMES[n]}</text>`);
-    out.push(`<rect x="${L}" y="${top}" width="${W - L - R}" height="${PH}" fill="none" stroke="#999"/>`);
-    for (const v of [0.1, 1, 10, 100, 1000, 10000].filter((v) => v <= yMax * 1.5)) {
-      out.push(`<line x1="${L}" x2="${W - R}" y1="${sy(v).toFixed(1)}" y2="${sy(v).toFixed(1)}" stroke="#eee"/><text x="${L - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end">${v} ms</text>`);
-    }
-    out.push(`<line x1="${sx(0).toFixed(1)}" x2="${sx(0).toFixed(1)}" y1="${top}" y2="${top + PH}" stroke="#555" stroke-dasharray="3,3"/>`);
-    // The slowest answer per 10 ms, as a line broken wherever a bucket had no answer.
-    const pts = res.series[n]!;
-    let run: string[] = [];
-    const flush = (): void => {
-      if (run.length > 1) out.push(`<polyline fill="none" stroke="${colors[n]}" stroke-width="1.2" points="${run.join(' ')}"/>`);
-      else if (run.length === 1) out.push(`<circle cx="${run[0]!.split(',')[0]}" cy="${run[0]!.split(',')[1]}" r="1.8" fill="${colors[n]}"/>`);
-      run = [];
-    };
-    pts.forEach(([t, l], k) => {
-      if (k > 0 && t - pts[k - 1]![0] > 10) flush();
-      run.push(`${sx(t).toFixed(1)},${sy(l).toFixed(1)}`);
-    });
-    flush();
-    for (let t = 0; t <= x1; t += 1000) out.push(`<text x="${sx(t).toFixed(1)}" y="${top + PH + 14}" text-anchor="middle">${t / 1000} s</text>`);
-  });
-  out.push('</svg>');
-  return out.join('\n');
+  return latencyChart('Slowest answer per 10 ms to 4 busy clients, across one update (log scale; the update starts at 0 s)',
+    `${fmtBytes(res.seriesAt.stateBytes)} of state, ${res.seriesAt.connections} long-lived connections; ${res.date}, ${String(res.machine.cores)} cores, Node ${String(res.machine.node)}. A gap is time without answers.`,
+    names.map((n) => ({ name: NAMES[n], color: colors[n], series: res.series[n]!, marks: res.marks?.[n] ?? [] })));
 }
 
 function writeDocs(res: Result): void {

@@ -41,7 +41,7 @@ async function assertStillServing(rundir: string, port: number): Promise<void> {
  * 50 connections stream through two `luo update --json` runs (with `flags`); `check` gets
  * each report. Then every byte came back once, no connection closed, the state is NORMAL.
  */
-async function updateTwiceWhileStreaming(port: number, rundir: string, flags: string[], check: (phases: Array<{ phase: string; ms: number }>) => void): Promise<void> {
+async function updateTwiceWhileStreaming(port: number, rundir: string, flags: string[], check: (phases: Array<{ phase: string; ms: number; detail?: string }>) => void): Promise<void> {
   const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
   await Promise.all(clients.map((c) => c.connected()));
   const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
@@ -51,7 +51,7 @@ async function updateTwiceWhileStreaming(port: number, rundir: string, flags: st
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const rep = jsonLines(r.stdout)[0]!;
     assert.equal(rep.ok, true);
-    check(rep.phases as Array<{ phase: string; ms: number }>);
+    check(rep.phases as Array<{ phase: string; ms: number; detail?: string }>);
   }
   clearInterval(pump);
   await Promise.all(clients.map((c) => c.settled()));
@@ -69,10 +69,11 @@ test('luo update drives the whole update (prepare, reboot, updated, finish) whil
   const { svc, port, rundir } = await startExample();
   try {
     await updateTwiceWhileStreaming(port, rundir, [], (phases) => {
-      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish']);
+      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'freeze + exec', 'next image up (updated)', 'finish', 'carried']);
+      assert.match(phases[4]!.detail!, /^tcp 127\.0\.0\.1:\d+: 50 connections$/, 'the report counts what crossed');
     });
     const human = await runNode(cliPath, ['update', '--rundir', rundir]);
-    assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms  pid \d+\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms  committed \(\d+ KiB of changed memory written back\)\nupdate done in [\d.]+ ms\n/);
+    assert.match(human.stdout, /✓ prepare\s+[\d.]+ ms\n✓ freeze \+ exec\s+[\d.]+ ms  pid \d+\n✓ next image up \(updated\)\s+[\d.]+ ms\n✓ finish\s+[\d.]+ ms  committed \(\d+ KiB of changed memory written back\)\n✓ carried\s+[\d.]+ ms  tcp 127\.0\.0\.1:\d+: 0 connections\nupdate done in [\d.]+ ms\n/);
   } finally {
     svc.kill('SIGKILL');
   }
@@ -82,7 +83,8 @@ test('luo update --successor: the agent finds the next image at once, while the 
   const { svc, port, rundir } = await startExample();
   try {
     await updateTwiceWhileStreaming(port, rundir, ['--successor'], (phases) => {
-      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'successor up, freeze + handover', 'next image up (updated)', 'finish']);
+      assert.deepEqual(phases.map((p) => p.phase), ['prepare', 'successor up, freeze + handover', 'next image up (updated)', 'finish', 'carried']);
+      assert.match(phases[4]!.detail!, /^tcp 127\.0\.0\.1:\d+: 50 connections$/);
       // Not a speed check: the previous image waits up to 5 s for FINISH, and an agent it did
       // not hang up on (or whose reconnect it did not refuse) would wait that long.
       assert.ok(phases[2]!.ms < 4000, `the agent was held ${phases[2]!.ms} ms by the previous image`);

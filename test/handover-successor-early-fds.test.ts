@@ -40,7 +40,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     clients.push(...fresh);
     process.kill(freezing.pid as number, 'SIGUSR1'); // the window closes: freeze and hand over
     const r = await ready;
-    assert.equal(r.event, 'ready', JSON.stringify(r));
+    assert.equal(r.event, 'ready', `${JSON.stringify(r)}; stderr: ${svc.stderr.slice(-3000)}`);
     await new Promise((res) => setTimeout(res, 300));
     clearInterval(pumper);
     for (const c of clients) c.pump(256); // and by the new one
@@ -61,7 +61,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     const freezing2 = await svc.next((l) => svc.lines.indexOf(l) >= before2 && l.event === 'freezing');
     process.kill(freezing2.pid as number, 'SIGUSR1');
     const r2 = await ready2;
-    assert.equal(r2.event, 'ready', JSON.stringify(r2));
+    assert.equal(r2.event, 'ready', `${JSON.stringify(r2)}; lines since: ${JSON.stringify(svc.lines.slice(before2))}; stderr: ${svc.stderr.slice(-3000)}`);
     assert.equal(r2.restored, 180);
     assert.equal(r2.otherFds, r.otherFds, 'fds other than connections stay constant');
     for (const c of clients) c.pump(64);

@@ -26,5 +26,5 @@ test('three live updates in a row through three images, preserving and restoring
     assert.equal(g.afterFinish, 'normal');
   }
   const fds = gens.slice(1).map((g) => g.openFds);
-  assert.equal(new Set(fds).size, 1, `no fd leaks across updates: ${fds}`);
+  assert.equal(new Set(fds).size, 1, `no fd leaks across updates: ${fds}: ${JSON.stringify(gens.slice(1).map((g) => g.fdTargets))}`);
 });

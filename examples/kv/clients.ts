@@ -15,7 +15,8 @@
  *   IdleHttp     many keep-alive connections each sending one request every `everyMs`: the
  *                long-lived connections of the benchmark.
  * Each records the time of every answer (`times`), from which a pause is measured, and the
- * latency of each request (`lat`: [end ms, latency ms]).
+ * latency of each request (`lat`: [end ms, latency ms]), and when a connection dropped or a
+ * request failed (`marks`).
  * stop() ends a client cleanly: the echo client first waits until everything it sent is back.
  */
 import crypto from 'node:crypto';
@@ -38,12 +39,18 @@ export abstract class Client {
   readonly times: number[] = [];
   readonly lat: Array<[number, number]> = [];
   readonly counts: Counts = { requests: 0, failed: 0, dropped: 0, mismatches: 0, lost: 0, repeated: 0, versions: new Map() };
+  /** When each connection was dropped and each request failed (for the bench's chart). */
+  readonly marks: Array<[number, 'dropped' | 'failed']> = [];
   lastVersion = '';
   protected running = true;
   protected sock: net.Socket | null = null;
   constructor(readonly port: number, readonly host = '127.0.0.1') {}
   get connected(): boolean {
     return !!this.sock && !this.sock.destroyed;
+  }
+  protected mark(kind: 'dropped' | 'failed'): void {
+    this.counts[kind]++;
+    this.marks.push([now(), kind]);
   }
   protected seen(version: string | undefined): void {
     if (!version) return;
@@ -60,7 +67,7 @@ export abstract class Client {
     this.seen(version);
     sock.on('data', onData);
     sock.on('close', () => {
-      if (this.running) this.counts.dropped++;
+      if (this.running) this.mark('dropped');
       onClose();
     });
     if (rest.length) onData(rest);
@@ -92,7 +99,7 @@ export class HttpClient extends Client {
       this.#buf = Buffer.alloc(0);
       s.on('data', (d: Buffer) => this.#onData(d));
       s.on('close', () => {
-        if (this.running && this.#established.has(s)) this.counts.dropped++;
+        if (this.running && this.#established.has(s)) this.mark('dropped');
         this.#waiting?.(new Error('connection closed'));
         this.#waiting = null;
       });
@@ -165,10 +172,10 @@ export class HttpClient extends Client {
           if (put && r.status === 200) this.#model.set(key, value);
           else if (!put && r.status === 200 && r.body.toString() === this.#model.get(key)) { /* read back what was written */ }
           else if (!put && (r.status === 200 || r.status === 404)) this.counts.mismatches++; // a lost or wrong write
-          else this.counts.failed++;
+          else this.mark('failed');
           break;
         } catch {
-          if (!failedOnce) this.counts.failed++;
+          if (!failedOnce) this.mark('failed');
           failedOnce = true;
           await new Promise((r) => setTimeout(r, 5));
         }
@@ -259,7 +266,7 @@ export class WsClient extends Client {
       this.counts.requests++;
       this.lat.push([now(), now() - t]);
       if (this.#acked < seq) {
-        this.counts.failed++;
+        this.mark('failed');
         break;
       }
       if (this.opts.pauseMs) await new Promise((r) => setTimeout(r, this.opts.pauseMs));
@@ -348,7 +355,7 @@ export class IdleHttp extends Client {
       this.open++;
       s.on('close', () => {
         this.open--;
-        if (this.running) this.counts.dropped++;
+        if (this.running) this.mark('dropped');
       });
       let sentAt = 0;
       let buf = '';
@@ -360,7 +367,7 @@ export class IdleHttp extends Client {
         const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
         if (buf.length < end + 4 + len) return;
         this.seen(/x-version: (\S+)/i.exec(buf.slice(0, end))?.[1]);
-        if (!buf.startsWith('HTTP/1.1 200')) this.counts.failed++;
+        if (!buf.startsWith('HTTP/1.1 200')) this.mark('failed');
         buf = buf.slice(end + 4 + len);
         this.counts.requests++;
         const e = now();

@@ -338,7 +338,9 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
     say({ event: 'ready', version: tag, pid: process.pid, updated: false, port, entries: store.size, format: store.format, bytes: store.bytes, bootMs: Math.round(performance.now() - t0), rundir: luo?.config.rundir });
   }
   if (luo) {
-    preserveServer(luo, 1, server, { drainTimeoutMs: 2000, onUndrained: 'carry', httpDrainMs: 5000 });
+    // Its WebSocket and echo connections are its own (not ws's): carried raw, taken back by
+    // restoreServer's claim above.
+    void preserveServer(luo, 1, server, { drainTimeoutMs: 2000, onUndrained: 'carry', httpDrainMs: 5000, upgraded: 'raw' });
     // One turn later: the first answers to carried connections go out before the device's
     // worker thread starts.
     setImmediate(() => startDevice(luo));

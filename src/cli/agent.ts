@@ -45,6 +45,37 @@ export function alive(pid: number): boolean {
   return st !== null && st !== 'Z' && st !== 'X';
 }
 
+/**
+ * Whether a process has exited, told by its pidfd. /proc cannot be trusted for this: when a
+ * thread other than the main one execs (luo's watchdog rolling an in-place update back), the
+ * kernel shows the old main thread as a zombie for a moment before the exec'ing thread takes
+ * its pid; a pidfd becomes readable only when the process is really gone. Without pidfds
+ * (Linux < 5.3) it falls back to /proc.
+ */
+export class ProcessWatch {
+  readonly pid: number;
+  #fd: number;
+  #gone = false;
+  constructor(pid: number) {
+    this.pid = pid;
+    try {
+      this.#fd = sys.pidfdOpen(pid);
+    } catch (e) {
+      this.#fd = -1;
+      this.#gone = (e as LuoError).code === 'ESRCH';
+    }
+  }
+  get gone(): boolean {
+    if (this.#gone) return true;
+    if (this.#fd < 0) return !alive(this.pid);
+    return (this.#gone = (sys.poll([this.#fd], 0)[0] ?? 0) !== 0);
+  }
+  close(): void {
+    if (this.#fd >= 0) sys.close(this.#fd);
+    this.#fd = -1;
+  }
+}
+
 /** Connect to the service's device; ERR_NO_SERVICE (exit 4) when nothing serves there. */
 export function connect(rundir: string): DeviceClient {
   try {

@@ -46,6 +46,8 @@ const USAGE = `usage: luo <command> [options] [args]
   rollback                     in UPDATED, before FINISH: give the update up, the previous
                                version resumes
   dump [FILE.dtb]              a DTB as DTS; without FILE, the service's handover trees (debug view)
+  list [--root DIR]            the services under a rundir root (default: where --name puts them),
+                               live or dead, with state and pid
 
 options: --rundir DIR | --name NAME (the service's runtime directory), --json
 exit codes: 0 ok, 1 failed, 2 usage, 3 malformed input, 4 no service, 5 timed out
@@ -59,7 +61,7 @@ function parse(argv: string[]): Opts {
   const flags = new Map<string, string[]>();
   const args: string[] = [];
   let rest: string[] | null = null;
-  const withValue = new Set(['rundir', 'name', 'out', 'preserve', 'timeout', 'check', 'check-timeout', 'probation', 'takeover-timeout']);
+  const withValue = new Set(['rundir', 'name', 'root', 'out', 'preserve', 'timeout', 'check', 'check-timeout', 'probation', 'takeover-timeout']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -305,6 +307,36 @@ function cmdDump(o: Opts): number {
   return EXIT.OK;
 }
 
+/** `luo list`: every service under a rundir root: its name, state, pid, and whether it lives. */
+function cmdList(o: Opts): number {
+  const root = path.resolve(o.flags.get('root')?.[0] ?? process.env.LUO_RUNDIR_ROOT ?? path.dirname(defaultRundir('x')));
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(root, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch { /* no root: no services */ }
+  const rows = names.map((name) => {
+    const rundir = path.join(root, name);
+    const pid = servicePid(rundir);
+    let state: string | null = null;
+    try {
+      state = fs.readFileSync(path.join(rundir, 'state'), 'utf8').trim();
+    } catch { /* none */ }
+    const device = fs.existsSync(devicePath(rundir));
+    const live = pid !== null && alive(pid);
+    return { name, rundir, pid, state, live, device };
+  }).filter((r) => r.pid !== null || r.device || r.state !== null);
+  if (o.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
+  else if (rows.length === 0) process.stdout.write(`no services under ${root}\n`);
+  else {
+    const w = Math.max(4, ...rows.map((r) => r.name.length));
+    process.stdout.write(`${'NAME'.padEnd(w)}  ${'STATE'.padEnd(9)}  ${'PID'.padStart(7)}  LIVE  RUNDIR\n`);
+    for (const r of rows) {
+      process.stdout.write(`${r.name.padEnd(w)}  ${(r.live ? r.state ?? 'unknown' : 'dead').padEnd(9)}  ${String(r.pid ?? '-').padStart(7)}  ${r.live ? 'yes ' : 'no  '}  ${r.rundir}\n`);
+    }
+  }
+  return EXIT.OK;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
@@ -338,6 +370,8 @@ export async function main(argv: string[]): Promise<number> {
         return cmdEvent(o, Event.ROLLBACK);
       case 'dump':
         return cmdDump(o);
+      case 'list':
+        return cmdList(o);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }

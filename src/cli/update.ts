@@ -25,9 +25,9 @@ import type { DeviceClient } from '../device/client.js';
 import { LuoError, errnoName } from '../errors.js';
 import { Event, State, stateName, toToken } from '../luo/abi.js';
 import * as sys from '../sys/index.js';
-import { IOCTL, REBOOT_SUCCESSOR, decodeUpdate, encodeLoadImage, encodeReboot, type UpdateStatus } from '../uapi/protocol.js';
+import { IOCTL, REBOOT_SUCCESSOR, decodeCarried, decodeUpdate, encodeLoadImage, encodeReboot, type CarriedEntry, type UpdateStatus } from '../uapi/protocol.js';
 import { structs } from '../device/client.js';
-import { EXIT, alive, connect, exitFor, lock } from './agent.js';
+import { EXIT, ProcessWatch, connect, exitFor, lock } from './agent.js';
 
 export interface UpdateArgs {
   rundir: string;
@@ -51,6 +51,49 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 function getState(c: DeviceClient): number {
   return c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
+}
+
+/** What the serving image was handed over and what became of it (null: an older luo). */
+function getCarried(c: DeviceClient): CarriedEntry[] | null {
+  let size = 16384;
+  for (let i = 0; i < 3; i++) {
+    const b = Buffer.alloc(size);
+    b.writeUInt32LE(size, 0);
+    let r;
+    try {
+      const rep = c.request(IOCTL.GET_CARRIED, b, [], { allowFail: true });
+      if (rep.result < 0) return null; // an older luo: ENOTTY
+      r = decodeCarried(rep.struct);
+    } catch {
+      return null;
+    }
+    if (r.entries) return r.entries;
+    size = r.need;
+  }
+  return null;
+}
+
+/** The report's line for what crossed: each server and its connections, what was closed at
+ *  the freeze, refused by the next version, or released at FINISH. */
+export function carriedSummary(entries: CarriedEntry[]): { line: string; warnings: string[] } {
+  const parts: string[] = [];
+  const warnings: string[] = [];
+  for (const e of entries) {
+    const name = e.label || `token ${e.token} (${e.compatible})`;
+    if (e.released) {
+      warnings.push(`${name} was released at FINISH: the next version never took it back (it listens there no more)`);
+      continue;
+    }
+    const k = e.counts;
+    if (k.connections !== undefined) {
+      let t = `${name}: ${k.connections} connection${k.connections === 1 ? '' : 's'}`;
+      if (k.upgraded) t += ` (${k.upgraded} upgraded: ${k.taken ?? 0} taken${k.refused ? `, ${k.refused} refused` : ''}${k.unclaimed ? `, ${k.unclaimed} unclaimed` : ''})`;
+      parts.push(t);
+      if (k.refused) warnings.push(`${name}: the next version refused ${k.refused} carried upgraded connection(s) (its code answered them itself: they are closed)`);
+    } else if (e.restored) parts.push(name);
+    if (e.closedAtFreeze) warnings.push(`${name}: ${e.closedAtFreeze} upgraded connection(s) were closed at the freeze (upgraded: 'close', or their close handshake was under way)`);
+  }
+  return { line: parts.join('; '), warnings };
 }
 
 function getUpdate(c: DeviceClient): UpdateStatus {
@@ -85,7 +128,9 @@ export async function update(a: UpdateArgs): Promise<number> {
   };
   /** How it ended, for --json: 'committed', 'cancelled' or 'rolled-back', with the figures. */
   let outcome: Record<string, unknown> | null = null;
+  const watches: ProcessWatch[] = [];
   const done = (ok: boolean, error?: LuoError): number => {
+    for (const w of watches) w.close();
     if (a.json) process.stdout.write(`${JSON.stringify({ ok, totalMs: Math.round(performance.now() - t0), phases, ...(outcome ? { outcome } : {}), ...(error ? { error: error.message, code: error.code } : {}) })}\n`);
     else if (ok) process.stdout.write(`update done in ${(performance.now() - t0).toFixed(1)} ms\n`);
     else process.stderr.write(`luo: update failed: ${error!.message.replace(/^ERR_UPDATE_FAILED: /, '')}\n`);
@@ -167,8 +212,13 @@ export async function update(a: UpdateArgs): Promise<number> {
     c.close();
 
     // From here on the update is a transaction until FINISH.
-    const watch = a.successor ? sys.pidfdOpen(nextPid) : -1;
-    const nextGone = (): boolean => (watch >= 0 ? (sys.poll([watch], 0)[0] ?? 0) !== 0 : !alive(nextPid));
+    // Watched by pidfd (ProcessWatch): in place, a rollback exec from the guard's watchdog
+    // thread shows the pid as a zombie in /proc for a moment.
+    const next = new ProcessWatch(nextPid);
+    watches.push(next);
+    const old = a.successor ? new ProcessWatch(oldPid) : next;
+    if (old !== next) watches.push(old);
+    const nextGone = (): boolean => next.gone;
     const deadline = performance.now() + a.timeoutMs;
     const hardDeadline = performance.now() + commitMs + 15_000;
 
@@ -199,7 +249,7 @@ export async function update(a: UpdateArgs): Promise<number> {
           }
         } catch { /* not up yet */ }
         c?.close();
-        if (!alive(oldPid) && !(a.successor && alive(nextPid))) throw failed(`${what}, and the service is gone: no version serves (pid ${oldPid} is not running)`);
+        if (old.gone && !(a.successor && !next.gone)) throw failed(`${what}, and the service is gone: no version serves (pid ${oldPid} is not running)`);
         if (performance.now() > hardDeadline) throw failed(`${what}; the previous version has not come back within the deadline`, 'ETIMEDOUT');
         await sleep(10);
       }
@@ -212,7 +262,7 @@ export async function update(a: UpdateArgs): Promise<number> {
         step('next image up', false, 'the successor exited after it took over');
         throw await rolledBack('the successor exited after it took over');
       }
-      if (!a.successor && !alive(nextPid)) throw failed(`the service process (pid ${nextPid}) is gone: no version serves`);
+      if (!a.successor && next.gone) throw failed(`the service process (pid ${nextPid}) is gone: no version serves`);
       let up = false;
       try {
         c = connect(a.rundir);
@@ -247,7 +297,6 @@ export async function update(a: UpdateArgs): Promise<number> {
       await sleep(10);
     }
     step('next image up (updated)');
-
     /** The next version fails a check or its probation: ask it to give up, then report. */
     const giveUp = async (what: string): Promise<LuoError> => {
       try {
@@ -266,6 +315,16 @@ export async function update(a: UpdateArgs): Promise<number> {
       }
       return rolledBack(what, true);
     };
+
+    // Nothing may be dropped silently: upgraded connections the next version left unclaimed
+    // (nothing in it took them back) roll the update back; the previous version still has them.
+    const carried = getCarried(c);
+    const unclaimed = (carried ?? []).filter((e) => (e.counts.unclaimed ?? 0) > 0);
+    if (unclaimed.length) {
+      const what = unclaimed.map((e) => `${e.counts.unclaimed} on ${e.label || `token ${e.token}`}`).join(', ');
+      step('carried connections taken', false, `${what} unclaimed`);
+      throw await giveUp(`the next version left upgraded connections unclaimed (${what}): nothing in it took them back (does it still create its WebSocketServer / socket.io server on that server?)`);
+    }
 
     if (a.check) {
       const until = performance.now() + a.checkTimeoutMs;
@@ -312,9 +371,14 @@ export async function update(a: UpdateArgs): Promise<number> {
       if (u.outcome === 'committed') detail = `committed (${(u.writtenBack / 1024).toFixed(0)} KiB of changed memory written back)`;
     } catch { /* an older luo */ }
     step('finish', true, detail);
-    outcome = { outcome: 'committed', pid: nextPid };
+    const after = getCarried(c);
+    if (after?.length) {
+      const { line, warnings } = carriedSummary(after);
+      if (line) step('carried', true, line);
+      for (const w of warnings) step('not carried', false, w);
+    }
+    outcome = { outcome: 'committed', pid: nextPid, ...(after ? { carried: after } : {}) };
     c.close();
-    if (watch >= 0) sys.close(watch);
     return done(true);
   } catch (e) {
     const err = e instanceof LuoError ? e : new LuoError('EIO', (e as Error).message);

@@ -20,7 +20,7 @@ import { selfImage, type Image } from '../handover/index.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
-import { IOCTL, LAYOUTS, REBOOT_SUCCESSOR, decodeLoadImage, encodeUpdate } from '../uapi/protocol.js';
+import { IOCTL, LAYOUTS, REBOOT_SUCCESSOR, decodeLoadImage, encodeCarried, encodeUpdate } from '../uapi/protocol.js';
 
 export interface Reply {
   result: number;
@@ -184,6 +184,10 @@ export async function dispatch(luo: Luo, session: Session, data: Buffer, fds: nu
           outcome: u?.outcome ?? 'none', mode: u?.mode ?? 'exec', status: u?.status ?? null, resumed: u?.resumed ?? 0, lost: u?.lost ?? 0,
           number: luo.liveupdateNumber, errno, writtenBack: u?.writtenBack ?? 0, pid: process.pid, reason: u?.reason ?? '', stderr: u?.stderr ?? [],
         }, size);
+        return { result: 0, struct: out.subarray(0, size) };
+      }
+      case IOCTL.GET_CARRIED: {
+        const out = encodeCarried(luo.files.carriedReport, luo.liveupdateNumber, size);
         return { result: 0, struct: out.subarray(0, size) };
       }
     }

@@ -7,5 +7,6 @@ import { createRequire } from 'node:module';
 
 const req = createRequire(import.meta.url);
 export const tlsModule = (): typeof import('node:tls') => req('node:tls') as typeof import('node:tls');
+export const netModule = (): typeof import('node:net') => req('node:net') as typeof import('node:net');
 export const httpModule = (): typeof import('node:http') => req('node:http') as typeof import('node:http');
 export const dgramModule = (): typeof import('node:dgram') => req('node:dgram') as typeof import('node:dgram');

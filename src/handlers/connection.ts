@@ -37,10 +37,10 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeTable, tableSize, tableSizeAt } from '../uapi/connections.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeTable, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
 import {
-  READ_ENDED, WRITE_ENDED, bytesConsumed, bytesWrittenToKernel, fdOf, finHandedOver, firstChanged, handleFd, pendingWriteBytes, queuedBytes,
+  READ_ENDED, WRITE_ENDED, bytesConsumed, bytesWrittenToKernel, endHold, NO_FIRST_READ, fdOf, finHandedOver, firstChanged, handleFd, markHold, newHoldEpoch, pendingWriteBytes, queuedBytes, startHold,
   readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
 } from './node-internals.js';
 import { FIN_SENT, UNKNOWN } from '../uapi/connections.js';
@@ -60,10 +60,15 @@ if (WRITE_ENDED !== TABLE_WRITE_ENDED || READ_ENDED !== TABLE_READ_ENDED) throw 
 
 const EMPTY = Buffer.alloc(0);
 
-export interface Carried { fd: number; flags: number; unread: Buffer; unsent: Buffer; rx: number; tx: number }
+export interface Carried { fd: number; flags: number; unread: Buffer; unsent: Buffer; meta: Buffer; rx: number; tx: number }
 
-/** A connection with bytes in userspace at the snapshot: the bytes, and the lengths verify compares. */
-interface WithBytes { unread: Buffer; unsent: Buffer; readable: number; writable: number; queued: number }
+/** A connection with bytes in userspace at the snapshot (or an owner's input and meta): the
+ *  bytes, and the lengths verify compares. */
+interface WithBytes { unread: Buffer; unsent: Buffer; meta?: Buffer; readable: number; writable: number; queued: number }
+
+/** What an upgraded connection's owner adds to its snapshot (handlers/upgraded.ts): the input
+ *  it read and did not deliver yet (in front of the socket's unread bytes), and its meta. */
+export interface Extra { prefix: Buffer; meta: Buffer }
 
 /** What a snapshot took of a set of connections (parallel arrays: one index per connection). */
 export class ConnSnapshot {
@@ -77,6 +82,8 @@ export class ConnSnapshot {
   /** Bytes of each connection's input consumed, and of its output written into the kernel. */
   readonly rx: Float64Array;
   readonly tx: Float64Array;
+  /** The hold epoch of this snapshot (node-internals: startHold at the point of no return). */
+  readonly epoch = newHoldEpoch();
 
   constructor(scan: { sockets: net.Socket[]; handles: StreamHandle[]; fds: number[]; flags: number[] }) {
     this.sockets = scan.sockets;
@@ -181,14 +188,16 @@ export function thawConnections(sockets: Iterable<net.Socket>): void {
 
 /**
  * Synchronous capture of every live connection in `sockets`, in one pass. A connection
- * accepted during FREEZE was never stopped: it stops here.
+ * accepted during FREEZE was never stopped: it stops here. `extra`: the upgraded ones, with
+ * what their owners add (flagged UPGRADED in the table).
  */
-export function snapshotConnections(sockets: Iterable<net.Socket>): ConnSnapshot {
+export function snapshotConnections(sockets: Iterable<net.Socket>, extra?: ReadonlyMap<net.Socket, Extra>): ConnSnapshot {
   const scan = scanSockets(sockets, true);
   const snap = new ConnSnapshot(scan);
-  const { rx, tx } = snap;
+  const { rx, tx, epoch } = snap;
   for (let i = 0; i < scan.sockets.length; i++) {
     const s = scan.sockets[i]!;
+    markHold(s, epoch);
     const b = (s as Based)[BASE];
     if (b === null) {
       rx[i] = UNKNOWN;
@@ -203,7 +212,33 @@ export function snapshotConnections(sockets: Iterable<net.Socket>): ConnSnapshot
     const s = scan.sockets[i]!;
     snap.withBytes.set(i, { unread: readBuffered(s), unsent: unsentBytes(s), readable: s.readableLength, writable: s.writableLength, queued: queuedBytes(scan.handles[i]!) });
   }
+  if (extra?.size) {
+    for (let i = 0; i < scan.sockets.length; i++) {
+      const x = extra.get(scan.sockets[i]!);
+      if (!x) continue;
+      scan.flags[i]! |= UPGRADED;
+      const s = scan.sockets[i]!;
+      const had = snap.withBytes.get(i);
+      const own = had?.unread ?? EMPTY;
+      snap.withBytes.set(i, {
+        unread: x.prefix.length ? (own.length ? Buffer.concat([x.prefix, own]) : x.prefix) : own,
+        unsent: had?.unsent ?? EMPTY, meta: x.meta,
+        readable: s.readableLength, writable: s.writableLength, queued: queuedBytes(scan.handles[i]!),
+      });
+    }
+  }
   return snap;
+}
+
+/** The point of no return: from here this process neither writes to nor reads any connection
+ *  of the snapshot (a successor owns them) until releaseSnapshot. */
+export function holdSnapshot(snap: ConnSnapshot): void {
+  startHold(snap.epoch);
+}
+
+/** The update did not commit: what this process wrote meanwhile goes out. */
+export function releaseSnapshot(snap: ConnSnapshot): void {
+  endHold(snap.epoch);
 }
 
 /** EBUSY unless every connection of the snapshot is exactly as it was then. */
@@ -230,7 +265,7 @@ export function verifySnapshot(snap: ConnSnapshot): void {
  * Connection i of the snapshot is fd `first + i` of the token's list.
  */
 export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number, first: number): number {
-  const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array }>();
+  const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>();
   for (const [i, b] of snap.withBytes) bytes.set(i, b);
   const count = snap.count;
   const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes };
@@ -253,7 +288,7 @@ export class CarriedTable {
   readonly fds: Int32Array;
   readonly flags: Uint32Array;
   /** The carried bytes, only for the connections that have any, by index. */
-  readonly bytes: Map<number, { unread: Buffer; unsent: Buffer }>;
+  readonly bytes: Map<number, CarriedBytes>;
   /** Whether the table said it came from an http.Server. */
   readonly http: boolean;
   /** Index in the token's fd list of connection 0's fd. */
@@ -262,7 +297,7 @@ export class CarriedTable {
   readonly rx: Float64Array;
   readonly tx: Float64Array;
 
-  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, { unread: Buffer; unsent: Buffer }>, http: boolean, first: number, rx: Float64Array, tx: Float64Array) {
+  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, CarriedBytes>, http: boolean, first: number, rx: Float64Array, tx: Float64Array) {
     this.fds = fds;
     this.flags = flags;
     this.bytes = bytes;
@@ -279,7 +314,7 @@ export class CarriedTable {
   /** Connection i as adoptConnection takes it. */
   at(i: number): Carried {
     const b = this.bytes.get(i);
-    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY, rx: this.rx[i]!, tx: this.tx[i]! };
+    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY, meta: b?.meta ?? EMPTY, rx: this.rx[i]!, tx: this.tx[i]! };
   }
 
   /** Total bytes carried read-but-unconsumed, and written-but-unsent. */
@@ -359,7 +394,7 @@ function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
   }
   a.lost(lost);
   if (lost === 0) return t;
-  const bytes = new Map<number, { unread: Buffer; unsent: Buffer }>();
+  const bytes = new Map<number, CarriedBytes>();
   keep.forEach((i, j) => {
     const b = t.bytes.get(i);
     if (b) bytes.set(j, b);
@@ -372,11 +407,15 @@ function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
   return new CarriedTable(pick(t.fds, new Int32Array(n)), pick(t.flags, new Uint32Array(n)), bytes, t.http, t.first, pick(t.rx, new Float64Array(n)), pick(t.tx, new Float64Array(n)));
 }
 
-/** Next image: a net.Socket on the carried fd, with the carried bytes delivered first. */
-export function adoptConnection(c: Carried, opts: { allowHalfOpen?: boolean } = {}): net.Socket {
-  const s = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
+/**
+ * Next image: a net.Socket on the carried fd, with the carried bytes delivered first.
+ * `upgraded`: it does not read until its new owner listens for data, and its carried input is
+ * left for that owner (the head of the replayed upgrade), not put in the read buffer.
+ */
+export function adoptConnection(c: Carried, opts: { allowHalfOpen?: boolean; upgraded?: boolean } = {}): net.Socket {
+  const s = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false, ...(opts.upgraded ? NO_FIRST_READ : {}) });
   setBase(s, c.rx, c.tx);
-  if (c.unread.length) s.unshift(c.unread);
+  if (c.unread.length && !opts.upgraded) s.unshift(c.unread);
   if (c.unsent.length) s.write(c.unsent);
   if (c.flags & F_WRITE_ENDED) s.end();
   return s;

@@ -30,6 +30,20 @@
  *                                         process used the connection
  *   _writableState.finalCalled            end() reached _final: the FIN went to the kernel
  *   socket._unrefTimer()                  restarts the socket's idle timeout (after a pause)
+ *   socket._final                         with _writeGeneric, held (holdOutput) from the
+ *                                         point of no return: a previous image waiting for its
+ *                                         successor's FINISH must not write into a connection
+ *                                         the successor now owns (a timer, a heartbeat)
+ *   socket.parser                         an http.Server connection's HTTP parser: null once
+ *                                         the server gave the socket away ('upgrade', CONNECT)
+ *   server.emit                           wrapped per server (observeEmits) to see 'upgrade'
+ *                                         and 'connect' without listening for them (a listener
+ *                                         would change how Node treats an upgrade request)
+ *   new net.Socket({manualStart})         a socket on an fd that does not read until someone
+ *                                         listens for data (an upgraded connection, adopted in
+ *                                         the next image, waits for its owner)
+ *   new http.IncomingMessage(socket)      the request of a carried upgraded connection, made
+ *                                         again in the next image (incomingRequest)
  *   v8 --expose-gc, set at run time       collectGarbage(): a synchronous full collection
  *
  * Lifecycle for a preserved socket: trackWrites() at preserve time → stopReading() at FREEZE
@@ -42,6 +56,7 @@ import type net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fail } from '../errors.js';
+import { httpModule, netModule } from './builtins.js';
 
 export interface StreamHandle {
   fd: number;
@@ -303,6 +318,153 @@ export function unsentBytes(s: net.Socket): Buffer {
   const ws = (s as unknown as { _writableState: { getBuffer(): Array<{ chunk: unknown; encoding: string }> } })._writableState;
   for (const e of ws.getBuffer()) parts.push(typeof e.chunk === 'string' ? Buffer.from(e.chunk, e.encoding as BufferEncoding) : toBuffer(e.chunk));
   return Buffer.concat(parts);
+}
+
+const HOLD = Symbol('luo.hold');
+const HELD_QUEUE = Symbol('luo.heldQueue');
+type Holdable = net.Socket & { [HOLD]?: number; [HELD_QUEUE]?: Array<() => void> };
+/** Hold epochs in force: a socket marked with one of them neither writes nor reads. */
+const holding = new Set<number>();
+/** Sockets that queued something while held, per epoch (released in order). */
+const queued = new Map<number, Holdable[]>();
+let nextEpoch = 1;
+let holdInstalled = false;
+
+/**
+ * A new hold epoch, for one snapshot of connections. markHold(s, epoch) in the snapshot's pass
+ * marks each (one property store); startHold(epoch) at the point of no return then holds them
+ * all at once: from there nothing this process writes to them, nor their end(), reaches the
+ * kernel, and nothing starts reading them again (an application timer, a heartbeat, a
+ * stream's resume) while a successor owns them. endHold(epoch) (the update did not commit:
+ * this process carries on) sends what was held, in order, and lets them read; on exit it all
+ * vanishes. destroy() still closes this process's fd (the successor holds its own).
+ */
+export function newHoldEpoch(): number {
+  installHold();
+  return nextEpoch++;
+}
+
+export function markHold(s: net.Socket, epoch: number): void {
+  (s as Holdable)[HOLD] = epoch;
+}
+
+export function startHold(epoch: number): void {
+  holding.add(epoch);
+}
+
+export function endHold(epoch: number): void {
+  if (!holding.delete(epoch)) return;
+  const socks = queued.get(epoch);
+  queued.delete(epoch);
+  for (const s of socks ?? []) {
+    const q = s[HELD_QUEUE]!;
+    delete s[HELD_QUEUE];
+    for (const f of q) f();
+  }
+}
+
+/** Is `s` held now (startHold of its epoch)? */
+export function outputHeld(s: net.Socket): boolean {
+  const e = (s as Holdable)[HOLD];
+  return e !== undefined && holding.has(e);
+}
+
+/** Wrap net.Socket's write, final and read once per process (a Set lookup per call when no
+ *  hold is in force). */
+function installHold(): void {
+  if (holdInstalled) return;
+  const proto = netModule().Socket.prototype as unknown as Record<string, unknown>;
+  if (typeof proto._writeGeneric !== 'function' || typeof proto._final !== 'function' || typeof proto._read !== 'function') {
+    throw fail('ENOTSUP', 'net.Socket has no _writeGeneric/_final/_read on this Node version (node-internals.ts needs updating)');
+  }
+  holdInstalled = true;
+  const wrap = (name: '_writeGeneric' | '_final' | '_read', replay: boolean): void => {
+    const orig = proto[name] as (...a: unknown[]) => unknown;
+    proto[name] = function (this: Holdable, ...args: unknown[]): unknown {
+      const e = this[HOLD];
+      if (e === undefined || holding.size === 0 || !holding.has(e)) return orig.apply(this, args);
+      // Held: a write or an end waits (its callback with it); a read is asked for again at
+      // release (the stream calls _read again only after a push).
+      let q = this[HELD_QUEUE];
+      if (!q) {
+        q = this[HELD_QUEUE] = [];
+        let list = queued.get(e);
+        if (!list) queued.set(e, (list = []));
+        list.push(this);
+      }
+      if (replay || q.every((f) => (f as { read?: true }).read !== true)) {
+        const f = (() => orig.apply(this, args)) as (() => unknown) & { read?: true };
+        if (!replay) f.read = true;
+        q.push(f);
+      }
+      return undefined;
+    };
+  };
+  wrap('_writeGeneric', true);
+  wrap('_final', true);
+  wrap('_read', false);
+}
+
+/**
+ * An http.Server connection the server no longer parses: it gave the socket away ('upgrade',
+ * a CONNECT) and freed its parser. A keep-alive connection between requests keeps its parser.
+ */
+export function leftHttp(s: net.Socket): boolean {
+  return (s as unknown as { parser?: unknown }).parser == null;
+}
+
+/** Call `fn(event, args)` for each of `events` that `emitter` emits, before its listeners, without
+ *  listening for them. Idempotent per emitter and function. */
+export function observeEmits(emitter: NodeJS.EventEmitter, events: readonly string[], fn: (event: string, args: unknown[]) => void): void {
+  const e = emitter as NodeJS.EventEmitter & { [OBSERVED]?: Set<(event: string, args: unknown[]) => void> };
+  if (!e[OBSERVED]) {
+    const fns = new Set<(event: string, args: unknown[]) => void>();
+    const watched = new Set<string>();
+    e[OBSERVED] = fns;
+    const emit = e.emit;
+    (e as unknown as { [OBSERVED_EVENTS]: Set<string> })[OBSERVED_EVENTS] = watched;
+    e.emit = function (this: NodeJS.EventEmitter, event: string | symbol, ...args: unknown[]): boolean {
+      if (typeof event === 'string' && watched.has(event)) for (const f of fns) f(event, args);
+      return emit.call(this, event, ...args);
+    };
+  }
+  for (const ev of events) (e as unknown as { [OBSERVED_EVENTS]: Set<string> })[OBSERVED_EVENTS].add(ev);
+  e[OBSERVED]!.add(fn);
+}
+const OBSERVED = Symbol('luo.observed');
+const OBSERVED_EVENTS = Symbol('luo.observedEvents');
+
+/** net.Socket options: make no first read (the socket reads once someone wants its data). */
+export const NO_FIRST_READ: Record<string, unknown> = { manualStart: true };
+
+/** What the next image needs to make an upgrade request again. */
+export interface RequestRecord { method: string; url: string; httpVersion: string; rawHeaders: string[] }
+
+export function recordRequest(req: { method?: string; url?: string; httpVersion?: string; rawHeaders?: string[] }): RequestRecord {
+  return { method: req.method ?? 'GET', url: req.url ?? '/', httpVersion: req.httpVersion ?? '1.1', rawHeaders: [...(req.rawHeaders ?? [])] };
+}
+
+/** The request of a carried upgraded connection, made again on its new socket, as Node's HTTP
+ *  parser would have made it (headers lower-cased, repeated ones joined as Node joins them). */
+export function incomingRequest(socket: net.Socket, r: RequestRecord): import('node:http').IncomingMessage {
+  const req = new (httpModule().IncomingMessage)(socket);
+  const [major, minor] = r.httpVersion.split('.').map(Number);
+  Object.assign(req, { method: r.method, url: r.url, httpVersion: r.httpVersion, httpVersionMajor: major ?? 1, httpVersionMinor: minor ?? 1, upgrade: true, complete: true });
+  // rawHeaders/headers are getters over internal fields on some versions: define them.
+  const headers: Record<string, string | string[]> = {};
+  for (let i = 0; i + 1 < r.rawHeaders.length; i += 2) {
+    const k = r.rawHeaders[i]!.toLowerCase();
+    const v = r.rawHeaders[i + 1]!;
+    const had = headers[k];
+    if (had === undefined) headers[k] = k === 'set-cookie' ? [v] : v;
+    else if (Array.isArray(had)) had.push(v);
+    else if (k === 'cookie') headers[k] = `${had}; ${v}`;
+    else headers[k] = `${had}, ${v}`;
+  }
+  Object.defineProperty(req, 'rawHeaders', { value: [...r.rawHeaders], writable: true, configurable: true, enumerable: true });
+  Object.defineProperty(req, 'headers', { value: headers, writable: true, configurable: true, enumerable: true });
+  req.push(null); // no body: an upgrade request's body is the upgraded stream
+  return req;
 }
 
 /** Bytes the application wrote that are not yet confirmed written (in flight + buffered). */

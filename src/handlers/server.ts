@@ -10,15 +10,23 @@
  *   early      (successor mode, before FREEZE, still serving) the listener and every live
  *              connection, each keyed by its libuv handle, go to the successor early; what
  *              changes until the snapshot (accepted, closed) is the delta of the handover.
+ *   PREPARE    http.Server: every upgraded connection (after 'upgrade'; the server no longer
+ *              parses it) needs an owner that carries it (handlers/upgraded.ts: ws, socket.io,
+ *              or the `upgraded` option): else EBUSY naming how many and what to do.
  *   FREEZE     http.Server: connections with no request in progress stop reading at once; a
  *              connection with a response in progress keeps reading until that response has
  *              finished, then stops (so the next request stays in the kernel for the new code).
  *              If requests are still in progress at the deadline (httpDrainMs), FREEZE fails
  *              with EBUSY and the update is cancelled: no request is cut. Then every connection
- *              drains its writes (connection.ts).
+ *              drains its writes (connection.ts), and the upgraded ones settle (upgraded.ts:
+ *              the ownerless refused again, a WebSocket closing at the deadline closed and
+ *              counted).
  *   snapshot   one connections table for all of them; the token's fds are the listener (#0)
- *              and then each connection, in the table's order.
- *   verify     nothing moved and no connection was accepted since the snapshot.
+ *              and then each connection, in the table's order. Upgraded ones carry their
+ *              owner's pending input and meta (the request to replay).
+ *   verify     nothing moved and no connection was accepted since the snapshot; then, the
+ *              point of no return, nothing this process writes reaches those connections
+ *              (holdSnapshot: a successor owns them now) unless the update is cancelled.
  *   CANCEL     every connection reads again; the table is freed. After a handover whose next
  *              version failed before FINISH: only the connections it left alone (connection.ts)
  *              read again; the others are closed and counted.
@@ -31,17 +39,26 @@ import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/file-handler.js';
 import { TABLE_HTTP } from '../uapi/connections.js';
 import {
-  freeTable, freezeConnections, readTable, releaseConnection, resumeConnections, snapshotConnections, thawConnections, verifySnapshot, writeTable,
-  type CarriedTable, type ConnectionOptions,
+  freeTable, freezeConnections, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
+  writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions, type Extra,
 } from './connection.js';
-import { fdOf, handleOf, httpBusy, scanSockets, stopReading, trackWrites } from './node-internals.js';
+import { fdOf, handleOf, httpBusy, observeEmits, scanSockets, stopReading, trackWrites } from './node-internals.js';
 import { httpModule } from './builtins.js';
+import { beforeDrain, metaOf, refusal, rememberRequest, settleUpgraded, upgradedOf, type Carrier, type Unowned, type UpgradePlan } from './upgraded.js';
 
 export const isHttp = (s: net.Server): boolean => s instanceof httpModule().Server;
 
 export interface ServerOptions extends ConnectionOptions {
   /** http.Server: how long FREEZE waits for requests in progress to finish (default 5000 ms). */
   httpDrainMs?: number;
+  /**
+   * http.Server: an upgraded connection no owner carries (not ws, not socket.io): 'refuse'
+   * the update (default; EBUSY, nothing lost), 'close' it at the freeze (counted in the
+   * report), or 'raw': carry its bytes for restoreServer's `claim` in the next version.
+   */
+  upgraded?: Unowned;
+  /** How the agent's report names this server (default: its address, e.g. "tcp 127.0.0.1:8080"). */
+  label?: string;
 }
 
 const TRACK = Symbol('luo.connections');
@@ -60,6 +77,9 @@ function tracking(server: net.Server): Tracking {
     const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0 };
     t[TRACK] = state;
     server.prependListener('connection', (s: net.Socket) => track(state, s));
+    // The request that upgrades a connection, for its owner in the next version (seen without
+    // listening for 'upgrade': a listener would change how Node answers an upgrade request).
+    if (isHttp(server)) observeEmits(server, ['upgrade', 'connect'], (_ev, [req, socket]) => rememberRequest(socket as net.Socket, req as import('node:http').IncomingMessage));
   }
   return t[TRACK]!;
 }
@@ -83,10 +103,23 @@ export class PreservedServer {
   readonly server: net.Server;
   readonly opts: ServerOptions;
   table = 0;
+  /** The last freeze's plan for the upgraded connections, and its snapshot. */
+  plan: UpgradePlan | null = null;
+  snap: ConnSnapshot | null = null;
   constructor(server: net.Server, opts: ServerOptions) {
     this.server = server;
     this.opts = opts;
   }
+}
+
+/** A server's address as the agent's report names it. */
+export function labelOf(server: net.Server, opts: ServerOptions = {}): string {
+  if (opts.label) return opts.label;
+  const a = server.address();
+  const kind = isHttp(server) ? 'http' : 'tcp';
+  if (typeof a === 'string') return `${kind} ${a}`;
+  if (!a) return kind;
+  return `${kind} ${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 }
 
 /** What retrieve returns; restoreServer turns it into a serving server. */
@@ -111,6 +144,12 @@ export const serverHandler: FileHandler<PreservedServer> = {
   detach(ps) {
     for (const s of connectionsOf(ps.server)) releaseConnection(s);
   },
+  prepare({ file: ps }) {
+    // Refuse before anything is stopped: an upgraded connection nobody can carry.
+    if (!isHttp(ps.server)) return;
+    const why = refusal(upgradedOf(ps.server, connectionsOf(ps.server)), ps.opts.upgraded ?? 'refuse');
+    if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
+  },
   early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which
     // lives exactly as long as its fd. Connections accepted or closed until the freeze are
@@ -124,14 +163,48 @@ export const serverHandler: FileHandler<PreservedServer> = {
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
     t.freezing = true;
-    if (isHttp(ps.server)) await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    ps.plan = null;
+    let released = 0;
+    const http = isHttp(ps.server);
+    const unowned = ps.opts.upgraded ?? 'refuse';
+    if (http) {
+      // An upgrade since PREPARE may have brought one nobody can carry.
+      const why = refusal(upgradedOf(ps.server, t.conns), unowned);
+      if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
+      released = beforeDrain(ps.server);
+      await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+    }
     trace('server: reading stopped');
+    const drainMs = ps.opts.drainTimeoutMs ?? 2000;
+    const deadline = Date.now() + drainMs;
     await freezeConnections(t.conns, ps.opts);
     trace('server: writes drained');
+    if (http) {
+      const ups = upgradedOf(ps.server, t.conns);
+      const why = refusal(ups, unowned);
+      if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
+      if (ups.length || released) {
+        ps.plan = await settleUpgraded(ups, unowned, Math.max(deadline, Date.now() + 1));
+        ps.plan.closed += released;
+        trace(`server: ${ps.plan.carried.size} upgraded connections settled, ${ps.plan.closed} closed or not carried`);
+      }
+    }
   },
   snapshot({ file: ps, memory }) {
     const t = tracking(ps.server);
-    const snap = snapshotConnections(t.conns);
+    // Upgraded connections: their owner's pending input and meta, and what verify compares.
+    let extra: Map<net.Socket, Extra> | undefined;
+    const prints: Array<[net.Socket, Carrier, string]> = [];
+    if (ps.plan?.carried.size) {
+      extra = new Map();
+      for (const [s, carrier] of ps.plan.carried) {
+        if (s.destroyed) continue;
+        extra.set(s, { prefix: carrier ? carrier.pendingInput(s) : Buffer.alloc(0), meta: metaOf(s, carrier) });
+        if (carrier) prints.push([s, carrier, carrier.fingerprint(s)]);
+      }
+    }
+    const snap = snapshotConnections(t.conns, extra);
+    ps.snap = snap;
     const addedAtSnapshot = t.added;
     ps.table = writeTable(memory, snap, isHttp(ps.server) ? TABLE_HTTP : 0, 1);
     const fds = new Array<{ fd: number; key: object }>(snap.count + 1);
@@ -140,20 +213,30 @@ export const serverHandler: FileHandler<PreservedServer> = {
     return {
       data: ps.table,
       fds,
+      report: { label: labelOf(ps.server, ps.opts), closed: ps.plan?.closed ?? 0 },
       verify() {
         // Every connection of the snapshot unchanged (a closed one has lost its handle), and
-        // none accepted since.
+        // none accepted since; no owner of an upgraded one consumed or produced anything.
         verifySnapshot(snap);
         const added = tracking(ps.server).added - addedAtSnapshot;
         if (added) throw fail('EBUSY', `server accepted ${added} connection(s) after its snapshot`);
+        for (const [s, carrier, print] of prints) {
+          if (carrier.fingerprint(s) !== print) throw fail('EBUSY', `an upgraded connection (${carrier.name}) moved after its snapshot`);
+        }
+        // The point of no return: the successor owns these connections now.
+        holdSnapshot(snap);
       },
     };
   },
   cancel({ file: ps, memory, handedOver }) {
     const t = tracking(ps.server);
     t.freezing = false;
-    // After a handover whose next version failed: only what it left alone carries on.
+    // After a handover whose next version failed: only what it left alone carries on (by the
+    // kernel's counters); then what this process wrote after the point of no return goes out.
     const r = handedOver ? resumeConnections(t.conns) : (thawConnections(t.conns), undefined);
+    if (ps.snap) releaseSnapshot(ps.snap);
+    ps.snap = null;
+    ps.plan = null;
     if (ps.table) freeTable(memory, ps.table);
     ps.table = 0;
     return r;

@@ -16,13 +16,13 @@ import net from 'node:net';
 import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/file-handler.js';
 import {
-  adoptConnection, freeTable, freezeConnections, prepareConnection, readTable, releaseConnection, resumeConnections, snapshotConnections, thawConnections,
-  verifySnapshot, writeTable, type ConnectionOptions,
+  adoptConnection, freeTable, freezeConnections, holdSnapshot, prepareConnection, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections,
+  thawConnections, verifySnapshot, writeTable, type ConnSnapshot, type ConnectionOptions,
 } from './connection.js';
 import { fdOf, handleOf } from './node-internals.js';
 import { isTls } from './tls.js';
 
-interface HeldSocket { socket: net.Socket; opts: ConnectionOptions; table: number }
+interface HeldSocket { socket: net.Socket; opts: ConnectionOptions; table: number; snap: ConnSnapshot | null }
 
 /** An fd with the handle that names it (its key for a successor that gets it early). */
 export const refOf = (x: net.Socket | net.Server): { fd: number; key: object } => ({ fd: fdOf(x), key: handleOf(x) });
@@ -35,7 +35,7 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
     attach(file) {
       const socket = file as net.Socket;
       prepareConnection(socket);
-      return { socket, opts, table: 0 };
+      return { socket, opts, table: 0, snap: null };
     },
     detach(h) {
       releaseConnection(h.socket);
@@ -48,10 +48,22 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
       const snap = snapshotConnections([file.socket]);
       if (snap.count !== 1) throw fail('EBADF', 'the socket was closed during FREEZE');
       file.table = writeTable(memory, snap, 0, 0);
-      return { data: file.table, fds: [refOf(file.socket)], verify: () => verifySnapshot(snap) };
+      file.snap = snap;
+      return {
+        data: file.table,
+        fds: [refOf(file.socket)],
+        verify: () => {
+          verifySnapshot(snap);
+          holdSnapshot(snap);
+        },
+      };
     },
     cancel({ file, memory, handedOver }) {
+      // Resumed (or closed) first, by the kernel's counters; then what this process wrote
+      // after the point of no return goes out.
       const r = handedOver ? resumeConnections([file.socket]) : (thawConnections([file.socket]), undefined);
+      if (file.snap) releaseSnapshot(file.snap);
+      file.snap = null;
       if (file.table) freeTable(memory, file.table);
       file.table = 0;
       return r;

@@ -10,23 +10,120 @@
  * been accepted (server.emit('connection')), carried bytes first, in slices of a few
  * milliseconds so the event loop keeps serving while the rest are adopted. Busy connections
  * (bytes carried, or readable in the kernel) are adopted first and served before any idle one.
- * A connection the caller claims (opts.claim, e.g. an upgraded WebSocket) goes to the caller
- * instead of the server, and stays tracked. Unhappy paths: not UPDATED (EBUSY), the token was
- * not handed over (ENOENT), an http.Server handed over into a plain one (EINVAL), listen
- * failing (its error); nothing is half-adopted when these are raised.
+ * A connection the caller claims (opts.claim) goes to the caller instead of the server, and
+ * stays tracked.
+ * Upgraded connections (handlers/upgraded.ts) never go to the HTTP parser: one a library
+ * carried (ws, socket.io) goes back to it: its upgrade is replayed ('upgrade' with the
+ * original request, its carried input as the head) and the library's 101 answer is swallowed
+ * once (the client has had it); socket.io's sessions are rebuilt by integrations/socketio.ts.
+ * One carried raw goes to `claim`. One that nothing takes within claimTimeoutMs stays open and
+ * unread, and is counted `unclaimed`: the agent then rolls the update back rather than finish
+ * with it dropped (the previous version resumes it untouched). The counts are what happened,
+ * in the result and in the agent's report (luo.files.noteRestored).
+ * Unhappy paths: not UPDATED (EBUSY), the token was not handed over (ENOENT), an http.Server
+ * handed over into a plain one (EINVAL), listen failing (its error); nothing is half-adopted
+ * when these are raised.
+ *
+ * preserveServer on a server that is not listening yet waits for 'listening' (and rejects
+ * with listen's error); a TLS server is refused at once (thrown: EOPNOTSUPP).
  */
 import net from 'node:net';
 import { trace } from '../config.js';
 import { fail } from '../errors.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
-import { adoptConnection } from '../handlers/connection.js';
-import { attachToServer } from '../handlers/node-internals.js';
+import { adoptConnection, type Carried } from '../handlers/connection.js';
+import { attachToServer, incomingRequest } from '../handlers/node-internals.js';
 import { PreservedServer, connectionsOf, isHttp, trackConnection, type RestoredServer, type ServerOptions } from '../handlers/server.js';
+import { parseMeta, rememberRequest, type UpgradeMeta } from '../handlers/upgraded.js';
+import { isTls } from '../handlers/tls.js';
+import { UPGRADED } from '../uapi/connections.js';
 
-/** Preserve a listening server and all its live connections under one token. */
-export function preserveServer(luo: Luo, token: bigint | number, server: net.Server, opts: ServerOptions = {}): void {
-  luo.preserveFile(token, new PreservedServer(server, opts));
+/**
+ * Preserve a listening server and all its live connections under one token. Not listening
+ * yet (listen() not called, or not done): preserved once it listens; the promise says when
+ * (and rejects with listen's error).
+ */
+export function preserveServer(luo: Luo, token: bigint | number, server: net.Server, opts: ServerOptions = {}): Promise<void> {
+  // What can be refused at once is (a TLS server: EOPNOTSUPP, thrown).
+  if (server.listening || isTls(server)) {
+    luo.preserveFile(token, new PreservedServer(server, opts));
+    return Promise.resolve();
+  }
+  return new Promise<void>((resolve, reject) => {
+    const onError = (e: Error): void => {
+      server.off('listening', onListening);
+      reject(e);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      try {
+        luo.preserveFile(token, new PreservedServer(server, opts));
+        resolve();
+      } catch (e) {
+        reject(e);
+      }
+    };
+    server.once('listening', onListening);
+    server.once('error', onError);
+  });
+}
+
+const CARRIED = Symbol.for('luo.carried');
+
+/**
+ * True for a connection (its socket, its request, a ws WebSocket on it) that a previous
+ * version handed over: its 'connection' handler runs again in this version, and may want to
+ * skip what it does for a new client (a greeting). socket.io sockets say it as
+ * `socket.recovered`.
+ */
+export function isCarried(x: unknown): boolean {
+  if (!x || typeof x !== 'object') return false;
+  const o = x as { [CARRIED]?: boolean; _socket?: unknown; socket?: unknown };
+  return o[CARRIED] === true || (o._socket !== x && isCarriedOwn(o._socket)) || isCarriedOwn(o.socket);
+}
+const isCarriedOwn = (x: unknown): boolean => Boolean(x && typeof x === 'object' && (x as { [CARRIED]?: boolean })[CARRIED] === true);
+
+/** What a reclaimer gets for one carried upgraded connection. */
+export interface ReclaimArgs {
+  server: net.Server;
+  socket: net.Socket;
+  /** The upgrade request, made again. */
+  req: import('node:http').IncomingMessage;
+  /** Its carried input: the head of the replayed upgrade. */
+  head: Buffer;
+  meta: UpgradeMeta;
+  /** Call right before the library answers the upgrade: its 101 is swallowed ('taken'). */
+  handshake(): Promise<Outcome>;
+}
+
+/** Something that takes an upgraded connection back in the next version (socket.io). */
+export interface Reclaimer {
+  /** Takes connections whose meta.owner is this name. */
+  readonly owner: string;
+  /** Rebuild the owner's state; resolves once the connection is taken, throws (the reason)
+   *  when this version will not take it. */
+  reclaim(a: ReclaimArgs): Promise<void>;
+}
+const reclaimers = new Map<string, Reclaimer>();
+export function registerReclaimer(r: Reclaimer): void {
+  reclaimers.set(r.owner, r);
+}
+
+/** What restoreServer did with the connections handed over. */
+export interface RestoredCounts {
+  /** Connections handed over (all of them adopted or accounted for below). */
+  connections: number;
+  /** Bytes carried read-but-unconsumed, and written-but-unsent. */
+  unread: number;
+  unsent: number;
+  /** Upgraded connections among them (WebSockets...), and how they ended here: taken by their
+   *  owner or by `claim`, refused by this version's code (it answered them itself: an error
+   *  status, a close), or unclaimed (nothing took them: kept open, unread). */
+  upgraded: number;
+  taken: number;
+  refused: number;
+  unclaimed: number;
 }
 
 export interface RestoreOptions {
@@ -38,10 +135,13 @@ export interface RestoreOptions {
   onConnection?: (s: net.Socket) => void;
   /**
    * Take a connection yourself: return true and the server never sees it (it stays tracked,
-   * so the next update carries it again). For connections the server no longer parses, such
-   * as an upgraded WebSocket, which an http.Server would answer with 400.
+   * so the next update carries it again). For connections carried raw (preserveServer's
+   * upgraded: 'raw'), which an http.Server would answer with 400. Connections a library
+   * carried (ws, socket.io) go back to that library instead.
    */
   claim?: (s: net.Socket) => boolean;
+  /** How long a replayed upgrade may take to be answered by this version (default 2000 ms). */
+  claimTimeoutMs?: number;
 }
 
 /**
@@ -49,7 +149,7 @@ export interface RestoreOptions {
  * handed-over connection as if just accepted. Resolves once all are adopted; the server
  * serves from the first moment.
  */
-export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<{ connections: number; unread: number; unsent: number }> {
+export async function restoreServer(luo: Luo, token: bigint | number, server: net.Server, opts: RestoreOptions = {}): Promise<RestoredCounts> {
   if (luo.state !== State.UPDATED) throw fail('EBUSY', `restoreServer needs state updated, not ${luo.stateName}`);
   trace('restoreServer: start');
   const st = await luo.restoreFile<RestoredServer>(token);
@@ -87,12 +187,21 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   let sliceStart = performance.now();
   let inSlice = 0;
   const allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen;
+  const counts: RestoredCounts = { connections: table.count, unread: table.unread, unsent: table.unsent, upgraded: 0, taken: 0, refused: 0, unclaimed: 0 };
+  const replays: Array<Promise<Outcome>> = [];
+  const claimMs = opts.claimTimeoutMs ?? 2000;
   for (let i = 0; i < order.length; i++) {
-    const s = adoptConnection(table.at(order[i]!), { allowHalfOpen });
-    attachToServer(server, s);
-    opts.onConnection?.(s);
-    if (opts.claim?.(s)) trackConnection(server, s);
-    else server.emit('connection', s);
+    const c = table.at(order[i]!);
+    if (c.flags & UPGRADED) {
+      counts.upgraded++;
+      replays.push(reclaim(server, c, allowHalfOpen, opts, claimMs));
+    } else {
+      const s = adoptConnection(c, { allowHalfOpen });
+      attachToServer(server, s);
+      opts.onConnection?.(s);
+      if (opts.claim?.(s)) trackConnection(server, s);
+      else server.emit('connection', s);
+    }
     if (i === 0) trace('restoreServer: first adopted');
     if (i === nBusy - 1) {
       // Serve the busy ones now: let the loop poll (and read them) before adopting any idle
@@ -112,5 +221,88 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     }
   }
   trace('restoreServer: all adopted');
-  return { connections: table.count, unread: table.unread, unsent: table.unsent };
+  for (const o of await Promise.all(replays)) counts[o]++;
+  if (counts.upgraded) trace(`restoreServer: upgraded ${counts.upgraded}: ${counts.taken} taken, ${counts.refused} refused, ${counts.unclaimed} unclaimed`);
+  luo.files.noteRestored(BigInt(token), { connections: counts.connections, upgraded: counts.upgraded, taken: counts.taken, refused: counts.refused, unclaimed: counts.unclaimed });
+  return counts;
+}
+
+export type Outcome = 'taken' | 'refused' | 'unclaimed';
+
+/**
+ * An upgraded connection back to its owner: `claim` for one carried raw, the registered
+ * reclaimer for its library's state (socket.io), else its upgrade replayed on the server.
+ */
+async function reclaim(server: net.Server, c: Carried, allowHalfOpen: boolean | undefined, opts: RestoreOptions, claimMs: number): Promise<Outcome> {
+  const meta = parseMeta(c.meta);
+  const raw = !meta || meta.owner === 'raw' || !meta.req;
+  const s = adoptConnection(c, { allowHalfOpen, upgraded: !raw });
+  attachToServer(server, s);
+  (s as unknown as Record<symbol, boolean>)[CARRIED] = true;
+  opts.onConnection?.(s);
+  if (raw) {
+    // Carried as bytes: the service takes it (its input is in the read buffer).
+    s.unshift(c.unread);
+    if (opts.claim?.(s)) {
+      trackConnection(server, s);
+      return 'taken';
+    }
+    return 'unclaimed';
+  }
+  rememberRequest(s, meta.req!);
+  trackConnection(server, s);
+  const req = incomingRequest(s, meta.req!);
+  (req as unknown as Record<symbol, boolean>)[CARRIED] = true;
+  const reclaimer = reclaimers.get(meta.owner);
+  if (reclaimer) {
+    try {
+      const work = reclaimer.reclaim({ server, socket: s, req, head: c.unread, meta, handshake: () => handshakeAnswered(s, claimMs) });
+      // A reclaimer that never finishes is as good as none.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([work, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`not taken within ${claimMs} ms`)), claimMs)))]).finally(() => clearTimeout(timer));
+      return 'taken';
+    } catch (e) {
+      trace(`restoreServer: ${meta.owner} refused a connection: ${(e as Error).message}`);
+      return s.destroyed ? 'refused' : 'unclaimed';
+    }
+  }
+  if (server.listenerCount('upgrade') === 0) return 'unclaimed';
+  const answered = handshakeAnswered(s, claimMs);
+  server.emit('upgrade', req, s, c.unread);
+  return answered;
+}
+
+/**
+ * The next version's answer to a replayed upgrade: its library writes the 101 it would write
+ * a new client, swallowed here once (this client had it from the previous version): 'taken'.
+ * Anything else written first, or the socket closed: 'refused' (this version's code said no).
+ * Nothing within `ms`: 'unclaimed'.
+ */
+function handshakeAnswered(s: net.Socket, ms: number): Promise<Outcome> {
+  return new Promise<Outcome>((resolve) => {
+    const write = s.write;
+    let done = false;
+    const end = (o: Outcome): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.off('close', onClose);
+      if (s.write !== write) s.write = write;
+      resolve(o);
+    };
+    const onClose = (): void => end('refused');
+    const timer = setTimeout(() => end('unclaimed'), ms);
+    s.once('close', onClose);
+    s.write = function (this: net.Socket, chunk: unknown, ...rest: unknown[]): boolean {
+      const head = typeof chunk === 'string' ? chunk.slice(0, 13) : Buffer.isBuffer(chunk) || chunk instanceof Uint8Array ? Buffer.from(chunk.buffer, chunk.byteOffset, Math.min(13, chunk.byteLength)).toString('latin1') : '';
+      if (head === 'HTTP/1.1 101 ') {
+        end('taken');
+        const cb = rest.find((x) => typeof x === 'function') as (() => void) | undefined;
+        if (cb) process.nextTick(cb);
+        return true;
+      }
+      end('refused');
+      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof s.write;
+  });
 }

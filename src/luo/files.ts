@@ -56,6 +56,21 @@ export interface FilesHost {
   rollback: boolean;
 }
 
+/** One handed-over token in the agent's report (GET_CARRIED). */
+export interface CarriedToken {
+  token: string;
+  compatible: string;
+  /** How the previous image named it (a server's address), '' when it did not. */
+  label: string;
+  /** Connections the previous image closed at its freeze instead of carrying them. */
+  closedAtFreeze: number;
+  restored: boolean;
+  /** FINISH released it: this version never restored it. */
+  released: boolean;
+  /** What restoring it found (integrations: connections, upgraded, claimed, unclaimed...). */
+  counts: Record<string, number>;
+}
+
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State; frozen: Frozen | null }
 interface InFile { token: bigint; handler: FileHandler; compatible: string; data: bigint; state: State; reclaimed: boolean; file: unknown | null; oldFds: number[]; fds: number[] | null }
 
@@ -78,6 +93,8 @@ export class Files {
   #carried = new Map<bigint, FdRef[]>();
   /** The next cancel resumes files that were handed over (the next version failed). */
   #handedOver = false;
+  /** Incoming: what each handed-over token was and became (the agent's report). */
+  readonly #report = new Map<bigint, CarriedToken>();
   /** What the last cancel after a handover resumed and closed. */
   lastResume: Resumed | null = null;
   /** Connections a rollback's restores left out: the failed version had used them. */
@@ -371,6 +388,9 @@ export class Files {
     for (const f of files) {
       const n = root.addChild(tokenName(f.token));
       n.setString('compatible', f.handler.compatible).setU64('data', f.data);
+      const rep = f.frozen?.report;
+      if (rep?.label) n.setString('label', rep.label);
+      if (rep?.closed) n.setU32('closed', rep.closed);
       if (withFds) {
         const given = f.frozen?.fds ?? [];
         const refs: FdRef[] = new Array(given.length);
@@ -420,9 +440,10 @@ export class Files {
       if (seen.has(token)) throw new HandoverError(`files tree: token ${name} appears twice`);
       seen.add(token);
       try {
-        node.requireString('compatible');
+        const compatible = node.requireString('compatible');
         node.requireU64('data');
         const fds = node.cells('fds') ?? [];
+        this.#report.set(token, { token: tokenName(token), compatible, label: node.string('label') ?? '', closedAtFreeze: node.u32('closed') ?? 0, restored: false, released: false, counts: {} });
         this.#inFds.set(token, fds);
         for (const fd of fds) if (fd > highest) highest = fd;
         if (incoming?.received) {
@@ -515,7 +536,22 @@ export class Files {
     }
     f.reclaimed = true;
     f.file = file;
+    const r = this.#report.get(token);
+    if (r) r.restored = true;
     return file;
+  }
+
+  /** What an integration found restoring a token (connections adopted, upgraded ones taken,
+   *  refused, left unclaimed): the truth the agent's report shows. */
+  noteRestored(token: bigint, counts: Record<string, number>): void {
+    const r = this.#report.get(token);
+    if (r) r.counts = { ...r.counts, ...counts };
+  }
+
+  /** Every handed-over token: what it was, whether it was restored or released at FINISH
+   *  unrestored, and the counts (kept after FINISH for the agent). */
+  get carriedReport(): CarriedToken[] {
+    return [...this.#report.values()].map((r) => ({ ...r, counts: { ...r.counts } }));
   }
 
   /** What retrieve gets: the token's fds by index, translated only when asked (the server
@@ -551,6 +587,8 @@ export class Files {
 
   async #finishOne(f: InFile): Promise<void> {
     if (f.state !== State.UPDATED) return;
+    const rep = this.#report.get(f.token);
+    if (rep && !f.reclaimed) rep.released = true;
     await runInfallible(() => f.handler.finish?.({ token: f.token, compatible: f.compatible, file: f.file, data: f.data, reclaimed: f.reclaimed }), this.#timeouts().finish, `file ${tokenName(f.token)} (${f.compatible}) finish`);
     if (!f.reclaimed) {
       for (const fd of this.#fdsOf(f)) {

@@ -60,6 +60,11 @@ export class Mapping {
   }
 
   /** Copy-on-write: writes stay in this process until commitTo(). */
+  /** Where it is mapped in this process. */
+  get address(): bigint {
+    return this.#addr;
+  }
+
   get isPrivate(): boolean {
     return this.#private;
   }

@@ -8,9 +8,12 @@
  *                 fd list, of connection 0's fd: connection i is fd first + i) · checksum u32
  *                 (CRC-32 of the table with this field 0)
  *   entry i 40 B  flags u32 (WRITE_ENDED 1: end() was called; READ_ENDED 2; FIN_SENT 4: the FIN
- *                 reached the kernel) · unread u32 · unsent u32 · 0 u32 ·
- *                 data offset u64 · rx u64 · tx u64
- *   data          for each entry with bytes: its unread bytes, then its unsent bytes
+ *                 reached the kernel; UPGRADED 8: the HTTP server no longer parses it, e.g. a
+ *                 WebSocket: it must never go back to an HTTP parser) · unread u32 · unsent u32
+ *                 · meta u32 · data offset u64 · rx u64 · tx u64
+ *   data          for each entry with bytes: its unread bytes, its unsent bytes, then its meta
+ *                 (what the connection's owner needs to take it back: for an upgraded one,
+ *                 JSON, see handlers/upgraded.ts). A reader of an earlier v2 saw meta as 0.
  * rx and tx: bytes of the connection's input consumed (read out of the kernel) and of its
  * output written into the kernel, over the connection's life, at the snapshot. For TCP they
  * are what TCP_INFO and SIOCINQ/SIOCOUTQ say now (docs/handlers.md: how a previous version
@@ -30,6 +33,7 @@ export const ENTRY_V2 = 40;
 export const WRITE_ENDED = 1;
 export const READ_ENDED = 2;
 export const FIN_SENT = 4;
+export const UPGRADED = 8;
 export const TABLE_HTTP = 1;
 /** rx/tx when not known (the connection came from somewhere luo did not see). */
 export const UNKNOWN = 2 ** 53 - 1;
@@ -44,8 +48,8 @@ export interface TableSource {
   connFlags: ArrayLike<number>;
   rx: ArrayLike<number>;
   tx: ArrayLike<number>;
-  /** Connection index → the bytes it carries. */
-  bytes: ReadonlyMap<number, { unread: Uint8Array; unsent: Uint8Array }>;
+  /** Connection index → the bytes it carries (meta: its owner's, for an upgraded one). */
+  bytes: ReadonlyMap<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>;
 }
 
 /** The table's entries as 32-bit words (the arena is page-aligned and the host little-endian). */
@@ -57,7 +61,7 @@ const W = ENTRY_V2 / 4;
 
 export function tableSize(t: Pick<TableSource, 'count' | 'bytes'>): number {
   let data = 0;
-  for (const b of t.bytes.values()) data += b.unread.length + b.unsent.length;
+  for (const b of t.bytes.values()) data += b.unread.length + b.unsent.length + (b.meta?.length ?? 0);
   return TABLE_HEADER + ENTRY_V2 * t.count + data;
 }
 
@@ -111,13 +115,16 @@ export function encodeTable(v: Uint8Array, t: TableSource): void {
   let off = TABLE_HEADER + ENTRY_V2 * t.count;
   for (const [i, b] of t.bytes) {
     const e = W * i;
+    const meta = b.meta?.length ?? 0;
     w[e + 1] = b.unread.length;
     w[e + 2] = b.unsent.length;
+    w[e + 3] = meta;
     w[e + 4] = off % 4294967296;
     w[e + 5] = Math.floor(off / 4294967296);
     v.set(b.unread, off);
     v.set(b.unsent, off + b.unread.length);
-    off += b.unread.length + b.unsent.length;
+    if (meta) v.set(b.meta!, off + b.unread.length + b.unsent.length);
+    off += b.unread.length + b.unsent.length + meta;
   }
   dv.setUint32(28, tableChecksum(v), true);
 }
@@ -143,8 +150,11 @@ export interface DecodedTable {
   /** v1 only: each connection's fd as the previous image numbered it, and the listener's. */
   oldFds: Uint32Array | null;
   oldListenerFd: number;
-  bytes: Map<number, { unread: Buffer; unsent: Buffer }>;
+  bytes: Map<number, CarriedBytes>;
 }
+
+/** What one connection carries besides its fd (meta: empty unless its owner wrote some). */
+export interface CarriedBytes { unread: Buffer; unsent: Buffer; meta: Buffer }
 
 /**
  * Decode a table of `v.length` bytes; the reason it is malformed, as a string, otherwise.
@@ -174,7 +184,7 @@ export function decodeTable(v: Uint8Array, opts: { counters?: boolean } = {}): D
   };
   const ew = entry / 4;
   const w = words(v, TABLE_HEADER, ew * count);
-  // v1 entry: fd, flags, unread, unsent, offset u64. v2: flags, unread, unsent, 0, offset, rx, tx.
+  // v1 entry: fd, flags, unread, unsent, offset u64. v2: flags, unread, unsent, meta, offset, rx, tx.
   const at = version === 1 ? 1 : 0;
   for (let i = 0, e = 0; i < count; i++, e += ew) {
     if (version === 1) t.oldFds![i] = w[e]!;
@@ -185,12 +195,14 @@ export function decodeTable(v: Uint8Array, opts: { counters?: boolean } = {}): D
       t.rx![i] = version === 1 ? UNKNOWN : w[e + 6]! + w[e + 7]! * 4294967296;
       t.tx![i] = version === 1 ? UNKNOWN : w[e + 8]! + w[e + 9]! * 4294967296;
     }
-    if (unread === 0 && unsent === 0) continue;
+    const meta = version === 2 ? w[e + 3]! : 0;
+    if (unread === 0 && unsent === 0 && meta === 0) continue;
     const off = w[e + 4]! + w[e + 5]! * 4294967296;
-    if (off + unread + unsent > total) return `connection ${i} runs past the table's end`;
+    if (off + unread + unsent + meta > total) return `connection ${i} runs past the table's end`;
     t.bytes.set(i, {
       unread: unread ? Buffer.from(v.subarray(off, off + unread)) : EMPTY,
       unsent: unsent ? Buffer.from(v.subarray(off + unread, off + unread + unsent)) : EMPTY,
+      meta: meta ? Buffer.from(v.subarray(off + unread + unsent, off + unread + unsent + meta)) : EMPTY,
     });
   }
   return t;

@@ -25,6 +25,8 @@ export const IOCTL = {
   REBOOT: 0xba11,
   /** luo extension: how the last update ended (committed, rolled back, cancelled) and why. */
   GET_UPDATE: 0xba12,
+  /** luo extension: what this image was handed over and what became of it (the agent's report). */
+  GET_CARRIED: 0xba13,
 } as const;
 
 export type IoctlName = keyof typeof IOCTL;
@@ -57,6 +59,7 @@ export const LAYOUTS: Record<number, Layout> = {
   [IOCTL.LOAD_IMAGE]: { name: 'LOAD_IMAGE', size: 16, minSize: 16, padding: [[12, 4]], fdsIn: 0, variable: true },
   [IOCTL.REBOOT]: { name: 'REBOOT', size: 24, minSize: 8, padding: [], fdsIn: 0 },
   [IOCTL.GET_UPDATE]: { name: 'GET_UPDATE', size: 48, minSize: 8, padding: [], fdsIn: 0, variable: true },
+  [IOCTL.GET_CARRIED]: { name: 'GET_CARRIED', size: 16, minSize: 8, padding: [], fdsIn: 0, variable: true },
 };
 
 /**
@@ -144,6 +147,48 @@ export function decodeUpdate(b: Buffer): UpdateStatus {
     reason,
     stderr,
   };
+}
+
+/** One handed-over token, as GET_CARRIED reports it. */
+export interface CarriedEntry {
+  token: string;
+  compatible: string;
+  /** How the previous image named it (a server's address); '' if it did not. */
+  label: string;
+  /** Connections the previous image closed at the freeze instead of carrying them. */
+  closedAtFreeze: number;
+  restored: boolean;
+  /** Released at FINISH, never restored by this version. */
+  released: boolean;
+  /** What restoring it found: connections, upgraded, taken, refused, unclaimed. */
+  counts: Record<string, number>;
+}
+
+/**
+ * GET_CARRIED struct (variable, like GET_UPDATE): u32 size · u32 text_len · u32 liveupdate_number
+ * · u32 0 · then text_len bytes of UTF-8 JSON: an array of CarriedEntry (every token the
+ * previous image handed over, and what became of it here). Cut to the caller's size; a
+ * caller that gets text_len above what fits asks again with a bigger one.
+ */
+export function encodeCarried(entries: CarriedEntry[], number: number, size: number): Buffer {
+  const text = Buffer.from(JSON.stringify(entries));
+  const out = Buffer.alloc(Math.max(16, size));
+  out.writeUInt32LE(out.length, 0);
+  out.writeUInt32LE(text.length, 4);
+  out.writeUInt32LE(number, 8);
+  text.copy(out, 16, 0, Math.min(text.length, out.length - 16));
+  return out;
+}
+
+/** The entries, or null when the caller's buffer was too small (`need`: the size to ask for). */
+export function decodeCarried(b: Buffer): { entries: CarriedEntry[] | null; need: number; number: number } {
+  if (b.length < 16) return { entries: null, need: 16, number: 0 };
+  const n = b.readUInt32LE(4);
+  const number = b.readUInt32LE(8);
+  if (16 + n > b.length) return { entries: null, need: 16 + n, number };
+  const parsed = JSON.parse(b.subarray(16, 16 + n).toString()) as unknown;
+  if (!Array.isArray(parsed)) throw new Error('GET_CARRIED: not an array');
+  return { entries: parsed as CarriedEntry[], need: 16 + n, number };
 }
 
 /** Largest request accepted (LOAD_IMAGE carries an argv and an environment). */

@@ -69,13 +69,17 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     say({ event: 'listening', port: (server.address() as net.AddressInfo).port, version, pid: process.pid });
   }
   if (process.env.ECHO_FREEZE_HOLD === '1') {
+    // The listener is there from the start: a SIGUSR1 that finds none starts Node's inspector
+    // instead (seen here: "Debugger listening", and the freeze waited out its timeout).
+    let release: (() => void) | null = null;
+    process.on('SIGUSR1', () => release?.());
     await luo.registerSubsystem({
       name: 'slow-freeze',
       freeze: async () => {
-        say({ event: 'freezing', pid: process.pid });
         await new Promise<void>((r) => {
           const t = setTimeout(r, 30_000);
-          process.once('SIGUSR1', () => (clearTimeout(t), r()));
+          release = () => (clearTimeout(t), (release = null), r());
+          say({ event: 'freezing', pid: process.pid });
         });
       },
     });

@@ -63,13 +63,15 @@ export async function runGeneration(version: number): Promise<void> {
     report.afterFinish = luo.stateName;
     // fds a live update could leak; files Node's own runtime opens (Node 24 reads its CA store
     // from /etc at start-up, sometimes) are not luo's and are left out.
-    report.openFds = sys.openFds().filter((fd) => {
+    const targets = sys.openFds().map((fd) => {
       try {
-        return !sys.fdTarget(fd).startsWith('/etc/');
+        return `${fd} ${sys.fdTarget(fd)}`;
       } catch {
-        return true;
+        return `${fd} ?`;
       }
-    }).length;
+    }).filter((t) => !t.includes(' /etc/'));
+    report.openFds = targets.length;
+    report.fdTargets = targets;
   }
   console.log(JSON.stringify(report));
   if (left <= 0) return;

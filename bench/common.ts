@@ -1,0 +1,110 @@
+/*
+ * bench/common: what the benches share: a free port, a child whose JSON lines are collected,
+ * running a command with a timeout, pm2 installed on first use (into node_modules/.cache, so a
+ * bench without network skips pm2 with the reason instead of failing), the machine's
+ * description, medians and 10 ms latency buckets.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, '..', '..');
+export const PM2_VERSION = '7.0.4';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+};
+export const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+/** A child whose stdout JSON lines are collected. */
+export class Proc {
+  lines: Array<Record<string, any>> = [];
+  constructor(readonly child: ChildProcess) {
+    if (child.stdout) {
+      readline.createInterface({ input: child.stdout }).on('line', (l) => {
+        if (l.startsWith('{')) this.lines.push(JSON.parse(l) as Record<string, any>);
+      });
+    }
+  }
+  async wait(pred: (l: Record<string, any>) => boolean, ms = 300_000): Promise<Record<string, any>> {
+    const t = Date.now();
+    for (;;) {
+      const l = this.lines.find(pred);
+      if (l) return l;
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode})`);
+      if (Date.now() - t > ms) throw new Error('timed out');
+      await sleep(5);
+    }
+  }
+}
+
+/** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const t = setTimeout(() => {
+      out += `\n(killed after ${timeoutMs / 1000} s)`;
+      p.kill('SIGKILL');
+    }, timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code: code ?? 1, out });
+    });
+  });
+}
+
+export async function pm2Binary(): Promise<string> {
+  const dir = path.join(root, 'node_modules', '.cache', 'luo-bench', `pm2-${PM2_VERSION}`);
+  const bin = path.join(dir, 'node_modules', 'pm2', 'bin', 'pm2');
+  if (!fs.existsSync(bin)) {
+    log(`installing pm2@${PM2_VERSION} into ${path.relative(root, dir)} …`);
+    fs.mkdirSync(dir, { recursive: true });
+    const r = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--prefix', dir, `pm2@${PM2_VERSION}`], { encoding: 'utf8' });
+    if (r.status !== 0 || !fs.existsSync(bin)) throw new Error(`npm install pm2@${PM2_VERSION} failed: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
+  }
+  return bin;
+}
+
+/** The slowest answer in each 10 ms bucket ([bucket start ms, latency ms]); an empty bucket
+ *  (no answer at all: a pause) is absent. Keeps the chart and the results file small. */
+export function bucketMax(points: Array<[number, number]>, ms = 10): Array<[number, number]> {
+  const m = new Map<number, number>();
+  for (const [t, l] of points) {
+    const b = Math.floor(t / ms) * ms;
+    m.set(b, Math.max(m.get(b) ?? 0, l));
+  }
+  return [...m].sort((a, b) => a[0] - b[0]).map(([t, l]) => [t, Math.round(l * 100) / 100]);
+}
+
+export function machine(): Record<string, unknown> {
+  const read = (f: string): string => {
+    try {
+      return fs.readFileSync(f, 'utf8').trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version,
+    shmemThp: /\[(\w+)\]/.exec(read('/sys/kernel/mm/transparent_hugepage/shmem_enabled'))?.[1] ?? 'unknown',
+    fdLimit: spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim(),
+  };
+}
