@@ -22,11 +22,12 @@
  * Output: bench/results/<date>.json, the table in docs/benchmarks.md (between the
  * bench:compare markers) and docs/bench-latency.svg (request latency over time across one
  * update for each contender). A contender that cannot run (pm2 not installable offline) is
- * reported as skipped with the reason; the others still run.
+ * reported as skipped with the reason; the others still run. Then the WebSocket service
+ * (bench/ws.ts): a `ws` app under luo's drop-in mode beside pm2 reload.
  *
  * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo --successor:
  *          --luo-reps 15 in the size sweep; pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
- *          --no-docs
+ *          --no-docs  --no-ws (skip the WebSocket service; its options: bench/ws.ts)
  *          --compare DIR  also run luo from another build (DIR is its dist/, e.g. a checkout of
  *                         the previous commit, built): contenders luo-before and luo-exec-before
  *                         run right after luo and luo-exec, on the same points, in this run
@@ -40,6 +41,7 @@ import { fileURLToPath } from 'node:url';
 import { HttpClient, IdleHttp, latencyPercentile, maxGap, type Client } from '../examples/kv/clients.js';
 import { KvStore } from '../examples/kv/store.js';
 import { latencyChart, type MarkKind } from './chart.js';
+import { wsMain } from './ws.js';
 import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, root, run, sleep } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -347,6 +349,8 @@ async function main(): Promise<void> {
     writeDocs(result);
     log('docs/benchmarks.md and docs/bench-latency.svg regenerated');
   }
+  // The WebSocket service, luo beside pm2 (bench/ws.ts; alone: npm run bench:ws).
+  if (!argv.includes('--no-ws')) await wsMain(argv, result.command);
 }
 
 /** The results file: readable, with each series (and each contender's marks) on one line. */

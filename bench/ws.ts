@@ -318,7 +318,7 @@ export function wsTable(res: WsResult): string {
     const ts = res.trials.filter((t) => t.contender === c);
     const sum = (f: (t: WsTrial) => number): number => ts.reduce((n, x) => n + f(x), 0);
     const failed = ts.filter((t) => !t.ok).length;
-    rows.push(`| ${NAMES[c]} | ${ts[0]!.connections.toLocaleString('en')} | ${median(ts.map((t) => t.pauseMs)).toFixed(1)} | ${median(ts.map((t) => t.p50Ms)).toFixed(1)} / ${median(ts.map((t) => t.p99Ms)).toFixed(1)} | ${sum((t) => t.dropped).toLocaleString('en')} of ${((ts[0]!.connections + 4) * ts.length).toLocaleString('en')} | ${sum((t) => t.lost).toLocaleString('en')} of ${sum((t) => t.sent).toLocaleString('en')} | ${sum((t) => t.repeated)} | ${ts.map((t) => t.servedAfter.join('+')).join(', ')}${failed ? ` (${failed} update(s) failed)` : ''} |`);
+    rows.push(`| ${NAMES[c]} | ${ts[0]!.connections.toLocaleString('en')} | ${median(ts.map((t) => t.pauseMs)).toFixed(1)} | ${median(ts.map((t) => t.p50Ms)).toFixed(2)} / ${median(ts.map((t) => t.p99Ms)).toFixed(2)} | ${sum((t) => t.dropped).toLocaleString('en')} of ${((ts[0]!.connections + 4) * ts.length).toLocaleString('en')} | ${sum((t) => t.lost).toLocaleString('en')} of ${sum((t) => t.sent).toLocaleString('en')} | ${sum((t) => t.repeated)} | ${ts.map((t) => t.servedAfter.join('+')).join(', ')}${failed ? ` (${failed} update(s) failed)` : ''} |`);
   }
   return rows.join('\n');
 }

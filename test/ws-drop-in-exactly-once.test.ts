@@ -3,7 +3,8 @@
 // every request is answered exactly once and in order, by the version serving at the time,
 // with the URL the connection was opened with; a 200 KB message, a message fragmented across
 // an update, and a frame half sent at the freeze all arrive whole, once; a close handshake
-// started just before an update ends cleanly (1000). The agent's report counts them true.
+// started just before an update ends cleanly (1000); a ping sent as an update starts gets its
+// pong once. The agent's report counts them true.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import test from 'node:test';
@@ -74,6 +75,14 @@ test('ws connections cross three updates exactly once, in order, both directions
     const frag = await open(svc.port, '/frag');
     const fragGot: Array<{ seq: number; v: string; body: string }> = [];
     frag.on('message', (d) => fragGot.push(JSON.parse(String(d))));
+    // Pings: one sent as each update starts, one after it; each answered by a pong, once.
+    let pings = 0;
+    let pongs = 0;
+    big.on('pong', () => pongs++);
+    const ping = (): void => {
+      pings++;
+      big.ping();
+    };
 
     const waitFor = async (ok: () => boolean, what: string): Promise<void> => {
       const until = Date.now() + 20_000;
@@ -100,7 +109,9 @@ test('ws connections cross three updates exactly once, in order, both directions
       const closed = new Promise<number>((r) => closing.once('close', r));
       closing.send(JSON.stringify({ op: 'close' }));
 
-      const r = await svc.update({ args: [versions[u]!], successor });
+      const updating = svc.update({ args: [versions[u]!], successor });
+      ping();
+      const r = await updating;
       assert.equal(r.code, 0, `update ${u + 1} (${successor ? 'successor' : 'in place'}): ${r.stdout}\n${r.stderr}\n${svc.stderr}`);
       assert.equal(r.report.outcome?.outcome, 'committed');
       const carried = (r.report.outcome?.carried ?? []) as Array<{ label: string; counts: Record<string, number> }>;
@@ -115,6 +126,8 @@ test('ws connections cross three updates exactly once, in order, both directions
       (raw as unknown as { _socket: import('node:net').Socket })._socket.write(half.subarray(cut));
       frag.send('ment"}', { fin: true });
       await served(versions[u]!);
+      ping();
+      await waitFor(() => pongs === pings, 'a pong for every ping');
       await waitFor(() => rawGot.length === u + 1 && fragGot.length === u + 1 && bigGot.length === u + 1, 'the half frame, the fragments and the big message');
       assert.deepEqual(rawGot[u], { seq: 100 + u, v: versions[u], url: '/raw', body: `half-${u}` });
       assert.deepEqual(fragGot[u], { seq: 200 + u, v: versions[u], url: '/frag', body: 'fragment' });
@@ -123,6 +136,7 @@ test('ws connections cross three updates exactly once, in order, both directions
     await waitFor(() => clients.every((c) => c.inflight === 0), 'the last replies');
 
     assert.deepEqual(bigGot, bigSent, 'every big message echoed once, intact, in order');
+    assert.equal(pongs, 6, 'six pings across three updates, six pongs');
     for (const [i, c] of clients.entries()) {
       assert.equal(c.closed, null, `client ${i} was never closed`);
       assert.deepEqual(c.replies.map((x) => x.seq), Array.from({ length: c.seq }, (_, k) => k + 1), `client ${i}: every request answered once, in order`);
