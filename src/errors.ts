@@ -28,7 +28,7 @@ export type ErrnoName =
   | 'EPERM' | 'ENOENT' | 'EINTR' | 'EIO' | 'E2BIG' | 'EBADF' | 'EAGAIN' | 'ENOMEM'
   | 'EACCES' | 'EFAULT' | 'EBUSY' | 'EEXIST' | 'EINVAL' | 'EMFILE' | 'ENOSPC'
   | 'ENOTTY' | 'ERANGE' | 'ENODATA' | 'EOVERFLOW' | 'EOPNOTSUPP' | 'ETIMEDOUT'
-  | 'ECANCELED' | 'ENOTSUP' | 'EPROTO' | 'ENOEXEC' | 'ENAMETOOLONG' | 'ECHILD' | 'EPIPE' | 'ECONNREFUSED';
+  | 'ECANCELED' | 'ENOTSUP' | 'EPROTO' | 'EBADMSG' | 'ENOEXEC' | 'ENAMETOOLONG' | 'ECHILD' | 'EPIPE' | 'ECONNREFUSED';
 
 /** Linux errno number for a name (EINVAL → 22). */
 export function errnoOf(name: string): number {

@@ -55,7 +55,9 @@ import {
 import { Arena, Kho, type KhoOptions } from '../kho/index.js';
 import { panic } from '../panic.js';
 import * as sys from '../sys/index.js';
+import { StateStore, type KeepSpec, type MapOptions, type PreservedMap } from '../state/index.js';
 import { HANDOVER_ENV } from '../uapi/handover.js';
+import { STATE_SUBSYSTEM } from '../uapi/state.js';
 import { Event, FILES_SUBSYSTEM, State, toToken } from './abi.js';
 import { DEFAULT_TIMEOUTS, type Timeouts } from './callbacks.js';
 import type { FileHandler } from './file-handler.js';
@@ -539,6 +541,58 @@ export class Luo extends EventEmitter {
 
   view(addr: number, len: number): Uint8Array {
     return this.kho.view(addr, len);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // state as services hold it (src/state, docs/state.md)
+
+  #state: StateStore | null = null;
+
+  /**
+   * A Map-like store in preserved memory (strings, numbers, bytes, JSON values), the same one
+   * after an update: opened where it is, in O(1). See state/index.ts for versions and
+   * migrations.
+   */
+  map(name: string, opts?: MapOptions): PreservedMap {
+    return this.#stateStore().map(name, opts);
+  }
+
+  /** A JS value carried across the update: save() at FREEZE, load(value) in the next version. */
+  keep<T>(name: string, spec: KeepSpec<T>): void {
+    this.#stateStore().keep(name, spec);
+  }
+
+  #stateStore(): StateStore {
+    if (this.#state) return this.#state;
+    this.#life.requireRegistrable('open preserved state (luo.map, luo.keep)');
+    if (this.#subs.names.includes(STATE_SUBSYSTEM)) throw fail('EEXIST', `a subsystem named "${STATE_SUBSYSTEM}" is registered: that name is luo's`);
+    const kho = this.kho;
+    this.#state = new StateStore({
+      mem: {
+        alloc: (n) => kho.allocPreserve(n),
+        view: (a, n) => kho.view(a, n),
+        free: (a, n) => kho.unpreserveFree(a, n),
+        claim: (a) => {
+          const n = kho.restore(a);
+          kho.preservePhys(a, n);
+          return n;
+        },
+        claimFree: (a) => kho.restoreFree(a),
+      },
+      register: (sub) => {
+        this.#subs.register(sub).catch((e: Error) => process.stderr.write(`luo: the state subsystem: ${e.message}\n`));
+      },
+      incoming: () => {
+        if (this.state !== State.UPDATED) return null;
+        try {
+          return this.#subs.dataOf(STATE_SUBSYSTEM);
+        } catch {
+          return null;
+        }
+      },
+      warn: (m) => void process.stderr.write(`${m}\n`),
+    });
+    return this.#state;
   }
 
   // ---------------------------------------------------------------------------------------
