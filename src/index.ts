@@ -24,7 +24,7 @@ export { EXIT_PANIC } from './panic.js';
 export * from './luo/index.js';
 export * from './handlers/index.js';
 export * from './integrations/index.js';
-export { PreservedMap, type MapOptions, type KeepSpec, type MapStats, type Key as MapKey, type Value as MapValue } from './state/index.js';
+export { PreservedMap, migrateMap, type StateMemory, type MapOptions, type KeepSpec, type MapStats, type Key as MapKey, type Value as MapValue } from './state/index.js';
 
 /** Boot luo in this image with the built-in file handlers registered. */
 export function boot(opts: LuoOptions = {}): Luo {

@@ -1,5 +1,5 @@
-// A map whose header was damaged on its way to the next version (a byte flipped after the
-// freeze wrote its checksum): luo.map refuses it with EBADMSG naming the map and what is wrong,
+// A map whose header was damaged on its way to the next version (a byte flipped once FROZEN,
+// after its checksum was written): luo.map refuses it with EBADMSG naming the map and what is wrong,
 // and the service is up and updated all the same (its other map and kept value intact); with
 // onDamaged: 'fresh' the map starts empty instead.
 import assert from 'node:assert/strict';

@@ -322,6 +322,7 @@ export class Luo extends EventEmitter {
         await this.#rollback();
         throw err;
       }
+      this.#state?.frozen(); // before FROZEN is said: a listener's write is refused already
       this.#life.set(State.FROZEN);
       trace('freeze: frozen');
     });

@@ -13,14 +13,17 @@
  *                    handover is prepared: a write that needs more than that raises EBUSY, a
  *                    release waits until the update ends (CANCEL) or is left to the next
  *                    version's FINISH. The directory is written: the payload.
- *   FREEZE           maps refuse writes from here (EBUSY) and write their checksums; each
- *                    keep's save() runs; the directory is written again with them.
+ *   FREEZE           each keep's save() runs; the directory is written again with them.
+ *   FROZEN           (every freeze callback done, the file handlers' last: requests they
+ *                    drained may have written) maps refuse writes from here (EBUSY) and write
+ *                    their checksums.
  *   CANCEL           maps writable again; the keeps' blocks and the directory released.
  * In the next version:
  *   map(name, { version, migrate })  opens the map handed over under that name: O(1) in its
  *                    entries and bytes (state/map.ts). Then, if the data's version is older
  *                    than `version`, migrate[v](map) for each version in turn; newer than
- *                    `version`: EPROTO (this code cannot read it). A map handed over damaged:
+ *                    `version`, downgrade[v](map) down to it if given, else EPROTO (this code
+ *                    cannot read it). A map handed over damaged:
  *                    EBADMSG naming what, nothing lost elsewhere, the service up; with
  *                    onDamaged: 'fresh' it starts empty instead (said on stderr).
  *   keep(name, spec) the kept value deserialized, migrated the same way, given to spec.load().
@@ -63,6 +66,9 @@ export interface MapOptions {
   version?: number;
   /** migrate[v](map): from version v to v + 1, in place. */
   migrate?: Migrations<PreservedMap>;
+  /** downgrade[v](map): from version v to v - 1, for code older than the data (after a newer
+   *  version committed); without it such data is refused (EPROTO). */
+  downgrade?: Migrations<PreservedMap>;
   /** A map handed over damaged: 'throw' (EBADMSG, the default) or 'fresh' (start empty). */
   onDamaged?: 'throw' | 'fresh';
   /** Keep decoded strings and numbers on the JS heap too (true: all; a number: at most that
@@ -78,6 +84,8 @@ export interface KeepSpec<T = unknown> {
   version?: number;
   /** migrate[v](value): from version v to v + 1; returns the new value (or changes it). */
   migrate?: Migrations<unknown>;
+  /** downgrade[v](value): from version v to v - 1. */
+  downgrade?: Migrations<unknown>;
 }
 
 interface DirEntry { kind: number; version: number; addr: number; size: number }
@@ -151,10 +159,7 @@ export class StateStore {
         this.#host.warn(`luo: ${(err as Error).message.replace(/; it was not opened.*$/, '')}: started empty (onDamaged: 'fresh')`);
         m = PreservedMap.create(name, this.#mem, version);
       }
-      migrateTo(name, m.version, version, opts.migrate, (v) => {
-        opts.migrate![v]!(m);
-        m.version = v + 1;
-      });
+      migrateMap(m, version, opts);
     } else {
       if (e) throw fail('EEXIST', `"${name}" was handed over as a kept value, not a map`);
       m = PreservedMap.create(name, this.#mem, version);
@@ -182,8 +187,8 @@ export class StateStore {
     } finally {
       this.#mem.claimFree(e.addr);
     }
-    migrateTo(name, e.version, version, spec.migrate, (v) => {
-      const out = spec.migrate![v]!(value);
+    migrateTo(name, e.version, version, spec.migrate, spec.downgrade, (fn) => {
+      const out = (fn as (x: unknown) => unknown)(value);
       if (out !== undefined) value = out;
     });
     spec.load(value as T);
@@ -212,11 +217,17 @@ export class StateStore {
   }
 
   #freeze(data: bigint): bigint {
-    for (const m of this.#maps.values()) m.freeze();
     // The directory of PREPARE gives way to one with the kept values.
     this.#releaseOutgoing();
     void data;
     return this.#writeDirectory(true);
+  }
+
+  /** FROZEN (luo.ts calls it once every freeze callback has run, the file handlers' last: an
+   *  HTTP request drained by the server's freeze may still have written): no more writes, the
+   *  maps' checksums. */
+  frozen(): void {
+    for (const m of this.#maps.values()) m.freeze();
   }
 
   #cancel(): void {
@@ -311,12 +322,28 @@ function checkVersion(name: string, v: number): number {
   return v;
 }
 
-/** Run the steps from `from` up to `to`; EPROTO when the data is newer or a step is missing. */
-function migrateTo(name: string, from: number, to: number, steps: Record<number, unknown> | undefined, step: (v: number) => void): void {
-  if (from > to) throw fail('EPROTO', `"${name}" holds data of version ${from}; this code reads up to version ${to} (an older version of the code after a newer one committed: give it a migration, or roll forward)`);
+/**
+ * Bring a map's data to `version`: migrate[v] for each version up, downgrade[v] for each
+ * version down; EPROTO when a step is missing. (luo.map does it at open; exported for stores
+ * that hold a PreservedMap of their own, as the examples' do without luo.)
+ */
+export function migrateMap(m: PreservedMap, version: number, opts: Pick<MapOptions, 'migrate' | 'downgrade'>): void {
+  migrateTo(m.name, m.version, version, opts.migrate, opts.downgrade, (fn, to) => {
+    (fn as (x: PreservedMap) => void)(m);
+    m.version = to;
+  });
+}
+
+/** Run the steps from `from` to `to`, up or down; EPROTO when one is missing. */
+function migrateTo(name: string, from: number, to: number, up: Record<number, unknown> | undefined, down: Record<number, unknown> | undefined, step: (fn: unknown, to: number) => void): void {
+  if (from > to && !down) throw fail('EPROTO', `"${name}" holds data of version ${from}; this code reads up to version ${to} (an older version of the code after a newer one committed: give it downgrade steps, or roll forward)`);
   for (let v = from; v < to; v++) {
-    if (!steps?.[v]) throw fail('EPROTO', `"${name}" holds data of version ${v}; this code wants ${to} and has no migration from ${v} (migrate[${v}])`);
-    step(v);
+    if (!up?.[v]) throw fail('EPROTO', `"${name}" holds data of version ${v}; this code wants ${to} and has no migration from ${v} (migrate[${v}])`);
+    step(up[v], v + 1);
+  }
+  for (let v = from; v > to; v--) {
+    if (!down?.[v]) throw fail('EPROTO', `"${name}" holds data of version ${v}; this code wants ${to} and has no way down from ${v} (downgrade[${v}])`);
+    step(down[v], v - 1);
   }
 }
 

@@ -13,7 +13,7 @@
  *     segment (twice the last, up to 1 GiB) when the last is full, a new index (twice the
  *     slots) past 3/4 full, written from the hashes kept in the index (no key is hashed again).
  *     Deleted and outgrown entries go to free lists by size class and are reused.
- *   freeze()  (FREEZE) writes refused from here (EBUSY: this process is handing over), the
+ *   freeze()  (FROZEN) writes refused from here (EBUSY: this process is handing over), the
  *             header's CRC written. thaw() (CANCEL, or this version resumes) allows them again.
  *   A write is synchronous, so an update (which only happens between two turns of the event
  *   loop) never sees half of one.
@@ -105,6 +105,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
   #live = 0;
   #frozen = false;
   #closed = false;
+  #generation = 0;
   /** Decoded strings and numbers by string key (options.cache), or null. */
   #cache: Map<string, Value> | null = null;
   #cacheMax = 0;
@@ -420,6 +421,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
     this.#h64[(SEG_TABLE >> 3) + 2] = 16;
     this.#mem.free(this.#indexAddr, (this.#mask + 1) * 8);
     this.#newIndex(FIRST_SLOTS);
+    this.#generation++;
     this.#h32.fill(0, FREE_HEADS >> 2, (FREE_HEADS >> 2) + FREE_CLASSES);
     this.#setCount(0);
     this.#setTomb(0);
@@ -524,6 +526,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
   /** A new index of `slots` (bigger, or the same size to sweep tombstones), from the stored
    *  hashes: no key is read. */
   #rebuild(slots: number): void {
+    this.#generation++;
     const old = this.#index;
     const oldAddr = this.#indexAddr;
     const oldSlots = this.#mask + 1;
@@ -606,6 +609,30 @@ export class PreservedMap implements Iterable<[Key, Value]> {
     }
   }
 
+  // ---------------------------------------------------------------------------- slots
+  // For a scan that runs in slices while the map is written (a background checksum): the
+  // index's slots in order, where a key sits, and a generation that changes whenever the
+  // index is rebuilt (every key moves then: the scan starts again).
+
+  get slots(): number {
+    return this.#mask + 1;
+  }
+  get generation(): number {
+    return this.#generation;
+  }
+  /** The slot holding `key`, or -1. */
+  slotOf(key: Key): number {
+    return this.#find(key, hashOf(key));
+  }
+  /** fn(key, value) for every live slot in [from, to). */
+  scanSlots(from: number, to: number, fn: (key: Key, value: Value) => void): void {
+    const idx = this.#index;
+    for (let i = from; i < Math.min(to, this.#mask + 1); i++) {
+      const r = idx[2 * i + 1]!;
+      if (r !== 0 && r !== TOMBSTONE) fn(this.#key(r), this.#value(r));
+    }
+  }
+
   stats(): MapStats {
     let allocated = 0;
     let reserved = 0;
@@ -618,7 +645,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
 
   // ---------------------------------------------------------------------------- the update
 
-  /** FREEZE: no more writes; the header's checksum. */
+  /** FROZEN: no more writes; the header's checksum. */
   freeze(): void {
     this.#frozen = true;
     this.#h32[2] = headerCrc(this.#hdr);

@@ -14,7 +14,7 @@
  *   format=N          the data format this code reads (1: values as strings; 2: as
  *                     { i, w, pad } objects, with a migration from 1)
  *   fail=after-migrate  throw after luo.map migrated, before FINISH
- *   damage            a later subsystem's freeze flips a byte of map "kv"'s header
+ *   damage            once FROZEN, a byte of map "kv"'s header flips
  *   fresh             open a damaged map empty (onDamaged: 'fresh') instead of failing
  * SIGUSR2: check "kv" again now and say {event:'check', ok, ...} (a resumed old version).
  */
@@ -160,7 +160,7 @@ if (process.env.STATE_RACE === '1') {
         seq = s;
       } catch (e) {
         if ((e as LuoError).code !== 'EBUSY') throw e;
-        if (refused++ === 0) say({ event: 'refused', code: (e as LuoError).code, seq, message: (e as Error).message });
+        if (refused++ === 0) say({ event: 'refused', code: (e as LuoError).code, seq });
         setTimeout(write, 2); // frozen: no spinning while the next version starts
         return;
       }
@@ -170,14 +170,22 @@ if (process.env.STATE_RACE === '1') {
   write();
   // A freeze that takes a while, as one draining connections does: the writer runs meanwhile.
   await luo.registerSubsystem({ name: 'slow-freeze', freeze: () => new Promise<void>((r) => setTimeout(r, 50)) });
+  // Once FROZEN: one write tried at once, as a timer of the application's would (refused).
+  luo.on('state', (st: number) => {
+    if (st !== State.FROZEN) return;
+    try {
+      race.set('late', 'x');
+      say({ event: 'late-write', accepted: true });
+    } catch (e) {
+      say({ event: 'late-write', code: (e as LuoError).code, message: (e as Error).message });
+    }
+  });
 }
 
 if (arg('damage') !== undefined) {
-  await luo.registerSubsystem({
-    name: 'damage',
-    freeze: () => {
-      if (kv) luo.view(kv.address, 4096)[16] ^= 0x40; // the entry count
-    },
+  // Once FROZEN (the header's checksum written), a byte of it flips: the entry count.
+  luo.on('state', (st: number) => {
+    if (st === State.FROZEN && kv) luo.view(kv.address, 4096)[16] ^= 0x40;
   });
 }
 
