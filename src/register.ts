@@ -24,9 +24,11 @@
  * Unhappy paths: a listen while an update is under way (PREPARED, FROZEN) is served but not
  * carried (said on stderr); a restore that fails is the server's 'error' event, as a failed
  * listen would be; a corrupt handover is luo's one-line fatal (exit 70), as with the API.
- * LUO_ENABLE=0 turns all of it off (the app runs as it would without luo).
+ * LUO_ENABLE=0 turns all of it off (the app runs as it would without luo). Worker threads
+ * (which Node gives the same --import) are left alone.
  */
 import net from 'node:net';
+import { isMainThread } from 'node:worker_threads';
 import { resolveConfig } from './config.js';
 import { State } from './luo/abi.js';
 import type { Luo } from './luo/luo.js';
@@ -83,6 +85,9 @@ const callbackOf = (args: ListenArgs): (() => void) | undefined => {
 const warn = (msg: string): void => void process.stderr.write(`luo: ${msg}\n`);
 
 function install(): void {
+  // Node runs --import preloads in every worker thread too (luo's device worker and guard
+  // watchdog among them): drop-in mode is the main thread's.
+  if (!isMainThread) return;
   const config = resolveConfig({});
   if (!config.enabled) return;
   const waitMs = Number(process.env.LUO_LISTEN_WAIT_MS ?? 2000);

@@ -3,10 +3,10 @@
 // then finishes exactly, writes made meanwhile accounted for. Slices last about a millisecond.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Gate, KvStore, heapMemory, seed } from '../examples/kv/store.js';
+import { Gate, KvStore, heapMaps, seed } from '../examples/kv/store.js';
 
 test('the checksum scan waits while its gate is closed, then finishes exactly', async () => {
-  const store = KvStore.create(KvStore.capacityFor(64 * 2 ** 20), heapMemory(), 1);
+  const store = KvStore.open(heapMaps(), 1, KvStore.capacityFor(64 * 2 ** 20));
   seed(store, 200_000);
   const gate = new Gate();
   const turns: number[] = [];

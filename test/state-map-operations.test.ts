@@ -120,4 +120,9 @@ test('bad input is refused with its errno, and the map is unchanged', () => {
   assert.equal(code(() => luo.map('a-keep')), 'EEXIST', 'a kept value is not a map');
   assert.equal(luo.map('bad'), m, 'the same name, the same map');
   assert.deepEqual([...m], [['a', 1]]);
+  assert.equal(luo.forget('bad'), true, 'forget: the map and its memory go');
+  assert.throws(() => m.get('a'), { code: 'EBADF' });
+  assert.throws(() => m.set('a', 2), { code: 'EBADF' });
+  assert.equal(luo.map('bad').size, 0, 'the name again: a new, empty map');
+  assert.equal(luo.forget('never-was'), false);
 });

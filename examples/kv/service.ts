@@ -18,30 +18,30 @@
  * Lifecycle under luo:
  *   successor    before boot(), while the previous version still serves: warm the HTTP path
  *                (throwaway requests on a loopback server, no state touched).
- *   cold start   listen, create the store in preserved memory and seed it, serve, start the
- *                control device. Subsystem "kv-store" hands over the store's root address
- *                and format in its payload; "kv-sessions" hands over the sessions.
+ *   cold start   listen, create the store (luo.map, store.ts) and seed it, serve, start the
+ *                control device. luo hands the store's maps over; subsystem "kv-sessions"
+ *                hands over the sessions ("kv-store" holds the background scan back).
  *   FREEZE       "kv-sessions" stops consuming WebSocket bytes and records each session
  *                with the bytes its parser holds (a partial frame), so the channel is handed
  *                over at a frame boundary; bytes still unread stay in the socket for luo to
  *                carry. At FROZEN the store's checksum is printed ("handover" line).
  *   PREPARE      the background checksum scan waits (no CPU taken from the update).
  *   CANCEL       consumption and the scan resume where they stopped; nothing was lost.
- *   next image   reopen the store in place (v2 upgrades format 1 to 2; v1 opens format 2 and
- *                releases its revision block), adopt the
+ *   next image   reopen the store where it is (v2 moves format 1 to 2; v1 opens format 2 and
+ *                leaves its revisions map, released at FINISH), adopt the
  *                listener and every connection (WebSocket and echo connections are claimed
  *                back by their peer address), serve, start the control device, then verify
  *                the store's checksum against its records in the background.
  * Unhappy paths: a bad request gets 400/404/413 and the connection lives on; a protocol
  * error on a WebSocket closes that one connection (1002/1009); a store that does not open
- * (wrong magic, unknown format) stops the service with a message (exit 1), never serves
+ * (a damaged map, an unknown format) stops the service with a message (exit 1), never serves
  * wrong data.
  */
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { boot, pendingHandover, preserveServer, restoreServer, startDevice, State, type Luo } from 'luo';
-import { Gate, KvStore, StoreFullError, heapMemory, seed, type StoreMemory } from './store.js';
+import { Gate, KvStore, StoreFullError, heapMaps, seed } from './store.js';
 import { FrameParser, MessageAssembler, OP, WsProtocolError, acceptKey, encodeFrame } from './ws.js';
 
 export interface ServiceArgs {
@@ -107,29 +107,15 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
   const background = new Gate();
   let incomingSessions = new Map<string, SavedSession>();
   if (luo) {
-    const mem: StoreMemory = {
-      alloc: (n) => luo.allocPreserve(n),
-      view: (a, n) => luo.view(a, n),
-      claim: (a) => {
-        const n = luo.restoreMemory(a);
-        luo.kho.preservePhys(a, n);
-        return n;
-      },
-      release: (a) => luo.kho.restoreFree(a),
-    };
-    let storePayload = 0n;
     let sessionsPayload = 0n;
     await luo.registerSubsystem({
       name: 'kv-store',
       // An update is coming: background work (the checksum scan) waits, so that it takes no
       // CPU from the freeze or the next image; it goes on if the update is cancelled (and if it
-      // is not, the next image verifies the store itself).
-      prepare: () => {
-        background.close();
-        return (BigInt(store.format) << 48n) | BigInt(store.rootAddr);
-      },
+      // is not, the next image verifies the store itself). The store itself is in luo.map:
+      // luo hands it over.
+      prepare: () => void background.close(),
       cancel: () => background.reopen(),
-      boot: (data) => void (storePayload = data),
     });
     let sessionsBlock: { addr: number; size: number } | null = null;
     // What a FREEZE stopped, so that CANCEL resumes exactly that (a CANCEL can come before any
@@ -171,21 +157,15 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
       },
       boot: (data) => void (sessionsPayload = data),
     });
-    if (updated && storePayload) {
-      const to = performance.now();
-      const format = Number(storePayload >> 48n);
-      store = KvStore.open(Number(storePayload & 0xffffffffffffn), mem, version);
+    // The store: luo.map's, opened where the previous version left it (after kv-store and
+    // kv-sessions registered: their PREPARE and FREEZE come before luo's state).
+    const to = performance.now();
+    store = KvStore.open({ map: (name, o) => luo.map(name, o), drop: (name) => void luo.forget(name) }, version, updated ? undefined : KvStore.capacityFor(args.stateBytes));
+    if (updated) {
       store.updates = store.updates + 1;
-      if (version === 2 && store.format === 1) {
-        const tm = performance.now();
-        store.upgrade(mem);
-        migrated = { from: 1, to: 2, ms: Math.round((performance.now() - tm) * 100) / 100 };
-      } else if (format !== store.format) migrated = { from: format, to: store.format, ms: 0 };
       storeOpenMs = Math.round((performance.now() - to) * 1000) / 1000;
-    } else {
-      store = KvStore.create(KvStore.capacityFor(args.stateBytes), mem, version);
-      seed(store, args.entries);
-    }
+      if (store.migrated) migrated = { ...store.migrated, ms: storeOpenMs };
+    } else seed(store, args.entries);
     if (updated && sessionsPayload) {
       const addr = Number(sessionsPayload);
       const v = luo.view(addr, 8);
@@ -199,8 +179,7 @@ export async function runService(version: 1 | 2, args: ServiceArgs): Promise<voi
       if (s === State.FROZEN) say({ event: 'handover', version: tag, pid: process.pid, checksum: store.checksum, entries: store.size, connections: live.size });
     });
   } else {
-    const mem = heapMemory();
-    store = KvStore.create(KvStore.capacityFor(args.stateBytes), mem, version);
+    store = KvStore.open(heapMaps(), version, KvStore.capacityFor(args.stateBytes));
     if (args.mode === 'json' && fs.existsSync(args.stateFile!)) {
       const tl = performance.now();
       const n = loadJson(store, args.stateFile!);

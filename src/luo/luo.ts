@@ -563,6 +563,12 @@ export class Luo extends EventEmitter {
     this.#stateStore().keep(name, spec);
   }
 
+  /** Drop a map or kept value (its memory released now, not handed over again); false if
+   *  there was none by that name. */
+  forget(name: string): boolean {
+    return this.#stateStore().forget(name);
+  }
+
   #stateStore(): StateStore {
     if (this.#state) return this.#state;
     this.#life.requireRegistrable('open preserved state (luo.map, luo.keep)');

@@ -194,6 +194,27 @@ export class StateStore {
     spec.load(value as T);
   }
 
+  /** Forget a map or kept value: its memory released now, not handed over again (one handed
+   *  over and never opened is released too, without waiting for FINISH). */
+  forget(name: string): boolean {
+    checkName(name);
+    const m = this.#maps.get(name);
+    if (m) {
+      m.destroy();
+      this.#maps.delete(name);
+      return true;
+    }
+    if (this.#keeps.delete(name)) return true;
+    const e = this.#take(name);
+    if (!e) return false;
+    if (e.kind === KIND_MAP) {
+      try {
+        PreservedMap.open(name, this.#mem, e.addr, e.size).destroy();
+      } catch { /* damaged: what was not claimed goes at FINISH */ }
+    } else this.#mem.claimFree(e.addr);
+    return true;
+  }
+
   /** The names handed over and not opened yet (they are released at FINISH). */
   get unopened(): string[] {
     return [...(this.#incoming?.keys() ?? [])];

@@ -220,6 +220,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
 
   /** The slot holding `key`, or -1. */
   #find(key: Key, h: number): number {
+    if (this.#closed) throw fail('EBADF', `map "${this.name}" was forgotten (luo.forget), its memory released`);
     const idx = this.#index;
     const mask = this.#mask;
     let i = h & mask;
@@ -317,7 +318,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
 
   #writable(): void {
     if (this.#frozen) throw fail('EBUSY', `map "${this.name}" is frozen: this version is handing over to the next one (writes are refused from FREEZE until the update is cancelled)`);
-    if (this.#closed) throw fail('EBADF', `map "${this.name}" was cleared away (luo.map opened it again)`);
+    if (this.#closed) throw fail('EBADF', `map "${this.name}" was forgotten (luo.forget), its memory released`);
   }
 
   set(key: Key, value: Value): this {
