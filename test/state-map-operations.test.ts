@@ -78,6 +78,20 @@ test('deleted and outgrown space is reused; growth keeps every entry', () => {
   assert.ok(m.stats().indexSlots >= 65_536);
 });
 
+test('a map filled from another map\'s iteration (hash order) keeps its probe runs short', { timeout: 120_000 }, () => {
+  // 3 000 000 entries: the source's index (4 Mi slots) is bigger than the copy's while it fills.
+  // With one hash function for both, keys arrive in the copy's hash order and linear probing
+  // clusters them (a run of 135 000 slots, minutes to fill); each map has its own seed.
+  const a = luo.map('probe-a');
+  for (let i = 0; i < 3_000_000; i++) a.set(Buffer.from(`key:${i}`), 1);
+  const b = luo.map('probe-b');
+  for (const [k, v] of a) b.set(k, v);
+  assert.equal(b.size, 3_000_000);
+  assert.ok(b.stats().maxProbe < 500, `longest probe ${b.stats().maxProbe}`);
+  luo.forget('probe-a');
+  luo.forget('probe-b');
+});
+
 test('a read cache answers as the map does, and a refused write leaves both unchanged', () => {
   const m = luo.map('cached', { cache: true });
   m.set('a', 'one');

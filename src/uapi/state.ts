@@ -15,6 +15,7 @@
  *   written at FREEZE, checked when the next version opens it) · u32[3] user version ·
  *   u32[4] entries · u32[5] tombstones · u32[6] index capacity (slots, a power of two) ·
  *   u32[7] segments · f64 at 32: index address · f64 at 40: bytes in live entries ·
+ *   u32[12] the hash seed (random per map: FNV-1a from it, then murmur3's finalizer) ·
  *   at 64: MAX_SEGMENTS × { f64 address, f64 size, f64 used } · at FREE_HEADS: FREE_CLASSES ×
  *   u32 free-list head (an entry reference, 0 none)
  * The index: capacity × { u32 hash, u32 entry reference } (reference 0: empty, TOMBSTONE:
