@@ -157,6 +157,10 @@ export class StateStore {
       } catch (err) {
         if ((err as LuoError).code !== 'EBADMSG' || opts.onDamaged !== 'fresh') throw err;
         this.#host.warn(`luo: ${(err as Error).message.replace(/; it was not opened.*$/, '')}: started empty (onDamaged: 'fresh')`);
+        // The damaged header, if it was claimed, goes now (the rest was never claimed: FINISH).
+        try {
+          this.#mem.free(e.addr, 4096);
+        } catch { /* not claimed */ }
         m = PreservedMap.create(name, this.#mem, version);
       }
       migrateMap(m, version, opts);

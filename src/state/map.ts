@@ -54,9 +54,6 @@ export interface MapStats {
   bytesReserved: number;
   indexSlots: number;
   segments: number;
-  /** The longest distance of an entry from its home slot (linear probing's cost; a scan of
-   *  the index to compute). */
-  maxProbe: number;
 }
 
 const FIRST_SEGMENT = 1 << 20;
@@ -656,14 +653,20 @@ export class PreservedMap implements Iterable<[Key, Value]> {
       allocated += this.#h64[(SEG_TABLE >> 3) + i * 3 + 2]! - 16;
       reserved += this.#segs[i]!.size;
     }
-    let maxProbe = 0;
+    return { entries: this.#count, bytesUsed: this.#live, bytesFree: allocated - this.#live, bytesAllocated: allocated, bytesReserved: reserved, indexSlots: this.#mask + 1, segments: this.#segs.length };
+  }
+
+  /** The longest distance of an entry from its home slot: linear probing's worst case. A scan
+   *  of the whole index (stats() stays O(segments): services print it on their hot paths). */
+  maxProbe(): number {
+    let worst = 0;
     const idx = this.#index;
     const mask = this.#mask;
     for (let i = 0; i <= mask; i++) {
       const r = idx[2 * i + 1]!;
-      if (r !== 0 && r !== TOMBSTONE) maxProbe = Math.max(maxProbe, (i - (idx[2 * i]! & mask) + mask + 1) & mask);
+      if (r !== 0 && r !== TOMBSTONE) worst = Math.max(worst, (i - (idx[2 * i]! & mask) + mask + 1) & mask);
     }
-    return { entries: this.#count, bytesUsed: this.#live, bytesFree: allocated - this.#live, bytesAllocated: allocated, bytesReserved: reserved, indexSlots: mask + 1, segments: this.#segs.length, maxProbe };
+    return worst;
   }
 
   // ---------------------------------------------------------------------------- the update
