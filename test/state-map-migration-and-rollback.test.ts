@@ -1,7 +1,8 @@
 // Versioned data: a next version reading format 2 migrates format 1 at boot (every entry
 // rewritten, checked); one that fails after migrating, before FINISH, is rolled back and the
 // previous version (format 1 code) reads its format 1 data intact, in both modes, since the
-// migration's writes never reached it; code older than the data is refused with EPROTO.
+// migration's writes never reached it; code older than the data is refused with EPROTO, and the
+// data is carried on untouched for a version that can read it.
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { lineAfter, startState, updateState } from './state-harness.js';
@@ -32,6 +33,11 @@ for (const successor of [false, true]) {
       assert.equal(old.code, 0, 'the update goes through; the code refuses the data it cannot read');
       assert.equal(old.next!.mapError.code, 'EPROTO');
       assert.match(old.next!.mapError.message, /"kv" holds data of version 2; this code reads up to version 1/);
+      // The map it could not read is carried on untouched: format 2 code finds it whole.
+      const again = await updateState(svc, { successor, args: ['format=2', `against=${(old.next!.gen as number) - 1}`, 'verify-only'] });
+      assert.equal(again.code, 0, again.stdout + again.stderr);
+      assert.equal(again.next!.version, 2);
+      assert.equal(again.next!.check.ok, true, JSON.stringify(again.next!.check));
     } finally {
       svc.stop();
     }

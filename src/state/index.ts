@@ -23,7 +23,7 @@
  *                    entries and bytes (state/map.ts). Then, if the data's version is older
  *                    than `version`, migrate[v](map) for each version in turn; newer than
  *                    `version`, downgrade[v](map) down to it if given, else EPROTO (this code
- *                    cannot read it). A map handed over damaged:
+ *                    cannot read it; the map is carried on untouched, for a version that can). A map handed over damaged:
  *                    EBADMSG naming what, nothing lost elsewhere, the service up; with
  *                    onDamaged: 'fresh' it starts empty instead (said on stderr).
  *   keep(name, spec) the kept value deserialized, migrated the same way, given to spec.load().
@@ -95,6 +95,9 @@ const NAME_RE = /^[A-Za-z0-9,._+-]{1,63}$/;
 export class StateStore {
   readonly #host: StateHost;
   readonly #maps = new Map<string, PreservedMap>();
+  /** Maps this code could not read (EPROTO: a version it has no steps to): never given out,
+   *  but carried on, so that a version that can read them still finds them. */
+  readonly #unread = new Map<string, PreservedMap>();
   readonly #keeps = new Map<string, { spec: KeepSpec; version: number }>();
   /** Handed over, not yet opened. */
   #incoming: Map<string, DirEntry> | null = null;
@@ -143,6 +146,7 @@ export class StateStore {
   map(name: string, opts: MapOptions = {}): PreservedMap {
     checkName(name);
     const version = checkVersion(name, opts.version ?? 1);
+    if (this.#unread.has(name)) throw fail('EPROTO', `"${name}" holds data of version ${this.#unread.get(name)!.version}, which this code cannot read; it is carried on untouched`);
     const had = this.#maps.get(name);
     if (had) {
       if (opts.cache !== undefined) had.setCache(cacheSize(opts.cache));
@@ -163,7 +167,12 @@ export class StateStore {
         } catch { /* not claimed */ }
         m = PreservedMap.create(name, this.#mem, version);
       }
-      migrateMap(m, version, opts);
+      try {
+        migrateMap(m, version, opts);
+      } catch (err) {
+        this.#unread.set(name, m); // not lost: handed over again as it is
+        throw err;
+      }
     } else {
       if (e) throw fail('EEXIST', `"${name}" was handed over as a kept value, not a map`);
       m = PreservedMap.create(name, this.#mem, version);
@@ -202,10 +211,11 @@ export class StateStore {
    *  over and never opened is released too, without waiting for FINISH). */
   forget(name: string): boolean {
     checkName(name);
-    const m = this.#maps.get(name);
+    const m = this.#maps.get(name) ?? this.#unread.get(name);
     if (m) {
       m.destroy();
       this.#maps.delete(name);
+      this.#unread.delete(name);
       return true;
     }
     if (this.#keeps.delete(name)) return true;
@@ -252,11 +262,11 @@ export class StateStore {
    *  HTTP request drained by the server's freeze may still have written): no more writes, the
    *  maps' checksums. */
   frozen(): void {
-    for (const m of this.#maps.values()) m.freeze();
+    for (const m of [...this.#maps.values(), ...this.#unread.values()]) m.freeze();
   }
 
   #cancel(): void {
-    for (const m of this.#maps.values()) m.thaw();
+    for (const m of [...this.#maps.values(), ...this.#unread.values()]) m.thaw();
     this.#releaseOutgoing();
     const later = this.#deferred;
     this.#deferred = [];
@@ -271,7 +281,7 @@ export class StateStore {
 
   #writeDirectory(withKeeps: boolean): bigint {
     const entries: Array<{ name: string } & DirEntry> = [];
-    for (const [name, m] of this.#maps) entries.push({ name, kind: KIND_MAP, version: m.version, addr: m.address, size: 4096 });
+    for (const [name, m] of [...this.#maps, ...this.#unread]) entries.push({ name, kind: KIND_MAP, version: m.version, addr: m.address, size: 4096 });
     if (withKeeps) {
       for (const [name, k] of this.#keeps) {
         let bytes: Buffer;

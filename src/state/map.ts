@@ -329,7 +329,7 @@ export class PreservedMap implements Iterable<[Key, Value]> {
   // ---------------------------------------------------------------------------- writes
 
   #writable(): void {
-    if (this.#frozen) throw fail('EBUSY', `map "${this.name}" is frozen: this version is handing over to the next one (writes are refused from FREEZE until the update is cancelled)`);
+    if (this.#frozen) throw fail('EBUSY', `map "${this.name}" is frozen: this version is handing over to the next one (writes are refused from FROZEN until the update is cancelled or rolled back)`);
     if (this.#closed) throw fail('EBADF', `map "${this.name}" was forgotten (luo.forget), its memory released`);
   }
 

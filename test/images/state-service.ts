@@ -16,6 +16,8 @@
  *   fail=after-migrate  throw after luo.map migrated, before FINISH
  *   damage            once FROZEN, a byte of map "kv"'s header flips
  *   fresh             open a damaged map empty (onDamaged: 'fresh') instead of failing
+ *   against=N         check "kv" against generation N (default: the one before this one)
+ *   verify-only       check, change nothing
  * SIGUSR2: check "kv" again now and say {event:'check', ok, ...} (a resumed old version).
  */
 import http from 'node:http';
@@ -108,9 +110,10 @@ try {
 }
 if (kv) {
   report.version = kv.version;
-  if (gen > 0) report.check = arg('fresh') !== undefined ? { size: kv.size } : check(kv, gen - 1, FORMAT);
+  const against = arg('against');
+  if (gen > 0) report.check = arg('fresh') !== undefined ? { size: kv.size } : check(kv, against !== undefined ? Number(against) : gen - 1, FORMAT);
   if (arg('fail') === 'after-migrate') throw new Error('state-service: failing after the migration');
-  apply(kv, gen, FORMAT);
+  if (arg('verify-only') === undefined) apply(kv, gen, FORMAT);
   report.stats = kv.stats();
 }
 
