@@ -74,7 +74,7 @@ const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(C
 
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
-  pauseMs: number; p50Ms: number; p99Ms: number; updateMs: number; dropped: number; failed: number;
+  pauseMs: number; p50Ms: number; p99Ms: number; steadyP99Ms: number; updateMs: number; dropped: number; failed: number;
   stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; stateRestoreMs?: number;
 }
 
@@ -233,6 +233,9 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
     pauseMs: Math.round(maxGap(busy, t0, t1) * 10) / 10,
     p50Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 50) * 100) / 100,
     p99Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 99) * 100) / 100,
+    // The same clients in the second before the update: the service's steady state at this
+    // load (a figure near the pause means the load saturates it, and the pause measures that).
+    steadyP99Ms: Math.round(latencyPercentile(busy, t0 - 1000, t0, 99) * 100) / 100,
     updateMs: Math.round(t1 - t0),
     dropped: all.reduce((n, c) => n + c.counts.dropped, 0) - d0,
     failed: all.reduce((n, c) => n + c.counts.failed, 0) - f0,
@@ -300,7 +303,7 @@ async function main(): Promise<void> {
       series[contender] = s;
       marks[contender] = mk;
     }
-    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections, update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms, dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections, update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
   };
   for (const contender of CONTENDERS) {
     const isLuo = contender.startsWith('luo');
@@ -369,13 +372,13 @@ const NAMES: Record<Contender, string> = {
 
 /** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
 export function table(res: Result, trials = res.trials): string {
-  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|'];
+  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | steady p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|'];
   const keys = [...new Set(trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
   for (const k of keys) {
     const ts = trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
     const t = ts[0]!;
     const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
-    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
   }
   return rows.join('\n');
 }
@@ -409,7 +412,7 @@ function writeDocs(res: Result): void {
     '',
     table(res, res.trials.filter((t) => t.stateBytes === (res.settings.sizes as number[])[0])),
     '',
-    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
+    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load). dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',

@@ -15,7 +15,7 @@
  *          --compare DIR  also run another build (DIR is its dist/, e.g. a checkout of the
  *                         previous commit, built) on the same sizes and modes, alternating
  *                         with this one, so that both are measured in one run.
- * Writes bench/results/handover-<date>.json.
+ * Writes bench/results/handover-<date>.json (--out FILE: elsewhere).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -164,7 +164,7 @@ for (const r of rows as Array<Record<string, number>>) {
   console.log(`|${builds.length > 1 ? ` ${String(r.build)} |` : ''} ${String(r.mode)} | ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
 }
 const date = new Date().toISOString().slice(0, 10);
-const out = path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);
+const out = arg('out', '') || path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);
 fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, kernel: os.release(), floorMs: f, rows }, null, 2) + '\n');
 console.log(`results: ${path.relative(process.cwd(), out)}`);
 process.exit(0);

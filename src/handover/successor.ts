@@ -172,7 +172,7 @@ export class Successor {
   #drain(): void {
     try {
       while (this.#fd >= 0 && (sys.poll([this.#fd], 0)[0] ?? 0) & sys.POLLIN) {
-        const p = sys.recvPacket(this.#fd);
+        const p = sys.recvPacket(this.#fd, 65536, GROW);
         if (!p || p.eof) return;
         for (const fd of p.fds) sys.close(fd);
         try {
@@ -200,7 +200,7 @@ export class Successor {
       if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
       const [rev] = sys.poll([this.#fd], 0);
       if (rev) {
-        const p = sys.recvPacket(this.#fd);
+        const p = sys.recvPacket(this.#fd, 65536, GROW);
         if (p && !p.eof) {
           for (const fd of p.fds) sys.close(fd);
           let m: Record<string, unknown> | null = null;
@@ -327,7 +327,7 @@ export class Successor {
           if (this.#stopped()) throw fail('ETIMEDOUT', 'the successor was stopped (SIGSTOP) while taking the handover; it was killed');
           continue;
         }
-        const p = sys.recvPacket(this.#fd);
+        const p = sys.recvPacket(this.#fd, 65536, GROW);
         if (!p || p.eof) {
           const until = Date.now() + 1000;
           while (!this.#exit && Date.now() < until) {
@@ -377,7 +377,7 @@ export class Successor {
       }
       let p: sys.Packet | null = null;
       try {
-        p = sys.recvPacket(this.#fd);
+        p = sys.recvPacket(this.#fd, 65536, GROW);
       } catch { /* reset: it is gone */ }
       if (!p) continue;
       for (const fd of p.fds) sys.close(fd);
@@ -444,7 +444,7 @@ export class Successor {
         if (left <= 0) break;
         const [rev] = sys.poll([this.#fd], left);
         if (!rev) continue;
-        const p = sys.recvPacket(this.#fd);
+        const p = sys.recvPacket(this.#fd, 65536, GROW);
         if (!p || p.eof) break;
         for (const fd of p.fds) sys.close(fd);
       }
@@ -475,6 +475,9 @@ export function guardEnv(env: NodeJS.ProcessEnv, g: Omit<Guard, 'nodeOptions'>, 
   const spec: Guard = { ...g, nodeOptions: prev };
   return { [GUARD_ENV]: JSON.stringify(spec), NODE_OPTIONS: `--import=${JSON.stringify(url)}${prev ? ` ${prev}` : ''}` };
 }
+
+/** Link messages are read whole, whatever their size (a header names every fd it sends). */
+const GROW = { grow: true };
 
 const SIGNALS = Object.entries(os.constants.signals) as Array<[NodeJS.Signals, number]>;
 const signalName = (n: number): NodeJS.Signals => SIGNALS.find(([, v]) => v === n)?.[0] ?? (`SIG${n}` as NodeJS.Signals);
@@ -555,7 +558,7 @@ export function commitToPrevious(link: number, timeoutMs: number): 'committed' |
     if (!rev) continue;
     let p: sys.Packet | null;
     try {
-      p = sys.recvPacket(link);
+      p = sys.recvPacket(link, 65536, GROW);
     } catch {
       return 'alone';
     }
@@ -580,7 +583,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
   const dropped = new Set<number>(); // ...except those closed already
   const recv = (): sys.Packet => {
     for (;;) {
-      const p = sys.recvPacket(fd);
+      const p = sys.recvPacket(fd, 65536, GROW);
       if (!p) continue;
       if (p.eof) throw new HandoverError('the previous image cancelled the handover (the link closed before it was complete)');
       all.push(...p.fds);

@@ -29,7 +29,7 @@ export const POLLERR = 0x8;
 export const MAX_FDS = 253;
 
 type Fn = (...a: unknown[]) => unknown;
-interface UnixLib { pollRaw: Fn; socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; getsockopt: Fn; poll: Fn; shutdown: Fn }
+interface UnixLib { pollRaw: Fn; socketpair: Fn; socket: Fn; bind: Fn; listen: Fn; accept4: Fn; connect: Fn; sendmsg: Fn; recvmsg: Fn; recv: Fn; getsockopt: Fn; poll: Fn; shutdown: Fn }
 let u: UnixLib | undefined;
 
 function lib(): UnixLib {
@@ -53,6 +53,7 @@ function lib(): UnixLib {
     connect: so.func('int connect(int fd, const luo_sockaddr_un *addr, uint32_t len)'),
     sendmsg: so.func('intptr_t sendmsg(int fd, const luo_msghdr *msg, int flags)'),
     recvmsg: so.func('intptr_t recvmsg(int fd, _Inout_ luo_msghdr *msg, int flags)'),
+    recv: so.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
     getsockopt: so.func('int getsockopt(int fd, int level, int name, _Out_ luo_ucred *val, _Inout_ uint32_t *len)'),
     poll: so.func('int poll(_Inout_ luo_pollfd *fds, unsigned long n, int timeout)'),
     pollRaw: so.func('int poll(void *fds, unsigned long n, int timeout)'),
@@ -147,8 +148,25 @@ export interface Packet {
   eof: boolean;
 }
 
-/** Receive one datagram and its fds. `null` when non-blocking and nothing is there. */
-export function recvPacket(fd: number, max = 65536): Packet | null {
+const MSG_PEEK = 0x2;
+
+/**
+ * Receive one datagram and its fds. `null` when non-blocking and nothing is there. The buffer
+ * is `max` bytes (a longer datagram is cut: `truncated`), or with `grow` as big as the
+ * datagram waiting (peeked first with MSG_TRUNC, which makes the kernel say its whole length):
+ * a handover's header names every fd it sends, 114 KiB of JSON at 19 000 connections, and a
+ * fixed 64 KiB buffer cut it.
+ */
+export function recvPacket(fd: number, max = 65536, opts: { grow?: boolean } = {}): Packet | null {
+  if (opts.grow) {
+    const waiting = Number(lib().recv(fd, null, 0, MSG_PEEK | MSG_TRUNC) as number | bigint);
+    if (waiting < 0) {
+      const e = errno();
+      if (e === 11) return null;
+      throw new SysError('recvmsg', e);
+    }
+    max = Math.max(max, waiting);
+  }
   const body = Buffer.alloc(max);
   const control = Buffer.alloc(16 + 4 * MAX_FDS + 8);
   const msg = { msg_name: null, msg_namelen: 0, msg_iov: [{ iov_base: body, iov_len: body.length }], msg_iovlen: 1, msg_control: control, msg_controllen: control.length, msg_flags: 0 };
