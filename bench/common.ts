@@ -51,6 +51,20 @@ export class Proc {
       await sleep(5);
     }
   }
+
+  /** SIGKILL whoever serves and served: this child, the pid in `rundir`'s pid file (a
+   *  successor's), every pid a line named. */
+  killAll(rundir?: string): void {
+    let pid = 0;
+    try {
+      if (rundir) pid = Number(fs.readFileSync(path.join(rundir, 'pid'), 'utf8').trim());
+    } catch { /* never written */ }
+    for (const x of new Set([this.child.pid, pid, ...this.lines.map((l) => Number(l.pid))])) {
+      try {
+        if (x) process.kill(x, 'SIGKILL');
+      } catch { /* gone */ }
+    }
+  }
 }
 
 /** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
@@ -107,4 +121,27 @@ export function machine(): Record<string, unknown> {
     shmemThp: /\[(\w+)\]/.exec(read('/sys/kernel/mm/transparent_hugepage/shmem_enabled'))?.[1] ?? 'unknown',
     fdLimit: spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim(),
   };
+}
+
+/** The results file: readable, with each series (and each contender's marks, if any) on one line. */
+export function resultJson(r: { series: object; marks?: object }): string {
+  const { series, marks, ...rest } = r;
+  const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
+  const lines = (o: object): string => Object.entries(o).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
+  return `${head},\n${marks ? ` "marks": {\n${lines(marks)}\n },\n` : ''} "series": {\n${lines(series)}\n }\n}\n`;
+}
+
+/**
+ * A bench's section of docs/benchmarks.md, between its markers (<!-- bench:KEY:begin/end -->):
+ * replaced where it stands, or appended under `heading` the first time.
+ */
+export function writeDocSection(key: string, heading: string, body: string): void {
+  const doc = path.join(root, 'docs', 'benchmarks.md');
+  const begin = `<!-- bench:${key}:begin -->`;
+  const end = `<!-- bench:${key}:end -->`;
+  const section = `${begin}\n${body}\n${end}`;
+  let text = fs.readFileSync(doc, 'utf8');
+  if (text.includes(begin)) text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
+  else text += `\n## ${heading}\n\n${section}\n`;
+  fs.writeFileSync(doc, text);
 }

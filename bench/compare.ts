@@ -42,7 +42,7 @@ import { HttpClient, IdleHttp, latencyPercentile, maxGap, type Client } from '..
 import { KvStore } from '../examples/kv/store.js';
 import { latencyChart, type MarkKind } from './chart.js';
 import { wsMain } from './ws.js';
-import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, root, run, sleep } from './common.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const kvDir = path.join(here, '..', 'examples', 'kv');
@@ -143,12 +143,7 @@ async function startLuo(tmp: string, args: string[], successor: boolean, dist: s
     },
     async stop() {
       // Successor mode: the process started here is long gone; stop whoever serves now.
-      const pids = new Set([p.child.pid!, ...p.lines.map((l) => l.pid as number).filter(Boolean)]);
-      for (const pid of pids) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch { /* gone */ }
-      }
+      p.killAll(rundir);
     },
   };
 }
@@ -356,14 +351,6 @@ async function main(): Promise<void> {
   if (!argv.includes('--no-ws')) await wsMain(argv, result.command);
 }
 
-/** The results file: readable, with each series (and each contender's marks) on one line. */
-export function resultJson(r: Record<string, unknown> & { series: Record<string, unknown>; marks?: Record<string, unknown> }): string {
-  const { series, marks, ...rest } = r;
-  const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
-  const lines = (o: Record<string, unknown>): string => Object.entries(o).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
-  return `${head},\n${marks ? ` "marks": {\n${lines(marks)}\n },\n` : ''} "series": {\n${lines(series)}\n }\n}\n`;
-}
-
 type Result = { marks?: Record<string, Array<[number, MarkKind]>>; seriesAt: { stateBytes: number; connections: number }; date: string; command: string; machine: Record<string, unknown>; floor: { spawnMs: number; execInPlaceMs: number }; durationS: number; skipped: Record<string, string>; trials: Trial[]; series: Record<string, Array<[number, number]>>; settings: Record<string, unknown> };
 
 const NAMES: Record<Contender, string> = {
@@ -395,11 +382,8 @@ export function svg(res: Result): string {
 }
 
 function writeDocs(res: Result): void {
-  const doc = path.join(root, 'docs', 'benchmarks.md');
-  const begin = '<!-- bench:compare:begin -->';
-  const end = '<!-- bench:compare:end -->';
   const m = res.machine;
-  const section = [begin,
+  const section = [
     `${res.date}, \`${res.command}\` (${res.durationS} s), on ${String(m.cores)} × ${String(m.cpu)}, ${String(m.memGiB)} GiB, Linux ${String(m.kernel)}, Node ${String(m.node)}, shmem THP \`${String(m.shmemThp)}\`, fd limit ${String(m.fdLimit)}. Raw figures: \`bench/results/${path.basename(OUT)}\`.`,
     '',
     `Floor: \`node -e 0\` spawned takes ${res.floor.spawnMs} ms; exec'd in place from a running image, ${res.floor.execInPlaceMs} ms to its first instruction of user code.`,
@@ -416,11 +400,8 @@ function writeDocs(res: Result): void {
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',
-    end].join('\n');
-  let text = fs.readFileSync(doc, 'utf8');
-  if (text.includes(begin)) text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
-  else text += `\n## luo beside pm2 and restart-with-state (\`npm run bench\`)\n\n${section}\n`;
-  fs.writeFileSync(doc, text);
+  ].join('\n');
+  writeDocSection('compare', `luo beside pm2 and restart-with-state (\`npm run bench\`)`, section);
   fs.writeFileSync(path.join(root, 'docs', 'bench-latency.svg'), svg(res));
 }
 

@@ -27,7 +27,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { boot } from '../src/index.js';
-import { freePort, log, machine, Proc, root, run, sleep } from './common.js';
+import { freePort, log, machine, Proc, root, run, sleep, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const IMAGE = path.join(here, 'state-image.js');
@@ -165,15 +165,7 @@ async function restores(what: 'map' | 'keep', bytes: number): Promise<Restore[]>
       while (!fs.existsSync(path.join(rundir, 'liveupdate'))) await sleep(10);
     }
   } finally {
-    let pid = 0;
-    try {
-      pid = Number(fs.readFileSync(path.join(rundir, 'pid'), 'utf8'));
-    } catch { /* none */ }
-    for (const x of new Set([p.child.pid!, pid, ...p.lines.map((l) => Number(l.pid))])) {
-      try {
-        if (x) process.kill(x, 'SIGKILL');
-      } catch { /* gone */ }
-    }
+    p.killAll(rundir);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   return out;
@@ -197,9 +189,6 @@ async function main(): Promise<void> {
 }
 
 function writeDocs(res: { date: string; command: string; machine: Record<string, unknown>; durationS: number; skipped: Record<string, string>; rates: Rate[]; restores: Restore[] }): void {
-  const doc = path.join(root, 'docs', 'benchmarks.md');
-  const begin = '<!-- bench:state:begin -->';
-  const end = '<!-- bench:state:end -->';
   const m = res.machine;
   const get = (s: string, note?: string): number | undefined => res.rates.find((r) => r.store.startsWith(s) && r.op === 'get' && (note === undefined || r.note?.startsWith(note)))?.opsPerSec;
   const luoGet = res.rates.find((r) => r.store === 'luo.map' && r.op === 'get' && !r.note)!.opsPerSec;
@@ -225,7 +214,7 @@ function writeDocs(res: { date: string; command: string; machine: Record<string,
   const SIZES = (res as unknown as { settings: { sizes: number[] } }).settings.sizes;
   const KEYS = (res as unknown as { settings: { keys: number } }).settings.keys;
   const OUT = from || opt('out', path.join(root, 'bench', 'results', `state-${res.date}.json`));
-  const section = [begin,
+  const section = [
     `${res.date}, \`${res.command}\` (${res.durationS} s), on ${String(m.cores)} × ${String(m.cpu)}, ${String(m.memGiB)} GiB, Linux ${String(m.kernel)}, Node ${String(m.node)}. Raw figures: \`bench/results/${path.basename(OUT)}\`.`,
     '',
     `Throughput, ${KEYS.toLocaleString('en')} keys of 10 bytes, values of 100 bytes, in a fixed non-sequential order, best of 5 passes (Redis: 3):`,
@@ -240,11 +229,8 @@ function writeDocs(res: { date: string; command: string; machine: Record<string,
     restoreRows.join('\n'),
     '',
     SIZES.length > 1 ? `luo.map restore, ${fmt(SIZES.at(-1)!)} against ${fmt(SIZES[0]!)} (target: within 1 ms): ${(['successor', 'in place'] as const).map((mode) => { const a = mapR.find((r) => r.bytes === SIZES.at(-1) && r.mode === mode)!.restoreMs; const b = mapR.find((r) => r.bytes === SIZES[0] && r.mode === mode)!.restoreMs; return `${mode} ${a.toFixed(3)} against ${b.toFixed(3)} ms (+${(a - b).toFixed(3)})`; }).join(', ')}. In place the next image makes its views of the arena's segments as it opens the map, and V8, counting that much new external memory, runs full collections (seen with \`--trace-gc\`: Mark-Compact, ~5 ms at 1 GB); a successor maps and pins the arena before the handover, while the old version serves. luo.keep's cost grows with the value and is paid inside the pause (save at FREEZE) and at the next version's start (load): use it for what is small or rarely updated, luo.map for what is big.` : '',
-    end].join('\n');
-  let text = fs.readFileSync(doc, 'utf8');
-  if (text.includes(begin)) text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
-  else text += `\n## State: luo.map and luo.keep beside a JS Map and Redis (\`npm run bench:state\`)\n\n${section}\n`;
-  fs.writeFileSync(doc, text);
+  ].join('\n');
+  writeDocSection('state', `State: luo.map and luo.keep beside a JS Map and Redis (\`npm run bench:state\`)`, section);
   log('docs/benchmarks.md regenerated');
 }
 

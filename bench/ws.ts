@@ -31,7 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { latencyChart, type MarkKind } from './chart.js';
-import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, root, run, sleep } from './common.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const APP = path.join(here, 'ws-app.js');
@@ -172,15 +172,7 @@ async function startLuoApp(tmp: string, successor: boolean): Promise<Service> {
       if (!rep.ok) throw new Error(`luo update failed: ${rep.error ?? r.out.slice(-400)}`);
     },
     async stop() {
-      let pid = 0;
-      try {
-        pid = Number(fs.readFileSync(path.join(rundir, 'pid'), 'utf8').trim());
-      } catch { /* never written */ }
-      for (const x of new Set([p.child.pid!, pid, ...p.lines.map((l) => Number(l.pid))])) {
-        try {
-          if (x) process.kill(x, 'SIGKILL');
-        } catch { /* gone */ }
-      }
+      p.killAll(rundir);
     },
   };
 }
@@ -331,11 +323,8 @@ export function wsSvg(res: WsResult): string {
 }
 
 export function writeWsDocs(res: WsResult, resultsFile: string): void {
-  const doc = path.join(root, 'docs', 'benchmarks.md');
-  const begin = '<!-- bench:ws:begin -->';
-  const end = '<!-- bench:ws:end -->';
   const m = res.machine;
-  const section = [begin,
+  const section = [
     `${res.date}, \`${res.command}\` (${res.durationS} s), on ${String(m.cores)} × ${String(m.cpu)}, ${String(m.memGiB)} GiB, Linux ${String(m.kernel)}, Node ${String(m.node)}. Raw figures: \`bench/results/${path.basename(resultsFile)}\`.`,
     '',
     wsTable(res),
@@ -344,20 +333,9 @@ export function writeWsDocs(res: WsResult, resultsFile: string): void {
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}\n`),
     '![WebSocket message latency across one update](bench-ws-latency.svg)',
-    end].join('\n');
-  let text = fs.readFileSync(doc, 'utf8');
-  if (text.includes(begin)) text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
-  else text += `\n## A WebSocket service: luo beside pm2 (\`npm run bench:ws\`, part of \`npm run bench\`)\n\n${section}\n`;
-  fs.writeFileSync(doc, text);
+  ].join('\n');
+  writeDocSection('ws', `A WebSocket service: luo beside pm2 (\`npm run bench:ws\`, part of \`npm run bench\`)`, section);
   fs.writeFileSync(path.join(root, 'docs', 'bench-ws-latency.svg'), wsSvg(res));
-}
-
-/** The results file: each series and each contender's marks on one line. */
-export function wsResultJson(r: WsResult): string {
-  const { series, marks, ...rest } = r;
-  const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
-  const lines = (o: Record<string, unknown>): string => Object.entries(o).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
-  return `${head},\n "marks": {\n${lines(marks)}\n },\n "series": {\n${lines(series)}\n }\n}\n`;
 }
 
 /** Run it, write the results file (and the docs unless --no-docs). */
@@ -367,7 +345,7 @@ export async function wsMain(argv: string[], command: string): Promise<void> {
   const i = argv.indexOf('--ws-out');
   const out = i >= 0 && argv[i + 1] ? argv[i + 1]! : path.join(root, 'bench', 'results', `ws-${res.date}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, wsResultJson(res));
+  fs.writeFileSync(out, resultJson(res));
   log(`ws results: ${path.relative(root, out)} (${res.durationS} s)`);
   if (!argv.includes('--no-docs')) {
     writeWsDocs(res, out);

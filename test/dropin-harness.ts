@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cliPath, distRoot, runNode, tmpDir, type Run } from './helpers.js';
+import { cliPath, distRoot, onJsonLines, runNode, tmpDir, type Run } from './helpers.js';
 
 export const repoRoot = path.resolve(distRoot, '..');
 export const appPath = (name: string): string => path.join(repoRoot, 'test', 'apps', name);
@@ -29,18 +29,9 @@ export class DropIn {
     this.rundir = env.LUO_RUNDIR ?? tmpDir('luo-dropin-');
     const [exe, ...rest] = argv;
     this.child = spawn(exe!, rest, { cwd: repoRoot, env: { ...process.env, LUO_RUNDIR: this.rundir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    this.child.stdout!.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (!line.startsWith('{')) continue;
-        const l = JSON.parse(line) as Record<string, unknown>;
-        this.lines.push(l);
-        this.#waiters = this.#waiters.filter((w) => !(w.pred(l) && (w.resolve(l), true)));
-      }
+    onJsonLines(this.child.stdout!, (l) => {
+      this.lines.push(l);
+      this.#waiters = this.#waiters.filter((w) => !(w.pred(l) && (w.resolve(l), true)));
     });
     this.child.stderr!.on('data', (d) => (this.stderr += d));
   }

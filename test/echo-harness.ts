@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { after } from 'node:test';
-import { descendants, imagePath } from './helpers.js';
+import { descendants, imagePath, onJsonLines } from './helpers.js';
 
 // Every service started here is killed when the test file ends, even after a timed-out test
 // (whose finally never runs): a live child would keep the file from ever exiting.
@@ -25,18 +25,9 @@ export class Service {
   constructor(env: NodeJS.ProcessEnv = {}, image = 'echo-a', args: string[] = []) {
     this.child = spawn(process.execPath, [imagePath(image), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     services.add(this);
-    let buf = '';
-    this.child.stdout!.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (!line.startsWith('{')) continue;
-        const l = JSON.parse(line) as Line;
-        this.lines.push(l);
-        this.#waiters = this.#waiters.filter((w) => (w.pred(l) ? (w.resolve(l), false) : true));
-      }
+    onJsonLines<Line>(this.child.stdout!, (l) => {
+      this.lines.push(l);
+      this.#waiters = this.#waiters.filter((w) => (w.pred(l) ? (w.resolve(l), false) : true));
     });
     this.child.stderr!.on('data', (d) => (this.stderr += d));
   }

@@ -76,6 +76,20 @@ export function jsonLines(out: string): Array<Record<string, unknown>> {
   return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+/** Each JSON line a stream carries, parsed, as it arrives (non-JSON lines ignored). */
+export function onJsonLines<T = Record<string, unknown>>(stream: NodeJS.ReadableStream, fn: (line: T) => void): void {
+  let buf = '';
+  stream.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.startsWith('{')) fn(JSON.parse(line) as T);
+    }
+  });
+}
+
 /** The device-service image (test/images/device-service.ts), started and ready. */
 export interface DeviceService {
   child: import('node:child_process').ChildProcess;

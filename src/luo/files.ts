@@ -40,6 +40,7 @@ import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stat
 import { asLuoError, runCallback, runInfallible, toU64, type Timeouts } from './callbacks.js';
 import type { FdRef, FileArgs, FileHandler, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve } from './file-handler.js';
 import type { Lifecycle } from './lifecycle.js';
+import type { CarriedEntry } from '../uapi/protocol.js';
 
 export type { FdRef, FileArgs, FileHandler };
 
@@ -54,21 +55,6 @@ export interface FilesHost {
   fatal(e: unknown): never;
   /** This image is the previous version, brought back in place after the next one failed. */
   rollback: boolean;
-}
-
-/** One handed-over token in the agent's report (GET_CARRIED). */
-export interface CarriedToken {
-  token: string;
-  compatible: string;
-  /** How the previous image named it (a server's address), '' when it did not. */
-  label: string;
-  /** Connections the previous image closed at its freeze instead of carrying them. */
-  closedAtFreeze: number;
-  restored: boolean;
-  /** FINISH released it: this version never restored it. */
-  released: boolean;
-  /** What restoring it found (integrations: connections, upgraded, claimed, unclaimed...). */
-  counts: Record<string, number>;
 }
 
 interface OutFile { token: bigint; handler: FileHandler; file: unknown; data: bigint; state: State; frozen: Frozen | null }
@@ -94,7 +80,7 @@ export class Files {
   /** The next cancel resumes files that were handed over (the next version failed). */
   #handedOver = false;
   /** Incoming: what each handed-over token was and became (the agent's report). */
-  readonly #report = new Map<bigint, CarriedToken>();
+  readonly #report = new Map<bigint, CarriedEntry>();
   /** What the last cancel after a handover resumed and closed. */
   lastResume: Resumed | null = null;
   /** Connections a rollback's restores left out: the failed version had used them. */
@@ -550,7 +536,7 @@ export class Files {
 
   /** Every handed-over token: what it was, whether it was restored or released at FINISH
    *  unrestored, and the counts (kept after FINISH for the agent). */
-  get carriedReport(): CarriedToken[] {
+  get carriedReport(): CarriedEntry[] {
     return [...this.#report.values()].map((r) => ({ ...r, counts: { ...r.counts } }));
   }
 

@@ -33,11 +33,11 @@
  *   wrote (a migration never reaches it).
  */
 import v8 from 'node:v8';
-import zlib from 'node:zlib';
 import { fail, LuoError } from '../errors.js';
 import {
   DIR_ENTRY, DIR_HEAD, DIR_LAYOUT, DIR_MAGIC, KIND_KEEP, KIND_MAP, NAME_MAX, STATE_SUBSYSTEM,
 } from '../uapi/state.js';
+import { crc32Skipping } from '../uapi/crc.js';
 import { PreservedMap, type StateMemory } from './map.js';
 
 export { PreservedMap, type StateMemory, type Key, type Value, type MapStats } from './map.js';
@@ -299,7 +299,8 @@ export class StateStore {
     const size = DIR_HEAD + entries.length * DIR_ENTRY;
     const addr = this.#mem.alloc(size);
     this.#outgoing.push([addr, size]);
-    const b = Buffer.from(this.#mem.view(addr, size).buffer, this.#mem.view(addr, size).byteOffset, size);
+    const v = this.#mem.view(addr, size);
+    const b = Buffer.from(v.buffer, v.byteOffset, size);
     b.fill(0);
     b.writeUInt32LE(DIR_MAGIC, 0);
     b.writeUInt32LE(DIR_LAYOUT, 4);
@@ -327,7 +328,8 @@ export class StateStore {
     } catch (e) {
       return bad(`is not in the memory handed over: ${(e as Error).message}`);
     }
-    const b = Buffer.from(this.#mem.view(addr, size).buffer, this.#mem.view(addr, size).byteOffset, size);
+    const v = this.#mem.view(addr, size);
+    const b = Buffer.from(v.buffer, v.byteOffset, size);
     if (size < DIR_HEAD || b.readUInt32LE(0) !== DIR_MAGIC) bad('has a bad magic');
     if (b.readUInt32LE(4) !== DIR_LAYOUT) bad(`has layout ${b.readUInt32LE(4)} (this luo reads ${DIR_LAYOUT})`);
     const n = b.readUInt32LE(8);
@@ -382,10 +384,5 @@ function migrateTo(name: string, from: number, to: number, up: Record<number, un
   }
 }
 
-function dirCrc(b: Uint8Array): number {
-  const copy = Buffer.from(b);
-  copy.writeUInt32LE(0, 12);
-  return zlibCrc(copy);
-}
-
-const zlibCrc = (b: Uint8Array): number => zlib.crc32(b) >>> 0;
+/** The directory's checksum: its field is bytes 12-15. */
+const dirCrc = (b: Uint8Array): number => crc32Skipping(b, 12);

@@ -21,12 +21,12 @@
  * JSON.stringify takes (read back with JSON.parse: a Date comes back as its string).
  * Keys: strings or Uint8Arrays (distinct: "a" and bytes [0x61] are two keys).
  */
-import zlib from 'node:zlib';
 import { fail } from '../errors.js';
 import {
   ENTRY_HEAD, FREE_CLASSES, FREE_HEADS, KEY_BYTES, KEY_LEN_MASK, KEY_ONE_BYTE, KEY_TWO_BYTE, MAP_HEADER, MAP_LAYOUT, MAP_MAGIC, MAX_SEGMENTS,
   OFF_MASK, SEG_SHIFT, SEG_TABLE, SEGMENT_MAX, TOMBSTONE, VAL_ASCII, VAL_BYTES, VAL_JSON, VAL_NUMBER, VAL_STRING, VAL_UNDEFINED, capFor, classOf,
 } from '../uapi/state.js';
+import { crc32Skipping } from '../uapi/crc.js';
 
 /** Preserved memory as the state layer uses it (luo's arena; luo.ts adapts its Kho). */
 export interface StateMemory {
@@ -726,9 +726,4 @@ function keyBytes(key: Key): number {
 }
 
 /** CRC-32 of a header with its checksum field (bytes 8-11) counted as zero. */
-function headerCrc(h: Uint8Array): number {
-  let c = zlib.crc32(h.subarray(0, 8));
-  c = zlib.crc32(ZERO, c);
-  return zlib.crc32(h.subarray(12), c) >>> 0;
-}
-const ZERO = new Uint8Array(4);
+const headerCrc = (h: Uint8Array): number => crc32Skipping(h, 8);
