@@ -69,12 +69,21 @@ function install(g: Guard): void {
     const f = failure(status);
     if (g.mode === 'exec' && g.entry) load().rollbackInPlace(g.entry, { ...f, reason: `the next version ${f.reason.replace(/^it /, '')} before it finished its update` });
     else if (link >= 3) load().reportToPrevious(link, f);
+    // Still here (the previous version could not be brought back): the process exits, now.
+    // Node's exit-time cleanup after this (the watchdog thread's teardown) hung the process,
+    // now and then, on Node 24: a main thread waiting on a futex, no other thread left.
+    stopWatchdog();
+    if (g.mode === 'exec' && g.entry && status !== null) load().exitNow(status);
   };
   process.on('exit', (code) => giveUp(code));
 
   // In place, nobody else can tell it hangs: a thread that does not need the event loop.
   let watchdog: Worker | null = null;
   const flag = new Int32Array(new SharedArrayBuffer(12)); // [0] committed, [1] heartbeat, [2] up
+  const stopWatchdog = (): void => {
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+  };
   if (g.mode === 'exec' && g.entry) {
     watchdog = new Worker(new URL('./watchdog.cjs', here), {
       workerData: { flag: flag.buffer, ring, deadline: g.deadline, upBy: g.upBy, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
@@ -100,8 +109,7 @@ function install(g: Guard): void {
     },
     async commit() {
       armed = false;
-      Atomics.store(flag, 0, 1);
-      Atomics.notify(flag, 0);
+      stopWatchdog();
       const w = watchdog;
       watchdog = null;
       await w?.terminate();

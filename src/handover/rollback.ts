@@ -52,6 +52,14 @@ export function previousImage(entry: string): PreviousImage {
   }
 }
 
+/** End the process now (_exit), with `status`: a failed next image whose previous version
+ *  could not be brought back, from the guard's exit handler. Node's own exit-time cleanup
+ *  there (with the guard's watchdog thread) hung now and then on Node 24, the process never
+ *  gone; what it had to say is written already (stderr is written synchronously). */
+export function exitNow(status: number): never {
+  return sys.exitNow(status);
+}
+
 /** Exec the previous image in place with the same handover. Returns only if it could not. */
 export function rollbackInPlace(entry: string, failure: Failure): void {
   let prev: PreviousImage;

@@ -19,7 +19,7 @@ import { koffi, koffiLib } from './ffi.js';
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
   memfd_create: Fn; ftruncate: Fn; fallocate: Fn; mmap: Fn; munmap: Fn; fcntl: Fn;
-  dup: Fn; dup3: Fn; close: Fn; execve: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn; sched_setscheduler: Fn;
+  dup: Fn; dup3: Fn; close: Fn; execve: Fn; _exit: Fn; waitpid: Fn; getpid: Fn; madvise: Fn; close_range: Fn; sched_setscheduler: Fn;
   getrlimit: Fn; setrlimit: Fn; pwrite: Fn;
 }
 let lib: Libc | undefined;
@@ -38,6 +38,7 @@ function libc(): Libc {
     dup3: so.func('int dup3(int oldfd, int newfd, int flags)'),
     close: so.func('int close(int fd)'),
     execve: so.func('int execve(const char *path, const char **argv, const char **envp)'),
+    _exit: so.func('void _exit(int status)'),
     waitpid: so.func('int waitpid(int pid, _Out_ int *status, int options)'),
     getpid: so.func('int getpid()'),
     madvise: so.func('int madvise(void *addr, size_t length, int advice)'),
@@ -293,6 +294,12 @@ export function getpid(): number {
 export function execveRaw(file: string, argv: string[], envp: string[]): never {
   libc().execve(file, [...argv, null], [...envp, null]);
   throw new SysError('execve', koffi().errno(), file);
+}
+
+/** _exit(2): end the process now, without Node's exit-time cleanup. */
+export function exitNow(status: number): never {
+  libc()._exit(status);
+  throw new Error('_exit returned');
 }
 
 export interface WaitResult { pid: number; status: number; exited: boolean; code: number | null; signal: number | null }
