@@ -12,7 +12,9 @@
  *   floor     `node -e 0` (spawned), and an exec in place into `node -e` (bench/kho-image.js)
  *
  * Load, for each update: `connections` long-lived keep-alive connections each sending a
- * request a second, plus 4 clients issuing requests back to back (PUT then GET of their own
+ * request a second (fewer when that is more than half of the service's capacity, measured
+ * once before the connections sweep: then the rate is half of it), plus 4 clients issuing
+ * requests back to back (PUT then GET of their own
  * keys, so a lost write is seen). Measured per update: the longest time a busy client went
  * without an answer (the pause), p50/p99 latency of requests answered during the update,
  * connections dropped, requests failed, and whether the state was kept (every key a client
@@ -75,6 +77,8 @@ const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(C
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
   pauseMs: number; p50Ms: number; p99Ms: number; steadyP99Ms: number; updateMs: number; dropped: number; failed: number;
+  /** The long-lived connections' load, requests per second (scaled to the capacity). */
+  loadRps: number;
   stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; stateRestoreMs?: number;
 }
 
@@ -195,8 +199,32 @@ async function startPm2(tmp: string, args: string[]): Promise<Runner> {
 }
 
 /** One update under load; returns the trial and the busy clients' latency series. */
+/**
+ * What the service can serve: 8 clients issuing requests back to back for 2 s (after a
+ * second of warm-up), in requests per second. Measured once, on the first service the
+ * connections sweep starts, and used for every contender.
+ */
+async function capacity(port: number): Promise<number> {
+  const cs = Array.from({ length: 8 }, (_, i) => new HttpClient(port, 900 + i));
+  await Promise.all(cs.map((c) => c.start()));
+  await sleep(1000);
+  const t0 = performance.now();
+  await sleep(2000);
+  const t1 = performance.now();
+  await Promise.all(cs.map((c) => c.stop()));
+  const n = cs.reduce((k, c) => k + c.lat.filter(([e]) => e >= t0 && e <= t1).length, 0);
+  return (n * 1000) / (t1 - t0);
+}
+/** The long-lived connections' load may use at most this share of the measured capacity. */
+const LOAD_SHARE = 0.5;
+let measuredCapacity: number | null = null;
+/** Each long-lived connection's interval: a request a second, or slower when that many
+ *  connections would ask more than LOAD_SHARE of the capacity. */
+const intervalFor = (connections: number): number => (measuredCapacity === null ? 1000 : Math.max(1000, Math.ceil((connections * 1000) / (LOAD_SHARE * measuredCapacity))));
+
 async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]>; marks: Array<[number, MarkKind]> }> {
-  const idle = new IdleHttp(r.port, connections, 1000);
+  const everyMs = intervalFor(connections);
+  const idle = new IdleHttp(r.port, connections, everyMs);
   const busy = Array.from({ length: 4 }, (_, i) => new HttpClient(r.port, 1000 + rep * 10 + i));
   await idle.start();
   await Promise.all(busy.map((c) => c.start()));
@@ -231,6 +259,7 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
     // The same clients in the second before the update: the service's steady state at this
     // load (a figure near the pause means the load saturates it, and the pause measures that).
     steadyP99Ms: Math.round(latencyPercentile(busy, t0 - 1000, t0, 99) * 100) / 100,
+    loadRps: Math.round((connections * 1000) / everyMs),
     updateMs: Math.round(t1 - t0),
     dropped: all.reduce((n, c) => n + c.counts.dropped, 0) - d0,
     failed: all.reduce((n, c) => n + c.counts.failed, 0) - f0,
@@ -298,7 +327,7 @@ async function main(): Promise<void> {
       series[contender] = s;
       marks[contender] = mk;
     }
-    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections, update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections (${t.loadRps} req/s), update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
   };
   for (const contender of CONTENDERS) {
     const isLuo = contender.startsWith('luo');
@@ -324,6 +353,10 @@ async function main(): Promise<void> {
       for (const pt of rest) {
         const x = await launch(contender, pt);
         try {
+          if (measuredCapacity === null) {
+            measuredCapacity = await capacity(x.r.port);
+            log(`capacity: ${Math.round(measuredCapacity)} requests/s (8 clients back to back); the long-lived connections use at most ${LOAD_SHARE * 100} % of it`);
+          }
           for (let rep = 0; rep < (isLuo ? REPS : Math.max(1, REPS - 1)); rep++) await record(contender, pt, x, rep);
         } finally {
           await stop(x);
@@ -336,7 +369,7 @@ async function main(): Promise<void> {
   }
   const result = {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
-    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION },
+    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION, capacityRps: measuredCapacity === null ? null : Math.round(measuredCapacity), loadShare: LOAD_SHARE },
     durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, marks, series,
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };
@@ -359,13 +392,13 @@ const NAMES: Record<Contender, string> = {
 
 /** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
 export function table(res: Result, trials = res.trials): string {
-  const rows: string[] = ['| contender | state | connections | pause (max gap) ms | p50 / p99 ms | steady p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const rows: string[] = ['| contender | state | connections (load req/s) | pause (max gap) ms | p50 / p99 ms | steady p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|'];
   const keys = [...new Set(trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
   for (const k of keys) {
     const ts = trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
     const t = ts[0]!;
     const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
-    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')}${t.loadRps !== undefined ? ` (${t.loadRps.toLocaleString('en')})` : ''} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
   }
   return rows.join('\n');
 }
@@ -396,7 +429,7 @@ function writeDocs(res: Result): void {
     '',
     table(res, res.trials.filter((t) => t.stateBytes === (res.settings.sizes as number[])[0])),
     '',
-    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load). dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
+    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load). load: the long-lived connections\' requests per second, a request a second each unless that would ask more than half of what the service can serve (measured first: 8 clients back to back), then slower for each. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',

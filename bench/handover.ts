@@ -15,6 +15,12 @@
  *          --compare DIR  also run another build (DIR is its dist/, e.g. a checkout of the
  *                         previous commit, built) on the same sizes and modes, alternating
  *                         with this one, so that both are measured in one run.
+ * Successor mode also samples memory (every 10 ms, /proc/<pid>/status): one image's resident
+ * set before the update, the successor's when the pause begins (its sockets built, the arena
+ * mapped), and the two processes' combined peak, summed and with the pages they share (node's
+ * code, the arena) counted once.
+ * BENCH_NODE_ARGS: extra node flags for the service's first image, whose other output then
+ * goes to stderr (diagnosis: e.g. "--trace-opt --trace-deopt").
  * Writes bench/results/handover-<date>.json (--out FILE: elsewhere).
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -52,8 +58,8 @@ class Svc {
   child: ReturnType<typeof spawn>;
   lines: Array<Record<string, any>> = [];
   constructor(mode: 'exec' | 'successor', echo: string) {
-    this.child = spawn(process.execPath, ['--max-old-space-size=2048', echo], {
-      env: { ...process.env, LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
+    this.child = spawn(process.execPath, ['--max-old-space-size=2048', ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), echo], {
+      env: { ...process.env, ECHO_COUNT_FDS: '0', LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let buf = '';
@@ -64,6 +70,7 @@ class Svc {
         const l = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (l.startsWith('{')) this.lines.push(JSON.parse(l));
+        else if (process.env.BENCH_NODE_ARGS) process.stderr.write(`${l}\n`); // what those flags print
       }
     });
   }
@@ -90,6 +97,68 @@ class Svc {
 }
 
 interface Probe { sock: net.Socket; rx: number[] }
+
+/** A process's resident set in MiB, by kind (null when it is gone): anonymous (its own),
+ *  file-backed (node's code and libraries, shared with every node process) and shared memory
+ *  (the arena's memfd, shared between the two images). */
+interface Rss { anon: number; file: number; shmem: number }
+function rssOf(pid: number): Rss | null {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN) / 1024;
+    return { anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
+  } catch {
+    return null;
+  }
+}
+const total = (r: Rss): number => r.anon + r.file + r.shmem;
+/** The successor a running image started (its child running node), if any. */
+function childOf(pid: number): number | null {
+  try {
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return kids.at(-1) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Successor mode: the memory of an update, sampled every 10 ms from the signal to the next
+ * image's ready line: both processes' resident sets (the old image's, the successor's).
+ */
+class MemorySampler {
+  samples: Array<{ t: number; old: Rss | null; next: Rss | null }> = [];
+  #timer: NodeJS.Timeout;
+  constructor(old: number) {
+    let next: number | null = null;
+    this.#timer = setInterval(() => {
+      next ??= childOf(old);
+      this.samples.push({ t: performance.now(), old: rssOf(old), next: next === null ? null : rssOf(next) });
+    }, 10);
+  }
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+  /**
+   * The successor's resident set at `t` (the last sample before it); the two processes'
+   * combined peak while both lived, as the sum of their resident sets (what each counts as
+   * its own, shared pages twice) and with the pages they share counted once (each one's
+   * anonymous pages, plus the larger of their file-backed and of their shared-memory pages:
+   * the same node binary, the same arena).
+   */
+  at(t: number): { successorMb: number; bothPeakMb: number; bothSharedOnceMb: number } {
+    const before = this.samples.filter((x) => x.t <= t && x.next !== null && Number.isFinite(total(x.next)));
+    const ok = (r: Rss | null): r is Rss => r !== null && Number.isFinite(total(r));
+    const both = this.samples.filter((x) => ok(x.old) && ok(x.next)) as Array<{ old: Rss; next: Rss }>;
+    if (process.env.BENCH_MEM_DEBUG) console.error(JSON.stringify(this.samples.filter((_, i) => i % 20 === 0).slice(0, 40)));
+    const max = (xs: number[]): number => (xs.length ? Math.max(...xs) : NaN);
+    return {
+      successorMb: before.length ? total(before.at(-1)!.next!) : NaN,
+      bothPeakMb: max(both.map((x) => total(x.old) + total(x.next))),
+      bothSharedOnceMb: max(both.map((x) => x.old.anon + x.next.anon + Math.max(x.old.file, x.next.file) + Math.max(x.old.shmem, x.next.shmem))),
+    };
+  }
+}
 
 async function runSize(n: number, mode: 'exec' | 'successor', build: { name: string; echo: string }): Promise<Record<string, unknown>> {
   const svc = new Svc(mode, build.echo);
@@ -119,9 +188,12 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
   const results: Array<Record<string, number>> = [];
   for (let u = 0; u < UPDATES; u++) {
     const from = svc.lines.length;
+    const oneMb = total(rssOf(svc.pid)!);
+    const mem = mode === 'successor' ? new MemorySampler(svc.pid) : null;
     const t0 = performance.now();
     process.kill(svc.pid, 'SIGUSR2');
     const ready = await svc.wait((l) => l.event === 'ready' || l.event === 'update-failed', from);
+    mem?.stop();
     if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
     await sleep(Math.max(400, n / 20));
     // The service pause: the longest stretch, from the last echo before the signal on, in
@@ -129,7 +201,8 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     // one served). Each probe's own longest silence is its connection gap.
     const all = probes.flatMap((p) => p.rx).sort((a, b) => a - b);
     let pause = 0;
-    for (let i = Math.max(1, all.findLastIndex((t) => t < t0)); i < all.length; i++) pause = Math.max(pause, all[i]! - all[i - 1]!);
+    let at = 0;
+    for (let i = Math.max(1, all.findLastIndex((t) => t < t0)); i < all.length; i++) if (all[i]! - all[i - 1]! > pause) { pause = all[i]! - all[i - 1]!; at = all[i - 1]!; }
     const gaps = probes.map((p) => {
       let i = p.rx.findLastIndex((t) => t < t0);
       if (i < 0) i = 0;
@@ -138,13 +211,20 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
       p.rx = p.rx.slice(-1);
       return { gap: best };
     });
-    results.push({ servicePauseMs: pause, gapP50Ms: pct(gaps.map((g) => g.gap), 0.5), gapMaxMs: Math.max(...gaps.map((g) => g.gap)), restored: ready.restored, bootMs: ready.bootMs });
+    // Memory: one image's resident set before the update; the successor's when the pause
+    // began (its sockets built, the arena mapped); the two processes' combined peak.
+    const m = mem?.at(at) ?? null;
+    results.push({
+      servicePauseMs: pause, gapP50Ms: pct(gaps.map((g) => g.gap), 0.5), gapMaxMs: Math.max(...gaps.map((g) => g.gap)), restored: ready.restored, bootMs: ready.bootMs,
+      ...(m ? { oneImageMb: oneMb, successorAtFreezeMb: m.successorMb, bothPeakMb: m.bothPeakMb, bothSharedOnceMb: m.bothSharedOnceMb } : {}),
+    });
   }
   clearInterval(pinger);
   for (const s of socks) s.destroy();
   svc.kill();
   const med = (k: string): number => pct(results.map((r) => r[k]!), 0.5);
-  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), runs: results };
+  const memory = mode === 'successor' ? { oneImageMb: med('oneImageMb'), successorAtFreezeMb: med('successorAtFreezeMb'), bothPeakMb: med('bothPeakMb'), bothSharedOnceMb: med('bothSharedOnceMb') } : {};
+  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), ...memory, runs: results };
 }
 
 const rows = [];
@@ -155,6 +235,10 @@ for (const mode of MODES) {
     const r = await runSize(n, mode, b);
     rows.push(r);
     console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms`);
+    if (mode === 'successor') {
+      const one = r.oneImageMb as number;
+      console.log(`  memory (resident): one image ${one.toFixed(0)} MiB; the successor at the freeze ${(r.successorAtFreezeMb as number).toFixed(0)} MiB; both at their peak ${(r.bothSharedOnceMb as number).toFixed(0)} MiB counting shared pages once (${((r.bothSharedOnceMb as number) / one).toFixed(2)}× one image), ${(r.bothPeakMb as number).toFixed(0)} MiB summed (${((r.bothPeakMb as number) / one).toFixed(2)}×)`);
+    }
   }
 }
 console.log(`\n|${builds.length > 1 ? ' build |' : ''} mode | connections | service pause ms | vs floor | connection gap p50 ms | connection gap max ms |`);

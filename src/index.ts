@@ -11,6 +11,8 @@ import { Device, type DeviceOptions } from './device/server.js';
 import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { collectGarbage } from './handlers/node-internals.js';
+import { prebuild } from './handlers/prebuilt.js';
+import { warmRunning, warmSuccessor } from './warm.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
 export * from './errors.js';
@@ -36,6 +38,8 @@ export function boot(opts: LuoOptions = {}): Luo {
   return Luo.boot({
     ...opts,
     handlers: [...builtinHandlers(), ...(opts.handlers ?? [])],
+    // A running image, after its early send: the freeze's loops, warmed while it serves.
+    warm: opts.warm ?? warmRunning,
     ...(successor ? {
       beforeHandover: () => {
         Device.awaitPrewarm(2000);
@@ -43,6 +47,13 @@ export function boot(opts: LuoOptions = {}): Luo {
       },
       // The arena is mapped and viewed (V8 counted a large external buffer and started a
       // collection): finish it now, not in the pause.
+      // The connections sent early get their sockets now (adopting one in the pause is then a
+      // lookup); the collection below settles what building them allocated.
+      prebuild: (fds: number[]) => {
+        prebuild(fds);
+        warmSuccessor(fds.length);
+        opts.prebuild?.(fds);
+      },
       settle: () => {
         collectGarbage();
         opts.settle?.();

@@ -5,6 +5,7 @@
  * repeated or reordered byte is caught at the byte where it happens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after } from 'node:test';
 import { descendants, imagePath, onJsonLines } from './helpers.js';
@@ -139,3 +140,13 @@ export class StreamClient {
     }
   }
 }
+
+/** Sockets a process holds, stdio aside (a child's stdio pipes are socketpairs). */
+export const socketCount = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
+  if (Number(f) <= 2) return false;
+  try {
+    return fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
+  } catch {
+    return false;
+  }
+}).length;

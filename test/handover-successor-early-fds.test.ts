@@ -4,20 +4,9 @@
 // the new ones answered by the old image, the server serving): the closed ones are not adopted and their early copies are closed, the new ones
 // are carried, every byte of the others comes back exactly once, and no fd leaks.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import test from 'node:test';
-import { Service, StreamClient } from './echo-harness.js';
+import { Service, StreamClient, socketCount as sockets } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
-
-/** Sockets a process holds, stdio aside (a child's stdio pipes are socketpairs). */
-const sockets = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).filter((f) => {
-  if (Number(f) <= 2) return false;
-  try {
-    return fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
-  } catch {
-    return false;
-  }
-}).length;
 
 test('connections closed and opened after the successor got its fds early: dropped and carried, exactly once, no leak', { timeout: 120_000 }, async () => {
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_FREEZE_HOLD: '1' });

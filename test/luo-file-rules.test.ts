@@ -153,9 +153,9 @@ test('early fds (successor mode): each fd a handler lets go early comes with a k
   luo.registerFileHandler(mk('early-v1', () => [{ fd: 1, key }, { fd: 2, key: {} }]) as FileHandler);
   luo.registerFileHandler(mk('keyless-v1', () => [{ fd: 3, key: null as unknown as object }]) as FileHandler);
   luo.preserveFile(7n, { kind: 'early-v1' });
-  assert.deepEqual(luo.files.earlyRefs(), [], 'nothing before PREPARE');
+  assert.deepEqual(await luo.files.earlyRefs(), [], 'nothing before PREPARE');
   await luo.prepare();
-  const refs = luo.files.earlyRefs();
+  const refs = await luo.files.earlyRefs();
   assert.deepEqual(refs.map((r) => r.fd), [1, 2]);
   assert.equal(refs[0]!.key, key);
   await luo.cancel();

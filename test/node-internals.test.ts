@@ -8,8 +8,8 @@ import net from 'node:net';
 import test from 'node:test';
 import vm from 'node:vm';
 import {
-  attachToServer, collectGarbage, fdOf, firstChanged, handleOf, hasDecoder, httpBusy, isReading, readBuffered, READ_ENDED, resumeReading,
-  scanSockets, stopAll, stopReading, trackWrites, udpHandleOf, unsentBytes, WRITE_ENDED,
+  attachToServer, collectGarbage, fdOf, firstChanged, handleOf, hasDecoder, httpBusy, isIdle, isReading, NO_FIRST_READ, QuietWatch, readBuffered, READ_ENDED, resumeReading,
+  scanSockets, stopAll, stopReading, trackWrites, udpHandleOf, unsentBytes, unwatchQuiet, watchQuiet, WRITE_ENDED,
 } from '../src/handlers/node-internals.js';
 import * as sys from '../src/sys/index.js';
 
@@ -203,4 +203,76 @@ test('collectGarbage: a full collection on demand, without --expose-gc, and gc s
   assert.equal(ref.deref(), undefined, 'the unreachable object was collected');
   assert.equal(vm.runInNewContext('typeof gc'), 'undefined', 'gc is not exposed to other code');
   assert.equal(collectGarbage(), true, 'again');
+});
+
+test('watchQuiet: an idle connection is marked moved, once, by data arriving, a write, an end or a destroy; not while it stays idle', async () => {
+  const pairs = await Promise.all([pair(), pair(), pair(), pair(), pair()]);
+  const w = new QuietWatch(pairs.length);
+  pairs.forEach((p, i) => {
+    p.b.on('data', () => {});
+    assert.equal(isIdle(p.b), true);
+    assert.equal(watchQuiet(p.b, w, i), true);
+  });
+  const moves: net.Socket[] = [];
+  w.onMove = (s) => moves.push(s);
+  await tick();
+  assert.deepEqual(w.movedList, [], 'nothing moved while idle');
+  pairs[0]!.a.write('x'); // data arriving: push
+  await tick();
+  pairs[1]!.b.write('y');
+  pairs[2]!.b.end();
+  pairs[3]!.b.destroy();
+  pairs[1]!.b.write('again');
+  assert.deepEqual(w.movedList, [0, 1, 2, 3]);
+  assert.deepEqual([...w.moved], [1, 1, 1, 1, 0]);
+  assert.equal(moves.length, 4, 'onMove once per connection');
+  unwatchQuiet(pairs[4]!.b);
+  pairs[4]!.b.write('z');
+  assert.deepEqual(w.movedList, [0, 1, 2, 3], 'an unwatched one does not count');
+  for (const p of pairs) {
+    p.a.destroy();
+    p.b.destroy();
+    p.server.close();
+  }
+});
+
+test('watchQuiet: an HTTP keep-alive connection moves when its parser consumes the next request (the parser reads in C++, not through push)', async () => {
+  const server = http.createServer({ keepAliveTimeout: 10_000 }, (_req, res) => res.end('ok'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const port = (server.address() as net.AddressInfo).port;
+  let conn: net.Socket | null = null;
+  server.on('connection', (s) => (conn = s));
+  const get = (): Promise<void> => new Promise((r) => http.get({ port, host: '127.0.0.1', agent }, (res) => res.resume().on('end', () => r())));
+  await get();
+  await tick();
+  const s = conn!;
+  assert.equal(isIdle(s), true, 'between requests it is idle');
+  const w = new QuietWatch(1);
+  assert.equal(watchQuiet(s, w, 0), true, 'its parser has the kOnExecute callback');
+  await tick();
+  assert.deepEqual(w.movedList, []);
+  await get();
+  assert.deepEqual(w.movedList, [0], 'the second request moved it');
+  agent.destroy();
+  server.close();
+});
+
+test('a socket built on an fd with manualStart reads nothing until read(0) (prebuilt sockets of a successor)', async () => {
+  const { server, a, b } = await pair();
+  stopReading(b); // the copy below is the only reader
+  const fd = sys.dup(fdOf(b));
+  const s = new net.Socket({ fd, readable: true, writable: true, ...NO_FIRST_READ });
+  a.write('hello');
+  await tick();
+  assert.equal(s.readableLength, 0, 'not read yet');
+  let got = '';
+  s.on('data', (d) => (got += d.toString()));
+  s.read(0);
+  await tick();
+  assert.equal(got, 'hello');
+  s.destroy();
+  a.destroy();
+  b.destroy();
+  server.close();
 });

@@ -37,10 +37,11 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeTable, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, dropEntries, encodeEntries, encodeTable, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
+import { take } from './prebuilt.js';
 import {
-  READ_ENDED, WRITE_ENDED, bytesConsumed, bytesWrittenToKernel, endHold, NO_FIRST_READ, fdOf, finHandedOver, firstChanged, handleFd, markHold, newHoldEpoch, pendingWriteBytes, queuedBytes, startHold,
+  QuietWatch, READ_ENDED, WRITE_ENDED, bytesConsumed, isIdle, leftHttp, unwatchQuiet, watchQuiet, bytesWrittenToKernel, endHold, NO_FIRST_READ, fdOf, finHandedOver, firstChanged, handleFd, markHold, newHoldEpoch, pendingWriteBytes, queuedBytes, startHold,
   readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
 } from './node-internals.js';
 import { FIN_SENT, UNKNOWN } from '../uapi/connections.js';
@@ -70,6 +71,108 @@ interface WithBytes { unread: Buffer; unsent: Buffer; meta?: Buffer; readable: n
  *  it read and did not deliver yet (in front of the socket's unread bytes), and its meta. */
 export interface Extra { prefix: Buffer; meta: Buffer }
 
+/**
+ * The idle connections of a set, taken at the early send (successor mode, still serving) and
+ * watched from then on (node-internals: QuietWatch). At the snapshot the ones that did not
+ * move since are taken from here as they are, without a pass over them: their fds, keys,
+ * counters and table entries are these. The others (moved, busy at the time, accepted since)
+ * go through the snapshot as usual.
+ */
+export class Baseline {
+  readonly sockets: net.Socket[] = [];
+  readonly handles: StreamHandle[] = [];
+  readonly fds: number[] = [];
+  /** Each idle connection as an early ref: its fd, keyed by its handle. */
+  readonly refs: Array<{ fd: number; key: object; stream: true }> = [];
+  rx: Float64Array = new Float64Array(0);
+  tx: Float64Array = new Float64Array(0);
+  /** Their table entries, encoded once taken. */
+  words: Uint32Array = new Uint32Array(0);
+  readonly watch: QuietWatch;
+  /** The hold epoch of their snapshot (each is marked with it as it is taken). */
+  readonly epoch = newHoldEpoch();
+  /** The connections that were not idle (they go through the snapshot). */
+  readonly others: net.Socket[] = [];
+
+  private constructor(count: number) {
+    this.watch = new QuietWatch(count);
+  }
+
+  /**
+   * Take it over `sockets` in slices of at most `sliceMs`, the event loop serving between
+   * them (a pass over 10 000 connections takes ~10 ms here). A connection that moves once
+   * taken counts as moved; one accepted meanwhile is the caller's (it is not in `sockets`).
+   */
+  static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number }): Promise<Baseline> {
+    const sliceMs = opts.sliceMs ?? 2;
+    const all = [...sockets];
+    const b = new Baseline(all.length);
+    const rx = new Float64Array(all.length);
+    const tx = new Float64Array(all.length);
+    let start = performance.now();
+    for (let i = 0; i < all.length; i++) {
+      if ((i & 255) === 255 && performance.now() - start >= sliceMs) {
+        await new Promise((r) => setImmediate(r));
+        start = performance.now();
+      }
+      const s = all[i]!;
+      if (s.destroyed) continue;
+      const base = (s as Based)[BASE];
+      // An upgraded HTTP connection (a WebSocket) is never idle here: its owner's state
+      // crosses with it, taken at the snapshot.
+      if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || !watchQuiet(s, b.watch, b.sockets.length)) {
+        b.others.push(s);
+        continue;
+      }
+      const h = (s as unknown as { _handle: StreamHandle })._handle;
+      const k = b.sockets.length;
+      markHold(s, b.epoch);
+      b.sockets.push(s);
+      b.handles.push(h);
+      const fd = handleFd(h);
+      b.fds.push(fd);
+      b.refs.push({ fd, key: h, stream: true });
+      rx[k] = (base?.rx ?? 0) + bytesConsumed(s);
+      tx[k] = (base?.tx ?? 0) + bytesWrittenToKernel(s);
+    }
+    const n = b.sockets.length;
+    b.rx = rx.subarray(0, n);
+    b.tx = tx.subarray(0, n);
+    b.words = encodeEntries(new Uint8Array(n), b.rx, b.tx, n);
+    return b;
+  }
+
+  get count(): number {
+    return this.sockets.length;
+  }
+
+  /** Every connection still live and not moved, as an early ref, then every other one. */
+  earlyRefs(): Array<{ fd: number; key: object; stream: true }> {
+    const out: Array<{ fd: number; key: object; stream: true }> = [];
+    const moved = this.watch.moved;
+    for (let i = 0; i < this.refs.length; i++) if (moved[i] === 0) out.push(this.refs[i]!);
+    for (const s of [...this.others, ...this.movedSockets()]) {
+      const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
+      if (h && !s.destroyed) out.push({ fd: handleFd(h), key: h, stream: true });
+    }
+    return out;
+  }
+
+  /** The idle connections that moved since (they go through the snapshot now). */
+  movedSockets(from = 0): net.Socket[] {
+    const l = this.watch.movedList;
+    const out: net.Socket[] = [];
+    for (let j = from; j < l.length; j++) out.push(this.sockets[l[j]!]!);
+    return out;
+  }
+
+  /** Stop watching (the update was cancelled, or a new baseline replaces this one). */
+  drop(): void {
+    this.watch.onMove = null;
+    for (const s of this.sockets) unwatchQuiet(s);
+  }
+}
+
 /** What a snapshot took of a set of connections (parallel arrays: one index per connection). */
 export class ConnSnapshot {
   readonly sockets: net.Socket[];
@@ -84,6 +187,10 @@ export class ConnSnapshot {
   readonly tx: Float64Array;
   /** The hold epoch of this snapshot (node-internals: startHold at the point of no return). */
   readonly epoch = newHoldEpoch();
+  /** Table entries 0..quiet.count-1 are a baseline's unmoved connections (this snapshot's
+   *  own come after them): verified by its watch (none may move after the snapshot), their
+   *  entries encoded already. */
+  quiet: { base: Baseline; count: number; movedAt: number; words: Uint32Array } | null = null;
 
   constructor(scan: { sockets: net.Socket[]; handles: StreamHandle[]; fds: number[]; flags: number[] }) {
     this.sockets = scan.sockets;
@@ -230,15 +337,37 @@ export function snapshotConnections(sockets: Iterable<net.Socket>, extra?: Reado
   return snap;
 }
 
+/**
+ * A snapshot with a baseline: the baseline's unmoved connections first, as they were at the
+ * early send (no pass over them: their entries, fds and keys are the baseline's), then the
+ * snapshot of the others (`rest`: the baseline's others, its moved ones and those accepted
+ * since), whose arrays and withBytes are indexed from 0 (table entry quiet.count + i).
+ */
+export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>, extra?: ReadonlyMap<net.Socket, Extra>): ConnSnapshot {
+  const movedAt = base.watch.movedList.length;
+  const snap = snapshotConnections(rest, extra);
+  snap.quiet = { base, count: base.count - movedAt, movedAt, words: dropEntries(base.words, base.watch.movedList) };
+  return snap;
+}
+
+/** Into out[at..]: each of `refs` whose index is not marked in `moved`. How many. */
+export function keptRefs<R>(refs: readonly R[], moved: Uint8Array, out: R[], at: number): number {
+  let j = at;
+  for (let i = 0; i < refs.length; i++) if (moved[i] === 0) out[j++] = refs[i]!;
+  return j - at;
+}
+
 /** The point of no return: from here this process neither writes to nor reads any connection
  *  of the snapshot (a successor owns them) until releaseSnapshot. */
 export function holdSnapshot(snap: ConnSnapshot): void {
   startHold(snap.epoch);
+  if (snap.quiet) startHold(snap.quiet.base.epoch);
 }
 
 /** The update did not commit: what this process wrote meanwhile goes out. */
 export function releaseSnapshot(snap: ConnSnapshot): void {
   endHold(snap.epoch);
+  if (snap.quiet) endHold(snap.quiet.base.epoch);
 }
 
 /** EBUSY unless every connection of the snapshot is exactly as it was then. */
@@ -256,6 +385,12 @@ export function verifySnapshot(snap: ConnSnapshot): void {
       if (!stillStopped(s, h) || s.readableLength !== b.readable || s.writableLength !== b.writable || queuedBytes(h) !== b.queued) changed(i);
     }
   }
+  const q = snap.quiet;
+  if (q) {
+    // The baseline's connections: none may have moved since the snapshot.
+    const l = q.base.watch.movedList;
+    if (l.length !== q.movedAt) throw fail('EBUSY', `connection fd ${q.base.fds[l[q.movedAt]!]} was read, written or closed after its snapshot`);
+  }
   const i = firstChanged(snap, skip);
   if (i >= 0) changed(i);
 }
@@ -265,10 +400,12 @@ export function verifySnapshot(snap: ConnSnapshot): void {
  * Connection i of the snapshot is fd `first + i` of the token's list.
  */
 export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number, first: number): number {
+  const q = snap.quiet;
+  const k = q?.count ?? 0;
   const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>();
-  for (const [i, b] of snap.withBytes) bytes.set(i, b);
-  const count = snap.count;
-  const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes };
+  for (const [i, b] of snap.withBytes) bytes.set(k + i, b);
+  const count = k + snap.count;
+  const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, ...(q ? { encoded: q.words } : {}) };
   const size = tableSize(src);
   const addr = mem.alloc(size);
   // Fresh arena memory reads as zeros (alloc never hands out a used page): an idle entry
@@ -348,10 +485,10 @@ export function readTable(a: Retrieve): CarriedTable {
   try {
     const t = decodeTable(mem.view(addr, size), { counters: true });
     if (typeof t === 'string') throw new HandoverError(`${a.compatible} token ${a.token}: ${t}`);
-    const fds = new Int32Array(t.count);
+    let fds: Int32Array = new Int32Array(t.count);
     if (t.version === 2) {
       if (t.first + t.count > a.fdCount) throw new HandoverError(`${a.compatible} token ${a.token}: the table has ${t.count} connections from fd #${t.first}, the token carries ${a.fdCount} fds`);
-      for (let i = 0; i < t.count; i++) fds[i] = a.fd(t.first + i);
+      fds = a.fdRange(t.first, t.count);
     } else {
       const index = new Map<number, number>();
       a.previousFds.forEach((n, i) => index.set(n, i));
@@ -387,7 +524,7 @@ function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
     if (same) keep.push(i);
     else {
       try {
-        sys.close(t.fds[i]!);
+        sys.closeFd(t.fds[i]!);
       } catch { /* gone */ }
       lost++;
     }
@@ -413,7 +550,17 @@ function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
  * left for that owner (the head of the replayed upgrade), not put in the read buffer.
  */
 export function adoptConnection(c: Carried, opts: { allowHalfOpen?: boolean; upgraded?: boolean } = {}): net.Socket {
-  const s = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false, ...(opts.upgraded ? NO_FIRST_READ : {}) });
+  // Built before the freeze (a successor, prebuilt.ts): it has not read yet; it reads now,
+  // as a socket built here would from its first moment (an upgraded one waits for its owner).
+  const pre = take(c.fd);
+  let s: net.Socket;
+  if (pre) {
+    s = pre;
+    s.allowHalfOpen = opts.allowHalfOpen ?? false;
+    if (!opts.upgraded) s.read(0); // what the constructor does for a socket that reads at once
+  } else {
+    s = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false, ...(opts.upgraded ? NO_FIRST_READ : {}) });
+  }
   setBase(s, c.rx, c.tx);
   if (c.unread.length && !opts.upgraded) s.unshift(c.unread);
   if (c.unsent.length) s.write(c.unsent);

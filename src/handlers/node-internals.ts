@@ -55,6 +55,7 @@
 import type net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { createRequire } from 'node:module';
 import { fail } from '../errors.js';
 import { httpModule, netModule } from './builtins.js';
 
@@ -172,6 +173,121 @@ export function scanSockets(sockets: Iterable<net.Socket>, stop: boolean): Socke
   return out;
 }
 
+// ---------------------------------------------------------------------------------------
+// Quiet connections (successor mode). At the early send a server notes which of its
+// connections are idle (nothing in userspace, no request in progress) and watches them: the
+// first thing that happens to one afterwards (bytes delivered to it, a write, an end, a
+// destroy; for an HTTP connection, bytes its parser consumed) marks it moved, once, in O(1).
+// In the pause only the moved ones and the ones accepted since are stopped, snapshotted and
+// verified; an unmoved one is exactly as it was at the early send, so what was taken of it
+// then still holds. Relied on: net.Socket's write, end, push, unshift and destroy (wrapped
+// once per process, on the prototype) and, for HTTP, the parser's kOnExecute callback (the
+// parser reads a consumed handle in C++, never through push): wrapped per connection, by
+// the early send.
+
+const QUIET = Symbol('luo.quiet');
+const QUIET_AT = Symbol('luo.quietAt');
+const ON_EXECUTE_WRAP = Symbol('luo.onExecute');
+
+/** What moved among the connections watched since one early send. */
+export class QuietWatch {
+  /** 1 for each watched index that moved. */
+  readonly moved: Uint8Array;
+  /** The indices that moved, in order. */
+  readonly movedList: number[] = [];
+  /** Called once for each connection as it moves (a server that is freezing stops it). */
+  onMove: ((s: net.Socket) => void) | null = null;
+  constructor(count: number) {
+    this.moved = new Uint8Array(count);
+  }
+}
+
+type Watched = net.Socket & { [QUIET]?: QuietWatch | null; [QUIET_AT]?: number };
+let activityInstalled = false;
+
+function moved(s: Watched): void {
+  const w = s[QUIET];
+  if (!w) return;
+  s[QUIET] = null;
+  const i = s[QUIET_AT]!;
+  if (w.moved[i]) return;
+  w.moved[i] = 1;
+  w.movedList.push(i);
+  w.onMove?.(s);
+}
+
+function installActivity(): void {
+  if (activityInstalled) return;
+  const proto = netModule().Socket.prototype as unknown as Record<string, unknown>;
+  for (const name of ['write', 'end', 'push', 'unshift', 'destroy']) {
+    if (typeof proto[name] !== 'function') throw fail('ENOTSUP', `net.Socket has no ${name}() on this Node version (node-internals.ts needs updating)`);
+  }
+  activityInstalled = true;
+  for (const name of ['write', 'end', 'push', 'unshift', 'destroy']) {
+    const orig = proto[name] as (...a: unknown[]) => unknown;
+    proto[name] = function (this: Watched, ...args: unknown[]): unknown {
+      if (this[QUIET]) moved(this);
+      return orig.apply(this, args);
+    };
+  }
+}
+
+let kOnExecute: number | null | undefined;
+/** The index of an HTTP parser's "bytes consumed" callback (HTTPParser.kOnExecute). */
+function onExecuteKey(): number | null {
+  if (kOnExecute === undefined) {
+    try {
+      const k = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: { kOnExecute?: unknown } }).HTTPParser?.kOnExecute;
+      kOnExecute = typeof k === 'number' ? k : null;
+    } catch {
+      kOnExecute = null;
+    }
+  }
+  return kOnExecute;
+}
+
+/**
+ * Watch `s` as index `i` of `w`. False when it cannot be watched (an HTTP connection whose
+ * parser has no kOnExecute on this Node version): it must then be treated as moved.
+ */
+export function watchQuiet(s: net.Socket, w: QuietWatch, i: number): boolean {
+  installActivity();
+  const p = (s as unknown as { parser?: Record<number | symbol, unknown> | null }).parser;
+  if (p) {
+    const k = onExecuteKey();
+    const f = k === null ? undefined : p[k];
+    if (typeof f !== 'function') return false;
+    // Node sets a new callback for each connection a pooled parser serves: wrap that one.
+    if ((f as { [ON_EXECUTE_WRAP]?: net.Socket })[ON_EXECUTE_WRAP] !== s) {
+      const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+        moved(s as Watched);
+        return (f as (...a: unknown[]) => unknown).apply(this, args);
+      } as ((...a: unknown[]) => unknown) & { [ON_EXECUTE_WRAP]?: net.Socket };
+      wrapped[ON_EXECUTE_WRAP] = s;
+      p[k!] = wrapped;
+    }
+  }
+  const x = s as Watched;
+  x[QUIET] = w;
+  x[QUIET_AT] = i;
+  return true;
+}
+
+/** Stop watching `s` (without counting it as moved). */
+export function unwatchQuiet(s: net.Socket): void {
+  const x = s as Watched;
+  if (x[QUIET]) x[QUIET] = null;
+}
+
+/** An idle connection: nothing read and not consumed, nothing unsent, not ending, no HTTP
+ *  response in progress. */
+export function isIdle(s: net.Socket): boolean {
+  const x = s as unknown as SocketState & { _httpMessage?: unknown };
+  const h = x._handle;
+  return Boolean(h) && !x._readableState.destroyed && x._readableState.length === 0 && !x._readableState.endEmitted
+    && x._writableState.length === 0 && !x._writableState.ending && h!.writeQueueSize === 0 && !x._httpMessage;
+}
+
 /** Bytes libuv has queued for a handle and not yet written (a C++ accessor). */
 export function queuedBytes(h: StreamHandle): number {
   return h.writeQueueSize;
@@ -187,9 +303,9 @@ export function stillStopped(s: net.Socket, h: StreamHandle): boolean {
  * reading again; or bytes in userspace), skipping the indices marked in `skip` (the caller
  * checks those); -1 when none did.
  */
-export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandle[] }, skip: Uint8Array | null): number {
+export function firstChanged(scan: { sockets: net.Socket[]; handles: StreamHandle[] }, skip: Uint8Array | null, from = 0): number {
   const { sockets, handles } = scan;
-  for (let i = 0; i < sockets.length; i++) {
+  for (let i = from; i < sockets.length; i++) {
     if (skip && skip[i]) continue;
     const s = sockets[i]!;
     const x = s as unknown as SocketState;

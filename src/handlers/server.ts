@@ -39,10 +39,10 @@ import { fail } from '../errors.js';
 import type { FileHandler } from '../luo/file-handler.js';
 import { TABLE_HTTP } from '../uapi/connections.js';
 import {
-  freeTable, freezeConnections, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
+  Baseline, freeTable, freezeConnections, keptRefs, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
   writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions, type Extra,
 } from './connection.js';
-import { fdOf, handleOf, httpBusy, observeEmits, scanSockets, stopReading, trackWrites } from './node-internals.js';
+import { fdOf, handleOf, httpBusy, observeEmits, stopAll, stopReading, trackWrites } from './node-internals.js';
 import { httpModule } from './builtins.js';
 import { beforeDrain, metaOf, refusal, rememberRequest, settleUpgraded, upgradedOf, type Carrier, type Unowned, type UpgradePlan } from './upgraded.js';
 
@@ -63,7 +63,17 @@ export interface ServerOptions extends ConnectionOptions {
 
 const TRACK = Symbol('luo.connections');
 /** A server's live connections; `added` counts every one ever tracked (verify compares it). */
-interface Tracking { conns: Set<net.Socket>; freezing: boolean; added: number }
+interface Tracking {
+  conns: Set<net.Socket>;
+  freezing: boolean;
+  added: number;
+  /** Successor mode: the idle connections at the early send, watched since (connection.ts). */
+  base: Baseline | null;
+  /** Connections tracked since the baseline was taken. */
+  after: net.Socket[];
+  /** While a baseline is being taken: the connections accepted meanwhile. */
+  pendingBase: { after: net.Socket[] } | null;
+}
 type Tracked = net.Server & { [TRACK]?: Tracking };
 
 /** The set of live connections of a server, tracked from the first call on. */
@@ -74,7 +84,7 @@ export function connectionsOf(server: net.Server): Set<net.Socket> {
 function tracking(server: net.Server): Tracking {
   const t = server as Tracked;
   if (!t[TRACK]) {
-    const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0 };
+    const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0, base: null, after: [], pendingBase: null };
     t[TRACK] = state;
     server.prependListener('connection', (s: net.Socket) => track(state, s));
     // The request that upgrades a connection, for its owner in the next version (seen without
@@ -93,9 +103,21 @@ function track(state: Tracking, s: net.Socket): void {
   if (state.conns.has(s)) return;
   state.conns.add(s);
   state.added++;
+  if (state.base) state.after.push(s);
+  else state.pendingBase?.after.push(s);
   trackWrites(s);
   if (state.freezing) stopReading(s);
   s.once('close', () => state.conns.delete(s));
+}
+
+/** Each live socket as an early ref (its fd, keyed by its handle). */
+function liveRefs(sockets: Iterable<net.Socket>): Array<{ fd: number; key: object; stream: true }> {
+  const out: Array<{ fd: number; key: object; stream: true }> = [];
+  for (const s of sockets) {
+    const h = (s as { _handle?: object | null })._handle;
+    if (h && !s.destroyed) out.push({ fd: fdOf(s), key: h, stream: true });
+  }
+  return out;
 }
 
 /** What preserveServer hands to luo. */
@@ -150,15 +172,28 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const why = refusal(upgradedOf(ps.server, connectionsOf(ps.server)), ps.opts.upgraded ?? 'refuse');
     if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
   },
-  early({ file: ps }) {
+  async early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which
     // lives exactly as long as its fd. Connections accepted or closed until the freeze are
-    // the delta the handover carries.
-    const scan = scanSockets(connectionsOf(ps.server), false);
-    const refs = new Array<{ fd: number; key: object }>(scan.sockets.length + 1);
-    refs[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
-    for (let i = 0; i < scan.sockets.length; i++) refs[i + 1] = { fd: scan.fds[i]!, key: scan.handles[i]! };
-    return refs;
+    // the delta the handover carries. The idle ones are watched from now on (the baseline,
+    // taken in slices while serving): the pause then handles only what moved since, and
+    // what was accepted since, not every connection.
+    const t = tracking(ps.server);
+    t.base?.drop();
+    t.base = null;
+    t.after = [];
+    const pending = { after: [] as net.Socket[] };
+    t.pendingBase = pending;
+    let base: Baseline;
+    try {
+      base = await Baseline.take(t.conns, { http: isHttp(ps.server) });
+    } finally {
+      t.pendingBase = null;
+    }
+    t.base = base;
+    t.after = pending.after;
+    trace(`server: baseline of ${base.count} idle connections, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
+    return [{ fd: fdOf(ps.server), key: handleOf(ps.server) }, ...base.earlyRefs(), ...liveRefs(t.after)];
   },
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
@@ -167,20 +202,27 @@ export const serverHandler: FileHandler<PreservedServer> = {
     let released = 0;
     const http = isHttp(ps.server);
     const unowned = ps.opts.upgraded ?? 'refuse';
+    // With a baseline, only what is not idle since it was taken is drained: the idle ones
+    // stay as they were (an HTTP one stops reading, so no request starts in it now); one
+    // that moves from here on stops reading at once and is drained with the others.
+    const base = t.base;
+    if (base) base.watch.onMove = (s) => void (!s.destroyed && (s as { _handle?: unknown })._handle && stopReading(s));
+    const active = (): Iterable<net.Socket> => (base ? [...base.others, ...t.after, ...base.movedSockets()] : t.conns);
+    if (base && http) stopAll(base.sockets);
     if (http) {
       // An upgrade since PREPARE may have brought one nobody can carry.
-      const why = refusal(upgradedOf(ps.server, t.conns), unowned);
+      const why = refusal(upgradedOf(ps.server, active()), unowned);
       if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
       released = beforeDrain(ps.server);
-      await drainHttp(t.conns, ps.opts.httpDrainMs ?? 5000);
+      await drainHttp(active(), ps.opts.httpDrainMs ?? 5000);
     }
     trace('server: reading stopped');
     const drainMs = ps.opts.drainTimeoutMs ?? 2000;
     const deadline = Date.now() + drainMs;
-    await freezeConnections(t.conns, ps.opts);
+    await freezeConnections(active(), ps.opts);
     trace('server: writes drained');
     if (http) {
-      const ups = upgradedOf(ps.server, t.conns);
+      const ups = upgradedOf(ps.server, active());
       const why = refusal(ups, unowned);
       if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
       if (ups.length || released) {
@@ -203,13 +245,18 @@ export const serverHandler: FileHandler<PreservedServer> = {
         if (carrier) prints.push([s, carrier, carrier.fingerprint(s)]);
       }
     }
-    const snap = snapshotConnections(t.conns, extra);
+    const base = t.base;
+    const snap = base ? snapshotWithBaseline(base, [...base.others, ...t.after, ...base.movedSockets()], extra) : snapshotConnections(t.conns, extra);
     ps.snap = snap;
     const addedAtSnapshot = t.added;
     ps.table = writeTable(memory, snap, isHttp(ps.server) ? TABLE_HTTP : 0, 1);
-    const fds = new Array<{ fd: number; key: object }>(snap.count + 1);
+    const q = snap.quiet;
+    const k = q?.count ?? 0;
+    const fds = new Array<{ fd: number; key: object }>(1 + k + snap.count);
     fds[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
-    for (let i = 0; i < snap.count; i++) fds[i + 1] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    // The baseline's unmoved connections: their early refs, as they were.
+    if (q) keptRefs(q.base.refs, q.base.watch.moved, fds, 1);
+    for (let i = 0; i < snap.count; i++) fds[1 + k + i] = { fd: snap.fds[i]!, key: snap.handles[i]! };
     return {
       data: ps.table,
       fds,
@@ -231,6 +278,9 @@ export const serverHandler: FileHandler<PreservedServer> = {
   cancel({ file: ps, memory, handedOver }) {
     const t = tracking(ps.server);
     t.freezing = false;
+    t.base?.drop();
+    t.base = null;
+    t.after = [];
     // After a handover whose next version failed: only what it left alone carries on (by the
     // kernel's counters); then what this process wrote after the point of no return goes out.
     const r = handedOver ? resumeConnections(t.conns) : (thawConnections(t.conns), undefined);
@@ -248,7 +298,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
 };
 
 /** http.Server: stop reading idle connections now, busy ones as soon as their response ends. */
-async function drainHttp(conns: Set<net.Socket>, ms: number): Promise<void> {
+async function drainHttp(conns: Iterable<net.Socket>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   let busy = [...conns].filter((s) => !s.destroyed);
   for (;;) {

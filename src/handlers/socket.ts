@@ -43,7 +43,7 @@ export function socketHandler(opts: ConnectionOptions = {}): FileHandler<HeldSoc
     async freeze({ file }) {
       await freezeConnections([file.socket], file.opts);
     },
-    early: ({ file }) => [refOf(file.socket)],
+    early: ({ file }) => [{ ...refOf(file.socket), stream: true }],
     snapshot({ file, memory }) {
       const snap = snapshotConnections([file.socket]);
       if (snap.count !== 1) throw fail('EBADF', 'the socket was closed during FREEZE');

@@ -17,7 +17,7 @@
  *   rollback()   give up before FINISH: the previous version resumes (the guard execs it
  *                again in place; a successor tells it and exits)
  *   rolledBack   this image is the previous version, brought back in place: why
- *   release()    at FINISH: stop watching; a successor also lets the previous image go (it
+ *   release()    at FINISH: stop watching (the set is closed off the event loop); a successor also lets the previous image go (it
  *                waits for that, so its exit takes nothing from this image's first moments)
  * Lifecycle: made at boot → used by the files layer while restoring → commit() and release()
  * at FINISH (idempotent; at the latest the link closes when this process exits).
@@ -28,6 +28,38 @@ import type { Failure, GuardHandle } from '../uapi/handover.js';
 import { commitToPrevious, reportFailure } from './successor.js';
 
 export interface Readiness { set: sys.ReadySet; watched: Uint8Array }
+
+// The loops over every carried fd that run in the pause, as plain functions over typed arrays
+// (warm.ts runs each on made-up input before the freeze, so that V8 has optimized them).
+
+/** The first of `fds` (the previous image's numbers) that `map` does not carry; -1: none. */
+export function firstMissing(map: Int32Array, fds: ArrayLike<number>): number {
+  for (let i = 0; i < fds.length; i++) {
+    const n = fds[i]!;
+    if (n < 0 || n >= map.length || map[n]! < 0) return i;
+  }
+  return -1;
+}
+
+/** fds[from..from+count) translated through `map` (null: the same numbers); -1 where not carried. */
+export function translateFds(map: Int32Array | null, fds: ArrayLike<number>, from: number, count: number): Int32Array {
+  const out = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const n = fds[from + i]!;
+    out[i] = map === null ? n : n >= 0 && n < map.length ? map[n]! : -1;
+  }
+  return out;
+}
+
+/** For each of `fds`: its mark when watched (1 ready), else 255 (not watched: ask the kernel). */
+export function readyMarks(fds: ArrayLike<number>, watched: Uint8Array, mark: Uint8Array): Uint8Array {
+  const out = new Uint8Array(fds.length);
+  for (let i = 0; i < fds.length; i++) {
+    const fd = fds[i]!;
+    out[i] = fd < watched.length && watched[fd] === 1 ? mark[fd]! : 255;
+  }
+  return out;
+}
 
 export class Incoming {
   readonly kind: 'exec' | 'successor';
@@ -89,6 +121,19 @@ export class Incoming {
     return this.#map !== null;
   }
 
+  /** The first of `fds` (the previous image's numbers) not handed over; -1 when all were. */
+  firstMissing(fds: ArrayLike<number>): number {
+    return this.#map ? firstMissing(this.#map, fds) : -1;
+  }
+
+  /** fds[from..from+count) in this process's numbers. EBADF for one not handed over. */
+  translate(fds: ArrayLike<number>, from: number, count: number): Int32Array {
+    const out = translateFds(this.#map, fds, from, count);
+    const bad = out.indexOf(-1);
+    if (bad >= 0) throw fail('EBADF', `fd ${fds[from + bad]} was not handed over`);
+    return out;
+  }
+
   /** True when the previous image's fd `n` was handed over. */
   has(n: number): boolean {
     const m = this.#map;
@@ -107,20 +152,16 @@ export class Incoming {
   ready(fds: ArrayLike<number>): Uint8Array {
     const r = this.#readiness;
     if (!r) return sys.readyNow(Array.from(fds));
-    const out = new Uint8Array(fds.length);
     // Ready fds marked in a bitmap over fd numbers, then one pass over `fds`.
     const mark = new Uint8Array(r.watched.length);
     for (const fd of r.set.ready()) if (fd < mark.length) mark[fd] = 1;
+    const out = readyMarks(fds, r.watched, mark);
     const rest: number[] = [];
     const restAt: number[] = [];
-    const watched = r.watched;
-    for (let i = 0; i < fds.length; i++) {
-      const fd = fds[i]!;
-      if (fd < watched.length && watched[fd] === 1) out[i] = mark[fd]!;
-      else {
-        rest.push(fd);
-        restAt.push(i);
-      }
+    for (let i = out.indexOf(255); i >= 0; i = out.indexOf(255, i + 1)) {
+      rest.push(fds[i]!);
+      restAt.push(i);
+      out[i] = 0;
     }
     if (rest.length) {
       const v = sys.readyNow(rest);
@@ -129,8 +170,9 @@ export class Incoming {
     return out;
   }
 
-  release(): void {
-    this.#readiness?.set.close();
+  /** Resolves once the readiness set is closed too (off the event loop: it can be large). */
+  release(): Promise<void> {
+    const closed = this.#readiness?.set.closeInBackground() ?? Promise.resolve();
     this.#readiness = null;
     if (this.#link >= 0) {
       try {
@@ -138,5 +180,6 @@ export class Incoming {
       } catch { /* closed */ }
       this.#link = -1;
     }
+    return closed;
   }
 }

@@ -32,7 +32,8 @@ import { Incoming, type Readiness } from './incoming.js';
 import { Successor, guardEnv, receiveHandover, retire, type FdRef, type Outcome } from './successor.js';
 import type { Image } from './image.js';
 
-export { Incoming } from './incoming.js';
+export { Incoming, firstMissing, readyMarks, translateFds } from './incoming.js';
+export { earlyDelta, markEarly } from './successor.js';
 export { selfImage, resolveExecutable, type Image } from './image.js';
 export type { FdRef, Outcome } from './successor.js';
 
@@ -60,7 +61,7 @@ export interface Transport {
   readonly kind: TransportKind;
   /** The process that will serve the next version (this one, in place). */
   readonly pid: number;
-  begin(early: () => EarlyFds | null): Promise<void>;
+  begin(early: () => Promise<EarlyFds | null>): Promise<void>;
   handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void): HandedOver;
   abort(): void;
 }
@@ -125,7 +126,7 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
       await next.ready(opts.readyTimeoutMs);
       trace('successor: ready');
       if (!next.acceptsPresend) return;
-      const e = early();
+      const e = await early();
       if (!e) return;
       // Still serving: send the arena and every fd that will not change before the freeze, so
       // that only what did change crosses in the pause (and the successor maps the arena now).
@@ -176,6 +177,9 @@ export interface ReceiveHooks {
   /** Successor: the fds sent before the freeze arrived: the arena's new fd (-1: none) and the
    *  regions preserved so far. Map it now, while the previous image still serves. */
   presend?: (early: { arena: number; regions: Array<[number, number]> }) => void;
+  /** Successor: the connections among the fds sent early (this process's numbers): build
+   *  their sockets now, not in the pause. */
+  prebuild?: (fds: number[]) => void;
   /** Successor: then settle what would otherwise land in the pause (luo collects garbage). */
   settle?: () => void;
 }
@@ -210,10 +214,14 @@ export function receive(env: NodeJS.ProcessEnv = process.env, hooks: ReceiveHook
   try {
     const got = receiveHandover(h.link, {
       beforeHello: hooks.beforeHello,
-      presend: ({ arena, regions, fds }) => {
+      presend: ({ arena, regions, fds, streams }) => {
         trace(`successor: ${fds.length + (arena >= 0 ? 1 : 0)} fds sent early`);
         hooks.presend?.({ arena, regions });
         readiness = watchForInput(fds);
+        if (hooks.prebuild && streams.length) {
+          hooks.prebuild(streams);
+          trace(`successor: ${streams.length} sockets built`);
+        }
         hooks.settle?.();
         trace('successor: arena mapped, fds watched, settled');
       },
@@ -259,7 +267,7 @@ export function discard(entry: string | undefined, opts: { also?: Iterable<numbe
   for (const fd of close) {
     if (fd <= 2) continue;
     try {
-      sys.close(fd);
+      sys.closeFd(fd);
       n++;
     } catch { /* closed already */ }
   }

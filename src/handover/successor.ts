@@ -36,7 +36,7 @@ import {
 import { resolveExecutable, type Image } from './image.js';
 
 /** An fd, and the object that names it for as long as it is open (see the header). */
-export interface FdRef { fd: number; key: object | null }
+export interface FdRef { fd: number; key: object | null; /** A connection (a stream the next image adopts as a socket). */ stream?: boolean }
 
 /** What a successor knows before the freeze (sent with presend-v1). */
 export interface PresendInfo {
@@ -48,7 +48,7 @@ export interface PresendInfo {
 
 const json = encodeMessage;
 /** Each fd number once (two tokens may carry the same fd: it is one file, sent once). */
-function unique(refs: FdRef[]): FdRef[] {
+export function unique(refs: FdRef[]): FdRef[] {
   let max = 0;
   for (const r of refs) if (r.fd > max) max = r.fd;
   const seen = new Uint8Array(max + 1);
@@ -61,6 +61,52 @@ function unique(refs: FdRef[]): FdRef[] {
   seen.fill(0);
   return refs.filter((r) => (seen[r.fd] ? false : (seen[r.fd] = 1)));
 }
+/**
+ * Of `refs` (an fd named twice counts once), what a successor that got `early` (key → its fd
+ * and index in the presend; the refs sent then carry their index: markEarly) lacks: the fds to send, and the indices of the early ones not carried after all
+ * (an fd is the same open file when its key still names it). One pass over `refs`.
+ */
+export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: number; index: number }>, earlyCount: number, gen: number, earlyFds: Int32Array): { send: number[]; closed: number[] } {
+  const kept = new Uint8Array(earlyCount);
+  const send: number[] = [];
+  // Each fd once (two tokens may carry the same fd: one file, sent once), in the same pass.
+  let seen = new Uint8Array(65536);
+  for (let i = 0; i < refs.length; i++) {
+    const r = refs[i] as Marked;
+    const fd = r.fd;
+    if (fd >= seen.length) {
+      const more = new Uint8Array(Math.max(fd + 1, 2 * seen.length));
+      more.set(seen);
+      seen = more;
+    }
+    if (seen[fd] === 1) continue;
+    seen[fd] = 1;
+    // The very ref sent early (a connection unchanged since): its index is on it. Any other
+    // ref is looked up by its key.
+    let index = r[EARLY_GEN] === gen ? r[EARLY_AT]! : -1;
+    if (index < 0 || earlyFds[index] !== fd) {
+      const e = r.key ? early.get(r.key) : undefined;
+      index = e !== undefined && e.fd === fd ? e.index : -1;
+    }
+    if (index >= 0 && kept[index] === 0) kept[index] = 1;
+    else send.push(fd);
+  }
+  const closed: number[] = [];
+  for (let i = 0; i < earlyCount; i++) if (kept[i] === 0) closed.push(i);
+  return { send, closed };
+}
+
+const EARLY_GEN = Symbol('luo.earlyGen');
+const EARLY_AT = Symbol('luo.earlyAt');
+type Marked = FdRef & { [EARLY_GEN]?: number; [EARLY_AT]?: number };
+let gens = 0;
+
+/** Mark `r` as fd #index of presend `gen` (earlyDelta then finds it without a lookup). */
+export function markEarly(r: FdRef, gen: number, index: number): void {
+  (r as Marked)[EARLY_GEN] = gen;
+  (r as Marked)[EARLY_AT] = index;
+}
+
 const chunksOf = <T>(xs: T[], n: number): T[][] => {
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
@@ -87,6 +133,9 @@ export class Successor {
   /** Sent early: key → (fd, index in the presend). */
   #early: Map<object, { fd: number; index: number }> | null = null;
   #earlyCount = 0;
+  /** The presend's generation (marked on each ref sent: markEarly) and its fds, by index. */
+  #earlyGen = 0;
+  #earlyFds = new Int32Array(0);
   #handedOver = false;
   /** What its guard said when it gave up ({"failed":…}). */
   #failure: Failure | null = null;
@@ -260,13 +309,19 @@ export class Successor {
     if (this.#early) throw fail('EBUSY', 'fds were already sent early to this successor');
     const early = new Map<object, { fd: number; index: number }>();
     const fds: number[] = [];
+    const streams: number[] = [];
+    const gen = ++gens;
     for (const r of unique(refs)) {
-      if (r.key) early.set(r.key, { fd: r.fd, index: fds.length });
+      if (r.key) {
+        early.set(r.key, { fd: r.fd, index: fds.length });
+        markEarly(r, gen, fds.length);
+      }
+      if (r.stream) streams.push(fds.length);
       fds.push(r.fd);
     }
     const chunks = chunksOf(fds, sys.MAX_FDS);
     try {
-      sys.sendPacket(this.#fd, json({ luo: PRESEND, fds, chunks: chunks.length, arena: info.arenaFd, regions: info.regions }));
+      sys.sendPacket(this.#fd, json({ luo: PRESEND, fds, chunks: chunks.length, arena: info.arenaFd, regions: info.regions, streams }));
       for (let i = 0; i < chunks.length; i++) {
         sys.sendPacket(this.#fd, json({ chunk: i }), chunks[i]);
         if (i % 8 === 7) await new Promise((r) => setImmediate(r)); // keep serving
@@ -284,6 +339,8 @@ export class Successor {
     }
     this.#early = early;
     this.#earlyCount = fds.length;
+    this.#earlyGen = gen;
+    this.#earlyFds = Int32Array.from(fds);
   }
 
   /**
@@ -293,25 +350,16 @@ export class Successor {
    */
   handover(entry: string, refs: FdRef[], timeoutMs: number): void {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
-    refs = unique(refs);
     let head: Record<string, unknown>;
     let send: number[];
     const commit = this.acceptsCommit;
     if (this.#early) {
       // Only what the successor does not hold already; and which of its copies to drop.
-      const kept = new Uint8Array(this.#earlyCount);
-      const fds: number[] = [];
-      for (const r of refs) {
-        const e = r.key ? this.#early.get(r.key) : undefined;
-        if (e && e.fd === r.fd && kept[e.index] === 0) kept[e.index] = 1;
-        else fds.push(r.fd);
-      }
-      const closed: number[] = [];
-      for (let i = 0; i < kept.length; i++) if (!kept[i]) closed.push(i);
+      const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, this.#earlyGen, this.#earlyFds);
       send = fds;
       head = { luo: HANDOVER_V2, entry, fds, closed, ...(commit ? { commit: true } : {}) };
     } else {
-      send = refs.map((r) => r.fd);
+      send = unique(refs).map((r) => r.fd);
       head = { luo: HANDOVER_V1, entry, fds: send, ...(commit ? { commit: true } : {}) };
     }
     const chunks = chunksOf(send, sys.MAX_FDS);
@@ -516,7 +564,7 @@ export interface SuccessorHooks {
   beforeHello?: () => void;
   /** fds sent early: the arena's new fd (or -1), the regions preserved so far, every other
    *  fd's new number. Runs before the successor confirms them; throwing is fatal. */
-  presend?: (p: { arena: number; regions: Array<[number, number]>; fds: number[] }) => void;
+  presend?: (p: { arena: number; regions: Array<[number, number]>; fds: number[]; streams: number[] }) => void;
 }
 
 export interface Received {
@@ -631,7 +679,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
           map[h.fds[i]!] = fds[i]!;
         }
         const ai = h.fds.indexOf(h.arena);
-        hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions: h.regions, fds: fds.filter((_, i) => i !== ai) });
+        hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions: h.regions, fds: fds.filter((_, i) => i !== ai), streams: h.streams.filter((i) => i !== ai).map((i) => fds[i]!) });
         early = { old: h.fds, fds, map };
         sys.sendPacket(fd, encodeMessage({ presented: fds.length }));
         continue;
@@ -679,7 +727,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
       // Everything checked: drop the early copies that are not carried after all.
       for (const f of spare) {
         dropped.add(f);
-        sys.close(f);
+        sys.closeFd(f);
       }
       sys.sendPacket(fd, encodeMessage({ taken: count }));
       return { entry, fdMap, closedEarly: spare, link: fd, commit: h.commit };
@@ -688,7 +736,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
     for (const f of all) {
       if (dropped.has(f)) continue;
       try {
-        sys.close(f);
+        sys.closeFd(f);
       } catch { /* closed already */ }
     }
     if (e instanceof HandoverError) throw e;

@@ -171,11 +171,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   const ready = st.ready();
   // The order of adoption: busy ones (ready, or with bytes carried) first.
   for (const i of table.bytes.keys()) ready[i] = 1;
-  const order = new Int32Array(table.count);
-  let nBusy = 0;
-  let k = table.count;
-  for (let i = table.count - 1; i >= 0; i--) if (ready[i] !== 1) order[--k] = i;
-  for (let i = 0; i < table.count; i++) if (ready[i] === 1) order[nBusy++] = i;
+  const { order, busy: nBusy } = busyFirst(ready);
   trace(`restoreServer: ${table.count} connections, ${nBusy} busy first`);
   // Track the server's connections from now on (the ones emitted below among them), so the
   // next update carries them again.
@@ -189,6 +185,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   const allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen;
   const counts: RestoredCounts = { connections: table.count, unread: table.unread, unsent: table.unsent, upgraded: 0, taken: 0, refused: 0, unclaimed: 0 };
   const replays: Array<Promise<Outcome>> = [];
+  let serveAt = 1;
   const claimMs = opts.claimTimeoutMs ?? 2000;
   for (let i = 0; i < order.length; i++) {
     const c = table.at(order[i]!);
@@ -203,15 +200,18 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
       else server.emit('connection', s);
     }
     if (i === 0) trace('restoreServer: first adopted');
-    if (i === nBusy - 1) {
-      // Serve the busy ones now: let the loop poll (and read them) before adopting any idle
-      // one. One setImmediate is not enough: queued from outside the check phase (the
-      // restore runs from a module's top-level await, an I/O callback, a timer) it runs in
-      // this iteration's check phase, before any poll; queued from inside it, the next
-      // immediate runs only after the next iteration's poll.
-      trace('restoreServer: busy ones adopted');
+    if (i < nBusy && (i + 1 === serveAt || i === nBusy - 1)) {
+      // Serve the busy ones adopted so far: let the loop poll (and read them) before adopting
+      // more, in batches that double (1, 2, 4, ...): the first is served after one adoption,
+      // not after all of them, and the last busy one before any idle one. One setImmediate
+      // is not enough: queued from outside the check phase (the restore runs from a module's
+      // top-level await, an I/O callback, a timer) it runs in this iteration's check phase,
+      // before any poll; queued from inside it, the next immediate runs only after the next
+      // iteration's poll.
+      serveAt *= 2;
+      if (i === nBusy - 1) trace('restoreServer: busy ones adopted');
       await new Promise((r) => setImmediate(() => setImmediate(r)));
-      trace('restoreServer: busy ones served');
+      if (i === nBusy - 1) trace('restoreServer: busy ones served');
       sliceStart = performance.now();
       inSlice = 0;
     } else if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
@@ -225,6 +225,18 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   if (counts.upgraded) trace(`restoreServer: upgraded ${counts.upgraded}: ${counts.taken} taken, ${counts.refused} refused, ${counts.unclaimed} unclaimed`);
   luo.files.noteRestored(BigInt(token), { connections: counts.connections, upgraded: counts.upgraded, taken: counts.taken, refused: counts.refused, unclaimed: counts.unclaimed });
   return counts;
+}
+
+/** The order of adoption: the indices marked 1 in `ready` first, then the others, each in
+ *  table order. (Warmed before the freeze: handover/warm.ts.) */
+export function busyFirst(ready: Uint8Array): { order: Int32Array; busy: number } {
+  const n = ready.length;
+  const order = new Int32Array(n);
+  let busy = 0;
+  let k = n;
+  for (let i = n - 1; i >= 0; i--) if (ready[i] !== 1) order[--k] = i;
+  for (let i = 0; i < n; i++) if (ready[i] === 1) order[busy++] = i;
+  return { order, busy };
 }
 
 export type Outcome = 'taken' | 'refused' | 'unclaimed';

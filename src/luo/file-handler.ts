@@ -8,7 +8,7 @@
  *
  *   attach(file, token) → H          preserve: take a reference (the kernel's fget)
  *   prepare({token, file, data})     PREPARE: may return the u64 payload
- *   early({…}) → FdRef[]             successor mode, PREPARED, still serving: fds that can go
+ *   early({…}) → FdRef[] (or a promise) successor mode, PREPARED, still serving: fds that can go
  *                                    to the successor before the freeze, each with a key
  *   freeze({…})                      FREEZE: quiesce (stop reading, drain); may return a payload
  *   snapshot({…}) → Frozen           the end of FREEZE, after every file's freeze, synchronous:
@@ -91,6 +91,8 @@ export interface Retrieve {
   readonly fds: readonly number[];
   /** fd `i` of the token in this process's numbers, without translating the others. */
   fd(i: number): number;
+  /** fds #from..#from+count-1 in this process's numbers (EBADF: one was not handed over). */
+  fdRange(from: number, count: number): Int32Array;
   /** How many fds the token carries. */
   readonly fdCount: number;
   /** For each of `fds` (numbers fd(i) gave): 1 when it has input waiting, has hung up or is
@@ -127,7 +129,7 @@ export interface FileHandler<H = unknown> {
   attach?(file: unknown, token: bigint): H;
   detach?(file: H, token: bigint): void;
   prepare?(a: FileArgs<H>): Payload | Promise<Payload>;
-  early?(a: FileArgs<H>): FdRef[];
+  early?(a: FileArgs<H>): FdRef[] | Promise<FdRef[]>;
   freeze?(a: FileArgs<H>): Payload | Promise<Payload>;
   snapshot?(a: FileArgs<H>): Frozen;
   cancel?(a: FileArgs<H>): void | Resumed | Promise<void | Resumed>;

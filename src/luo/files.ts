@@ -342,19 +342,17 @@ export class Files {
 
   /** The same, with each fd's key (for a successor that got some of them early). */
   get carriedRefs(): FdRef[] {
-    const out: FdRef[] = [];
-    for (const refs of this.#carried.values()) for (const r of refs) out.push(r);
-    return out;
+    return ([] as FdRef[]).concat(...this.#carried.values());
   }
 
   /** Successor mode, PREPARED: the fds the handlers let go early, each with its key. */
-  earlyRefs(): FdRef[] {
+  async earlyRefs(): Promise<FdRef[]> {
     const out: FdRef[] = [];
     for (const f of this.#sortedOut()) {
       if (f.state !== State.PREPARED || !f.handler.early) continue;
       let refs: FdRef[];
       try {
-        refs = f.handler.early(this.#args(f));
+        refs = await f.handler.early(this.#args(f));
       } catch (e) {
         throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) early`);
       }
@@ -378,16 +376,8 @@ export class Files {
       if (rep?.label) n.setString('label', rep.label);
       if (rep?.closed) n.setU32('closed', rep.closed);
       if (withFds) {
-        const given = f.frozen?.fds ?? [];
-        const refs: FdRef[] = new Array(given.length);
-        const fds: number[] = new Array(given.length);
-        for (let i = 0; i < given.length; i++) {
-          const g = given[i]!;
-          const r = typeof g === 'number' ? { fd: g, key: null } : g;
-          if (!r || !Number.isInteger(r.fd) || r.fd < 0) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${String(r?.fd)} for token ${tokenName(f.token)}`);
-          refs[i] = r;
-          fds[i] = r.fd;
-        }
+        const { refs, fds, bad } = refsToFds(f.frozen?.fds ?? []);
+        if (bad) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${String(bad.fd)} for token ${tokenName(f.token)}`);
         this.#carried.set(f.token, refs);
         n.setCells('fds', fds);
       }
@@ -431,13 +421,12 @@ export class Files {
         const fds = node.cells('fds') ?? [];
         this.#report.set(token, { token: tokenName(token), compatible, label: node.string('label') ?? '', closedAtFreeze: node.u32('closed') ?? 0, restored: false, released: false, counts: {} });
         this.#inFds.set(token, fds);
-        for (const fd of fds) if (fd > highest) highest = fd;
         if (incoming?.received) {
           // A successor: SCM_RIGHTS gave them to us open and close-on-exec; each must be one.
-          for (let i = 0; i < fds.length; i++) {
-            if (!incoming.has(fds[i]!)) throw new HandoverError(`files tree: token ${name} carries fd ${fds[i]}, which was not handed over`);
-          }
+          const bad = incoming.firstMissing(fds);
+          if (bad >= 0) throw new HandoverError(`files tree: token ${name} carries fd ${fds[bad]}, which was not handed over`);
         } else {
+          for (const fd of fds) if (fd > highest) highest = fd;
           for (const fd of fds) {
             try {
               sys.setCloexec(fd, true);
@@ -556,6 +545,11 @@ export class Files {
         return fdsOf();
       },
       fd,
+      fdRange: (from: number, count: number): Int32Array => {
+        if (from < 0 || from + count > f.oldFds.length) throw fail('EBADF', `token ${tokenName(f.token)} carries ${f.oldFds.length} fds, not #${from}..#${from + count - 1}`);
+        if (f.fds) return Int32Array.from(f.fds.slice(from, from + count));
+        return incoming ? incoming.translate(f.oldFds, from, count) : Int32Array.from(f.oldFds.slice(from, from + count));
+      },
       fdCount: f.oldFds.length,
       ready: (fds) => (incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds))),
       previousFds: f.oldFds,
@@ -579,7 +573,7 @@ export class Files {
     if (!f.reclaimed) {
       for (const fd of this.#fdsOf(f)) {
         try {
-          sys.close(fd);
+          sys.closeFd(fd);
         } catch { /* the handler closed it */ }
       }
     }
@@ -604,6 +598,21 @@ export class Files {
   }
 }
 
+
+/** A handler's fds for the tree: each as a ref, and the numbers; `bad`: the first that is not
+ *  an fd (one pass; warm.ts runs it before the freeze). */
+export function refsToFds(given: ReadonlyArray<number | FdRef>): { refs: FdRef[]; fds: number[]; bad?: { fd: unknown } } {
+  const refs: FdRef[] = new Array(given.length);
+  const fds: number[] = new Array(given.length);
+  for (let i = 0; i < given.length; i++) {
+    const g = given[i]!;
+    const r = typeof g === 'number' ? { fd: g, key: null } : g;
+    if (!r || !Number.isInteger(r.fd) || r.fd < 0) return { refs, fds, bad: { fd: r?.fd } };
+    refs[i] = r;
+    fds[i] = r.fd;
+  }
+  return { refs, fds };
+}
 
 /**
  * After an in-place exec the carried fds keep their numbers: the fd limit must be above the

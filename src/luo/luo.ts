@@ -120,10 +120,17 @@ export interface LuoOptions extends Partial<LuoConfig> {
   /** Successor mode: called once the running image has sent what it can before its freeze,
    *  right before it freezes: settle what would otherwise land in the pause. */
   settle?: () => void;
+  /** Successor mode: the connections among the fds sent early (this process's numbers), to
+   *  build their sockets before the freeze (index.ts: handlers/prebuilt.ts). */
+  prebuild?: (fds: number[]) => void;
+  /** The running image, after it sent `n` fds early to a successor and before it freezes:
+   *  run the freeze's code once on made-up input (index.ts: warm.ts). */
+  warm?: (n: number) => Promise<void>;
 }
 
 export class Luo extends EventEmitter {
   readonly config: LuoConfig;
+  #warm: ((n: number) => Promise<void>) | null = null;
   /** Preserved memory (KHO): preserve, allocate, view, subtrees (docs/kho.md). */
   readonly kho: Kho;
   readonly files: Files;
@@ -181,10 +188,11 @@ export class Luo extends EventEmitter {
           premapped.pin(regions);
         },
         settle: opts.settle,
+        prebuild: opts.prebuild,
       });
       kho = incoming ? Kho.adopt(incoming.entry, { ...khoOpts, premapped, private: incoming.transactional }) : Kho.create(khoOpts);
     } catch (e) {
-      incoming?.release();
+      void incoming?.release();
       const msg = e instanceof LuoError ? e.message : `ERR_HANDOVER: ${(e as Error).message}`;
       // A successor without its handover must never serve: the previous image still does.
       if (kind === 'successor' || config.onCorrupt !== 'cold') panic(msg);
@@ -195,6 +203,7 @@ export class Luo extends EventEmitter {
     }
     trace('boot: kho adopted');
     const luo = new Luo(config, kho, incoming, { ...DEFAULT_TIMEOUTS, ...opts.timeouts });
+    luo.#warm = opts.warm ?? null;
     if (config.enabled) for (const h of opts.handlers ?? []) luo.registerFileHandler(h);
     luo.#boot(kind === 'successor');
     trace(`boot: luo ${luo.stateName}`);
@@ -362,7 +371,7 @@ export class Luo extends EventEmitter {
       await this.#life.settled();
       // Stop watching the handed-over fds; a successor lets the previous image exit now (it
       // waited, so that tearing down its memory took nothing from this image's first moments).
-      this.#incoming?.release();
+      await this.#incoming?.release();
     });
   }
 
@@ -434,7 +443,20 @@ export class Luo extends EventEmitter {
     }
     if (this.state === State.PREPARED) {
       try {
-        await transport.begin(() => (this.state === State.PREPARED ? { arena: this.#arenaRef(), regions: this.kho.preservedRegions, refs: this.files.earlyRefs() } : null));
+        let early = 0;
+        await transport.begin(async () => {
+          if (this.state !== State.PREPARED) return null;
+          const refs = await this.files.earlyRefs();
+          early = refs.length;
+          return { arena: this.#arenaRef(), regions: this.kho.preservedRegions, refs };
+        });
+        if (early && this.#warm) {
+          await this.#warm(early);
+          // Answer what queued during the last step (one loop turn with a poll) before
+          // freezing, so that wait does not run into the pause.
+          await new Promise((r) => setImmediate(() => setImmediate(r)));
+          trace('successor: the freeze warmed');
+        }
       } catch (err) {
         transport.abort();
         if (this.state === State.PREPARED) await this.#life.exclusive('CANCEL', () => this.#rollback());

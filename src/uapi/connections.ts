@@ -50,6 +50,42 @@ export interface TableSource {
   tx: ArrayLike<number>;
   /** Connection index → the bytes it carries (meta: its owner's, for an upgraded one). */
   bytes: ReadonlyMap<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>;
+  /** Entries 0..n-1 already encoded (idle connections: no bytes; encodeEntries made them):
+   *  copied as they are; connFlags, rx and tx then describe entries n.. (their index 0 is
+   *  entry n). The keys of `bytes` are entry indices either way. */
+  encoded?: Uint32Array;
+}
+
+/** Entry words (ENTRY_V2 / 4 per connection) of idle connections: flags, rx and tx only. */
+export function encodeEntries(connFlags: ArrayLike<number>, rx: ArrayLike<number>, tx: ArrayLike<number>, count: number): Uint32Array {
+  const w = new Uint32Array(W * count);
+  for (let i = 0, e = 0; i < count; i++, e += W) {
+    w[e] = connFlags[i]!;
+    const r = rx[i]!;
+    w[e + 6] = r % 4294967296;
+    w[e + 7] = Math.floor(r / 4294967296);
+    const x = tx[i]!;
+    w[e + 8] = x % 4294967296;
+    w[e + 9] = Math.floor(x / 4294967296);
+  }
+  return w;
+}
+
+/** The entries of `w` (encodeEntries) without those whose index is marked in `drop`. */
+export function dropEntries(w: Uint32Array, drop: readonly number[]): Uint32Array {
+  if (drop.length === 0) return w;
+  const sorted = [...drop].sort((a, b) => a - b);
+  const count = w.length / W;
+  const out = new Uint32Array(w.length - W * sorted.length);
+  let from = 0;
+  let to = 0;
+  for (const i of sorted) {
+    if (i > from) out.set(w.subarray(W * from, W * i), to);
+    to += W * (i - from);
+    from = i + 1;
+  }
+  if (from < count) out.set(w.subarray(W * from), to);
+  return out;
 }
 
 /** The table's entries as 32-bit words (the arena is page-aligned and the host little-endian). */
@@ -94,15 +130,17 @@ export function encodeTable(v: Uint8Array, t: TableSource): void {
   // Entries as words: an idle connection writes nothing but its non-zero fields.
   const w = new Uint32Array(v.buffer, v.byteOffset + TABLE_HEADER, W * t.count);
   const { connFlags, rx, tx } = t;
-  for (let i = 0, e = 0; i < t.count; i++, e += W) {
-    const f = connFlags[i]!;
+  const pre = t.encoded ? t.encoded.length / W : 0;
+  if (t.encoded) w.set(t.encoded);
+  for (let i = pre, e = W * pre; i < t.count; i++, e += W) {
+    const f = connFlags[i - pre]!;
     if (f) w[e] = f;
-    const r = rx[i]!;
+    const r = rx[i - pre]!;
     if (r) {
       w[e + 6] = r % 4294967296;
       w[e + 7] = Math.floor(r / 4294967296);
     }
-    const x = tx[i]!;
+    const x = tx[i - pre]!;
     if (x) {
       w[e + 8] = x % 4294967296;
       w[e + 9] = Math.floor(x / 4294967296);

@@ -15,7 +15,10 @@
  *   successor → current  hello      {"luo":"successor-v1","pid":P,"accepts":["presend-v1"]}
  *   presend-v1 (only when the successor accepts it; the current image still serves):
  *   current → successor  presend    {"luo":"presend-v1","fds":[…],"chunks":N,"arena":A,
- *                                    "regions":[[addr,size],…]} then N chunks
+ *                                    "regions":[[addr,size],…],"streams":[i,…]} then N
+ *                                    chunks; `streams` (optional) lists, by index, the fds
+ *                                    that are connections (the successor may build their
+ *                                    sockets now)
  *   successor → current  presented  {"presented":n}
  *   at FREEZE, without a presend:
  *   current → successor  handover   {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N}
@@ -106,7 +109,8 @@ export const GUARD_ENV = 'LUO_GUARD';
 export const ROLLBACK_ENV = 'LUO_ROLLBACK';
 
 export interface Hello { luo: typeof HELLO; pid: number; accepts: string[] }
-export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; arena: number; regions: Array<[number, number]> }
+/** `streams`: indices into `fds` of the connections among them. */
+export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; arena: number; regions: Array<[number, number]>; streams: number[] }
 export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[]; commit: boolean }
 export interface Chunk { chunk: number }
 export interface Presented { presented: number }
@@ -157,7 +161,9 @@ export function decodeHeader(m: Record<string, unknown>, raw: string): Header {
     const regions = Array.isArray(m.regions)
       ? (m.regions as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
       : [];
-    return { luo: PRESEND, fds: m.fds as number[], chunks: m.chunks as number, arena: Number.isInteger(m.arena) ? (m.arena as number) : -1, regions };
+    const n = (m.fds as number[]).length;
+    const streams = Array.isArray(m.streams) ? (m.streams as unknown[]).filter((i): i is number => Number.isInteger(i) && (i as number) >= 0 && (i as number) < n) : [];
+    return { luo: PRESEND, fds: m.fds as number[], chunks: m.chunks as number, arena: Number.isInteger(m.arena) ? (m.arena as number) : -1, regions, streams };
   }
   if (m.luo !== HANDOVER_V1 && m.luo !== HANDOVER_V2) return malformed();
   if (typeof m.entry !== 'string' || !Array.isArray(m.fds) || !m.fds.every(isFdNumber)) return malformed();

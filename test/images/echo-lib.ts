@@ -11,7 +11,9 @@
  * at most 30 s, while the server still serves: after a successor got its fds early, before
  * the server freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early),
  * ECHO_FINISH_DELAY_MS (an updated image says {event:'restored'} and waits that long before
- * FINISH).
+ * FINISH), ECHO_COUNT_FDS=0 (the ready line's otherFds is -1: counting the fds takes ~20 ms at
+ * 10 000 connections, which a bench would measure), ECHO_LAG=1 (diagnosis: a luo-trace line
+ * on stderr whenever the event loop stood still for more than 5 ms).
  * The 'ready' line of an updated image says how many connections were adopted when the first
  * byte was read from one of them (adoptedAtFirstData).
  */
@@ -48,7 +50,9 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   let adopted = 0;
   let adoptedAtFirstData = -1;
   const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(o) + '\n');
-  const otherFds = (): number => sys.openFds().length - connectionsOf(server).size;
+  // Reading /proc/self/fd takes ~20 ms at 10 000 connections: the bench, which measures the
+  // service's pauses, does without (ECHO_COUNT_FDS=0).
+  const otherFds = (): number => (process.env.ECHO_COUNT_FDS === '0' ? -1 : sys.openFds().length - connectionsOf(server).size);
 
   let restored = 0;
   const firstPorts: number[] = [];
@@ -114,6 +118,15 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     })();
   });
   process.on('SIGTERM', () => process.exit(0));
+  if (process.env.ECHO_LAG === '1') {
+    // Diagnosis: say when the event loop stood still for more than 5 ms (to stderr, as luo-trace).
+    let last = performance.now();
+    setInterval(() => {
+      const now = performance.now();
+      if (now - last > 5) process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
+      last = now;
+    }, 1).unref();
+  }
   if (luo.state === State.UPDATED) {
     const finishDelay = Number(process.env.ECHO_FINISH_DELAY_MS ?? 0);
     if (finishDelay > 0) {
