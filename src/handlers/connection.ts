@@ -86,8 +86,11 @@ export class Baseline {
   readonly refs: Array<{ fd: number; key: object; stream: true }> = [];
   rx: Float64Array = new Float64Array(0);
   tx: Float64Array = new Float64Array(0);
-  /** Their table entries, encoded once taken. */
+  /** Their table entries, encoded once taken; their fds, as numbers and as the files tree
+   *  stores them (big-endian cells). */
   words: Uint32Array = new Uint32Array(0);
+  fdArr: Int32Array = new Int32Array(0);
+  cells: Uint8Array = new Uint8Array(0);
   readonly watch: QuietWatch;
   /** The hold epoch of their snapshot (each is marked with it as it is taken). */
   readonly epoch = newHoldEpoch();
@@ -139,6 +142,8 @@ export class Baseline {
     b.rx = rx.subarray(0, n);
     b.tx = tx.subarray(0, n);
     b.words = encodeEntries(new Uint8Array(n), b.rx, b.tx, n);
+    b.fdArr = Int32Array.from(b.fds);
+    b.cells = bigEndianCells(b.fdArr);
     return b;
   }
 
@@ -190,7 +195,7 @@ export class ConnSnapshot {
   /** Table entries 0..quiet.count-1 are a baseline's unmoved connections (this snapshot's
    *  own come after them): verified by its watch (none may move after the snapshot), their
    *  entries encoded already. */
-  quiet: { base: Baseline; count: number; movedAt: number; words: Uint32Array } | null = null;
+  quiet: { base: Baseline; count: number; movedAt: number; words: Uint32Array; fds: Int32Array; cells: Uint8Array } | null = null;
 
   constructor(scan: { sockets: net.Socket[]; handles: StreamHandle[]; fds: number[]; flags: number[] }) {
     this.sockets = scan.sockets;
@@ -346,8 +351,36 @@ export function snapshotConnections(sockets: Iterable<net.Socket>, extra?: Reado
 export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>, extra?: ReadonlyMap<net.Socket, Extra>): ConnSnapshot {
   const movedAt = base.watch.movedList.length;
   const snap = snapshotConnections(rest, extra);
-  snap.quiet = { base, count: base.count - movedAt, movedAt, words: dropEntries(base.words, base.watch.movedList) };
+  const moved = [...base.watch.movedList].sort((a, b) => a - b);
+  snap.quiet = {
+    base, count: base.count - movedAt, movedAt, words: dropEntries(base.words, moved),
+    fds: without(base.fdArr, 1, moved), cells: without(base.cells, 4, moved),
+  };
   return snap;
+}
+
+/** `a` (`per` elements per entry) without the entries at the indices `sorted` (ascending). */
+export function without<A extends Int32Array | Uint8Array>(a: A, per: number, sorted: readonly number[]): A {
+  if (sorted.length === 0) return a;
+  const count = a.length / per;
+  const out = new (a.constructor as new (n: number) => A)(a.length - per * sorted.length);
+  let from = 0;
+  let to = 0;
+  for (const i of sorted) {
+    if (i > from) out.set(a.subarray(per * from, per * i), to);
+    to += per * (i - from);
+    from = i + 1;
+  }
+  if (from < count) out.set(a.subarray(per * from), to);
+  return out;
+}
+
+/** fds as the files tree stores them: big-endian u32 cells. */
+export function bigEndianCells(fds: ArrayLike<number>): Uint8Array {
+  const out = new Uint8Array(4 * fds.length);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < fds.length; i++) dv.setUint32(4 * i, fds[i]! >>> 0);
+  return out;
 }
 
 /** Into out[at..]: each of `refs` whose index is not marked in `moved`. How many. */

@@ -36,7 +36,7 @@
 import net from 'node:net';
 import { trace } from '../config.js';
 import { fail } from '../errors.js';
-import type { FileHandler } from '../luo/file-handler.js';
+import type { FileHandler, FlatFds } from '../luo/file-handler.js';
 import { TABLE_HTTP } from '../uapi/connections.js';
 import {
   Baseline, freeTable, freezeConnections, keptRefs, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
@@ -257,9 +257,28 @@ export const serverHandler: FileHandler<PreservedServer> = {
     // The baseline's unmoved connections: their early refs, as they were.
     if (q) keptRefs(q.base.refs, q.base.watch.moved, fds, 1);
     for (let i = 0; i < snap.count; i++) fds[1 + k + i] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    // And flat: the baseline's part copied as it was taken (those fds are the very ones sent
+    // early), so that nothing reads 10 000 refs in the pause.
+    let flat: FlatFds | undefined;
+    if (q) {
+      const n = fds.length;
+      const nums = new Int32Array(n);
+      nums[0] = fds[0].fd;
+      nums.set(q.fds, 1);
+      for (let i = 0; i < snap.count; i++) nums[1 + k + i] = snap.fds[i]!;
+      const cells = new Uint8Array(4 * n);
+      cells.set(q.cells, 4);
+      const dv = new DataView(cells.buffer);
+      dv.setUint32(0, nums[0]!);
+      for (let i = 0; i < snap.count; i++) dv.setUint32(4 * (1 + k + i), snap.fds[i]!);
+      const same = new Uint8Array(n);
+      same.fill(1, 1, 1 + k);
+      flat = { fds: nums, cells, same };
+    }
     return {
       data: ps.table,
       fds,
+      ...(flat ? { flat } : {}),
       report: { label: labelOf(ps.server, ps.opts), closed: ps.plan?.closed ?? 0 },
       verify() {
         // Every connection of the snapshot unchanged (a closed one has lost its handle), and

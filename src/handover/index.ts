@@ -29,13 +29,13 @@ import {
 } from '../uapi/handover.js';
 import { execInPlace, reapInheritedChildren } from './exec.js';
 import { Incoming, type Readiness } from './incoming.js';
-import { Successor, guardEnv, receiveHandover, retire, type FdRef, type Outcome } from './successor.js';
+import { Successor, guardEnv, receiveHandover, retire, type FdRef, type Flat, type Outcome } from './successor.js';
 import type { Image } from './image.js';
 
 export { Incoming, firstMissing, readyMarks, translateFds } from './incoming.js';
 export { earlyDelta, markEarly } from './successor.js';
 export { selfImage, resolveExecutable, type Image } from './image.js';
-export type { FdRef, Outcome } from './successor.js';
+export type { FdRef, Flat, Outcome } from './successor.js';
 
 export type TransportKind = 'exec' | 'successor';
 
@@ -62,7 +62,9 @@ export interface Transport {
   /** The process that will serve the next version (this one, in place). */
   readonly pid: number;
   begin(early: () => Promise<EarlyFds | null>): Promise<void>;
-  handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void): HandedOver;
+  /** `flat`: refs' fds as flat arrays (Files.carriedFlat, aligned with refs), so that a
+   *  successor's delta is found without reading each ref. */
+  handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void, flat?: Flat | null): HandedOver;
   abort(): void;
 }
 
@@ -137,10 +139,10 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
       // poll) before freezing, so that wait does not run into the pause.
       await new Promise((r) => setImmediate(() => setImmediate(r)));
     },
-    handOver(entry, refs, beforeExec) {
+    handOver(entry, refs, beforeExec, flat) {
       if (entry === null) throw new HandoverError('a successor needs a handover');
       beforeExec?.();
-      next.handover(entry, refs, opts.freezeTimeoutMs);
+      next.handover(entry, refs, opts.freezeTimeoutMs, flat ?? null);
       trace('handover: taken');
       const deadline = Date.now() + opts.commitTimeoutMs;
       return {

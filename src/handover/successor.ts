@@ -66,14 +66,16 @@ export function unique(refs: FdRef[]): FdRef[] {
  * and index in the presend; the refs sent then carry their index: markEarly) lacks: the fds to send, and the indices of the early ones not carried after all
  * (an fd is the same open file when its key still names it). One pass over `refs`.
  */
-export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: number; index: number }>, earlyCount: number, gen: number, earlyFds: Int32Array): { send: number[]; closed: number[] } {
+export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: number; index: number }>, earlyCount: number, gen: number, earlyFds: Int32Array, flat: Flat | null = null): { send: number[]; closed: number[] } {
   const kept = new Uint8Array(earlyCount);
   const send: number[] = [];
   // Each fd once (two tokens may carry the same fd: one file, sent once), in the same pass.
   let seen = new Uint8Array(65536);
+  const byFd = flat?.earlyIndexOfFd ?? null;
   for (let i = 0; i < refs.length; i++) {
-    const r = refs[i] as Marked;
-    const fd = r.fd;
+    // Flat: an fd its handler vouches for (the very one it sent early) is found by number,
+    // without reading its ref.
+    const fd = flat ? flat.fds[i]! : refs[i]!.fd;
     if (fd >= seen.length) {
       const more = new Uint8Array(Math.max(fd + 1, 2 * seen.length));
       more.set(seen);
@@ -81,6 +83,14 @@ export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: numbe
     }
     if (seen[fd] === 1) continue;
     seen[fd] = 1;
+    if (flat && byFd && flat.same[i] === 1 && fd < byFd.length) {
+      const at = byFd[fd]!;
+      if (at >= 0 && kept[at] === 0) {
+        kept[at] = 1;
+        continue;
+      }
+    }
+    const r = refs[i] as Marked;
     // The very ref sent early (a connection unchanged since): its index is on it. Any other
     // ref is looked up by its key.
     let index = r[EARLY_GEN] === gen ? r[EARLY_AT]! : -1;
@@ -95,6 +105,9 @@ export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: numbe
   for (let i = 0; i < earlyCount; i++) if (kept[i] === 0) closed.push(i);
   return { send, closed };
 }
+
+/** carried refs as flat arrays (Files.carriedFlat), and each early fd's index by number. */
+export interface Flat { fds: Int32Array; same: Uint8Array; earlyIndexOfFd?: Int32Array }
 
 const EARLY_GEN = Symbol('luo.earlyGen');
 const EARLY_AT = Symbol('luo.earlyAt');
@@ -136,6 +149,7 @@ export class Successor {
   /** The presend's generation (marked on each ref sent: markEarly) and its fds, by index. */
   #earlyGen = 0;
   #earlyFds = new Int32Array(0);
+  #earlyIndexOfFd = new Int32Array(0);
   #handedOver = false;
   /** What its guard said when it gave up ({"failed":…}). */
   #failure: Failure | null = null;
@@ -341,6 +355,10 @@ export class Successor {
     this.#earlyCount = fds.length;
     this.#earlyGen = gen;
     this.#earlyFds = Int32Array.from(fds);
+    let max = 0;
+    for (const fd of fds) if (fd > max) max = fd;
+    this.#earlyIndexOfFd = new Int32Array(max + 1).fill(-1);
+    for (let i = 0; i < fds.length; i++) this.#earlyIndexOfFd[fds[i]!] = i;
   }
 
   /**
@@ -348,14 +366,15 @@ export class Successor {
    * has taken them all. Throws (having killed the successor) when it dies, is stopped or does
    * not answer within timeoutMs (the freeze deadline: this image is frozen meanwhile).
    */
-  handover(entry: string, refs: FdRef[], timeoutMs: number): void {
+  handover(entry: string, refs: FdRef[], timeoutMs: number, flat: Flat | null = null): void {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
     let head: Record<string, unknown>;
     let send: number[];
     const commit = this.acceptsCommit;
     if (this.#early) {
       // Only what the successor does not hold already; and which of its copies to drop.
-      const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, this.#earlyGen, this.#earlyFds);
+      const f = flat && flat.fds.length === refs.length && flat.same.length === refs.length ? { ...flat, earlyIndexOfFd: this.#earlyIndexOfFd } : null;
+      const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, this.#earlyGen, this.#earlyFds, f);
       send = fds;
       head = { luo: HANDOVER_V2, entry, fds, closed, ...(commit ? { commit: true } : {}) };
     } else {

@@ -73,6 +73,14 @@ export interface Frozen {
    * key (see early) is not sent again to a successor that got the same fd under it early.
    */
   fds: Array<number | FdRef>;
+  /**
+   * The same fds as flat arrays, for thousands of them (a server's connections): so that the
+   * pause reads no object per fd. `fds` their numbers; `cells` the same as the files tree
+   * stores them (big-endian u32); `same` 1 for each fd that is the very one this handler sent
+   * early, still open under the same key (it need not be looked up). Each entry of `fds`
+   * above must then be an FdRef.
+   */
+  flat?: FlatFds;
   /** Right before the exec or the handover: throw if the file changed since the snapshot (the
    *  update is then cancelled, rather than losing or repeating data). */
   verify?(): void;
@@ -80,6 +88,9 @@ export interface Frozen {
    *  address), and how many of its connections this image closed instead of carrying. */
   report?: { label?: string; closed?: number };
 }
+
+/** See Frozen.flat. */
+export interface FlatFds { fds: Int32Array; cells: Uint8Array; same: Uint8Array }
 
 /** One handed-over file, as the next image's handler gets it. */
 export interface Retrieve {

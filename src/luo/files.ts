@@ -38,7 +38,7 @@ import { PreservedTree, fdtChecksum, type Kho } from '../kho/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
 import { asLuoError, runCallback, runInfallible, toU64, type Timeouts } from './callbacks.js';
-import type { FdRef, FileArgs, FileHandler, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve } from './file-handler.js';
+import type { FdRef, FileArgs, FileHandler, FlatFds, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve } from './file-handler.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { CarriedEntry } from '../uapi/protocol.js';
 
@@ -77,6 +77,8 @@ export class Files {
   /** Incoming: each token's fds as the previous image numbered them (decoded once, at boot). */
   #inFds = new Map<bigint, number[]>();
   #carried = new Map<bigint, FdRef[]>();
+  /** The tokens whose handler gave its fds flat too (Frozen.flat). */
+  #carriedFlat = new Map<bigint, FlatFds>();
   /** The next cancel resumes files that were handed over (the next version failed). */
   #handedOver = false;
   /** Incoming: what each handed-over token was and became (the agent's report). */
@@ -326,6 +328,7 @@ export class Files {
     }
     this.#outTree.destroy();
     this.#carried.clear();
+    this.#carriedFlat.clear();
   }
 
   /** The next cancel follows a handover whose next version failed before FINISH: handlers
@@ -343,6 +346,27 @@ export class Files {
   /** The same, with each fd's key (for a successor that got some of them early). */
   get carriedRefs(): FdRef[] {
     return ([] as FdRef[]).concat(...this.#carried.values());
+  }
+
+  /** carriedRefs' fds as flat arrays (numbers; 1 where a handler vouched that the fd is the
+   *  one it sent early), without a pass over the tokens that gave them flat. */
+  get carriedFlat(): { fds: Int32Array; same: Uint8Array } {
+    let n = 0;
+    for (const refs of this.#carried.values()) n += refs.length;
+    const fds = new Int32Array(n);
+    const same = new Uint8Array(n);
+    let at = 0;
+    for (const [token, refs] of this.#carried) {
+      const flat = this.#carriedFlat.get(token);
+      if (flat) {
+        fds.set(flat.fds, at);
+        same.set(flat.same, at);
+      } else {
+        for (let i = 0; i < refs.length; i++) fds[at + i] = refs[i]!.fd;
+      }
+      at += refs.length;
+    }
+    return { fds, same };
   }
 
   /** Successor mode, PREPARED: the fds the handlers let go early, each with its key. */
@@ -369,6 +393,7 @@ export class Files {
     const root = new FdtNode('');
     root.setString('compatible', FILES_COMPATIBLE);
     this.#carried.clear();
+    this.#carriedFlat.clear();
     for (const f of files) {
       const n = root.addChild(tokenName(f.token));
       n.setString('compatible', f.handler.compatible).setU64('data', f.data);
@@ -376,10 +401,18 @@ export class Files {
       if (rep?.label) n.setString('label', rep.label);
       if (rep?.closed) n.setU32('closed', rep.closed);
       if (withFds) {
-        const { refs, fds, bad } = refsToFds(f.frozen?.fds ?? []);
-        if (bad) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${String(bad.fd)} for token ${tokenName(f.token)}`);
-        this.#carried.set(f.token, refs);
-        n.setCells('fds', fds);
+        const flat = f.frozen?.flat;
+        if (flat && flat.fds.length === f.frozen!.fds.length && flat.cells.length === 4 * flat.fds.length && flat.same.length === flat.fds.length) {
+          // Flat already (thousands of connections): no pass over the refs.
+          this.#carried.set(f.token, f.frozen!.fds as FdRef[]);
+          this.#carriedFlat.set(f.token, flat);
+          n.setBytes('fds', flat.cells);
+        } else {
+          const { refs, fds, bad } = refsToFds(f.frozen?.fds ?? []);
+          if (bad) throw fail('EBADF', `handler ${f.handler.compatible} named fd ${String(bad.fd)} for token ${tokenName(f.token)}`);
+          this.#carried.set(f.token, refs);
+          n.setCells('fds', fds);
+        }
       }
     }
     return this.#outTree.write(new Fdt(root));

@@ -477,8 +477,18 @@ export class Luo extends EventEmitter {
         if (frozen) this.files.verifyFrozen();
         // A closed fd makes the handover fail (EBADF) before anything reaches the next image.
         const refs: FdRef[] = frozen ? [this.#arenaRef(), ...this.files.carriedRefs] : [];
+        // The same fds flat (the arena first), for a successor's delta.
+        let flat: { fds: Int32Array; same: Uint8Array } | null = null;
+        if (frozen && transport.kind === 'successor') {
+          const c = this.files.carriedFlat;
+          flat = { fds: new Int32Array(c.fds.length + 1), same: new Uint8Array(c.same.length + 1) };
+          flat.fds[0] = refs[0]!.fd;
+          flat.fds.set(c.fds, 1);
+          flat.same.set(c.same, 1);
+        }
         trace('handover: verified');
-        done = transport.handOver(frozen ? this.kho.handover() : null, refs, () => opts.beforeExec?.(transport.pid));
+        const entry = frozen ? this.kho.handover() : null;
+        done = transport.handOver(entry, refs, () => opts.beforeExec?.(transport.pid), flat);
       } catch (err) {
         transport.abort();
         if (frozen) await this.#rollback();
