@@ -222,7 +222,11 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
   clearInterval(pinger);
   for (const s of socks) s.destroy();
   svc.kill();
-  const med = (k: string): number => pct(results.map((r) => r[k]!), 0.5);
+  // (A memory figure can be missing from an update: a sample the process was exiting in.)
+  const med = (k: string): number => {
+    const xs = results.map((r) => r[k]!).filter((x) => Number.isFinite(x));
+    return xs.length ? pct(xs, 0.5) : NaN;
+  };
   const memory = mode === 'successor' ? { oneImageMb: med('oneImageMb'), successorAtFreezeMb: med('successorAtFreezeMb'), bothPeakMb: med('bothPeakMb'), bothSharedOnceMb: med('bothSharedOnceMb') } : {};
   return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), ...memory, runs: results };
 }

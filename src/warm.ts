@@ -12,7 +12,7 @@
  * failure is ignored (the pause is then only slower).
  */
 import { FdtNode } from './fdt/index.js';
-import { earlyDelta, firstMissing, markEarly, readyMarks, translateFds } from './handover/index.js';
+import { earlyDelta, firstMissing, markEarly, readyMarks, translateCells } from './handover/index.js';
 import { bigEndianCells, keptRefs, without } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
@@ -50,9 +50,10 @@ export function warmSuccessor(n: number): void {
     // Each input made as the real one is (the same kinds of arrays: V8's optimized code is
     // only used for the kinds it was made for).
     for (let r = 0; r < ROUNDS; r++) {
-      const old = node.cells('fds')!;
+      const { old, mine: all } = translateCells(map, node.bytes('fds')!);
+      all.indexOf(-1);
       firstMissing(map, old);
-      const mine = translateFds(map, old, 0, n);
+      const mine = all.slice(0, n);
       decodeTable(v, { counters: true });
       readyMarks(mine, watched, new Uint8Array(watched.length));
       busyFirst(ready);

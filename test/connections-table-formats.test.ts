@@ -7,7 +7,7 @@ import test from 'node:test';
 import fc from 'fast-check';
 import { readTable } from '../src/handlers/connection.js';
 import type { Retrieve } from '../src/luo/file-handler.js';
-import { ENTRY_V2, TABLE_HEADER, decodeTable, encodeTable, tableSize, type TableSource } from '../src/uapi/connections.js';
+import { ENTRY_V2, TABLE_HEADER, decodeTable, encodeEntries, encodeTable, tableSize, type TableSource } from '../src/uapi/connections.js';
 
 function source(): TableSource {
   const bytes = new Map([[1, { unread: Buffer.from('GET / HTTP/1.1\r\n'), unsent: Buffer.from('HTTP/1.1 200 OK\r\n') }]]);
@@ -107,4 +107,20 @@ test('fuzz: any bytes decode to a table or a reason, never an exception', () => 
     const t = decodeTable(mem);
     assert.ok(typeof t === 'string' || t.count >= 0);
   }), { numRuns: 3000 });
+});
+
+test('a v2 table with its idle entries encoded in advance (a baseline) reads as if encoded at once, those entries last', () => {
+  const quiet = encodeEntries([0, 0, 0], [10, 2 ** 35, 7], [11, 12, 2 ** 40], 3);
+  const bytes = new Map([[0, { unread: Buffer.from('abc'), unsent: Buffer.alloc(0) }]]);
+  const src = { count: 5, flags: 0, first: 1, connFlags: [1, 0], rx: [5, 6], tx: [7, 8], bytes, encoded: quiet };
+  const mem = new Uint8Array(tableSize(src));
+  encodeTable(mem, src);
+  const t = decodeTable(mem, { counters: true });
+  assert.ok(typeof t !== 'string', String(t));
+  assert.equal(t.count, 5);
+  assert.deepEqual([...t.connFlags], [1, 0, 0, 0, 0]);
+  assert.deepEqual([...t.rx!], [5, 6, 10, 2 ** 35, 7]);
+  assert.deepEqual([...t.tx!], [7, 8, 11, 12, 2 ** 40]);
+  assert.equal(t.bytes.get(0)!.unread.toString(), 'abc');
+  assert.deepEqual([...t.bytes.keys()], [0]);
 });

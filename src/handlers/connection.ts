@@ -82,7 +82,7 @@ export class Baseline {
   readonly sockets: net.Socket[] = [];
   readonly handles: StreamHandle[] = [];
   readonly fds: number[] = [];
-  /** Each idle connection as an early ref: its fd, keyed by its handle. */
+  /** Each idle connection as a ref: its fd, keyed by its handle. */
   readonly refs: Array<{ fd: number; key: object; stream: true }> = [];
   rx: Float64Array = new Float64Array(0);
   tx: Float64Array = new Float64Array(0);
@@ -106,7 +106,7 @@ export class Baseline {
    * them (a pass over 10 000 connections takes ~10 ms here). A connection that moves once
    * taken counts as moved; one accepted meanwhile is the caller's (it is not in `sockets`).
    */
-  static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number }): Promise<Baseline> {
+  static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number; sentEarly?: ReadonlySet<object> }): Promise<Baseline> {
     const sliceMs = opts.sliceMs ?? 2;
     const all = [...sockets];
     const b = new Baseline(all.length);
@@ -123,11 +123,13 @@ export class Baseline {
       const base = (s as Based)[BASE];
       // An upgraded HTTP connection (a WebSocket) is never idle here: its owner's state
       // crosses with it, taken at the snapshot.
-      if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || !watchQuiet(s, b.watch, b.sockets.length)) {
+      const h = (s as unknown as { _handle: StreamHandle })._handle;
+      // Only one whose fd a successor got early under its handle: its fd is then the very
+      // one sent (snapshot's `same`).
+      if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || (opts.sentEarly && !opts.sentEarly.has(h)) || !watchQuiet(s, b.watch, b.sockets.length)) {
         b.others.push(s);
         continue;
       }
-      const h = (s as unknown as { _handle: StreamHandle })._handle;
       const k = b.sockets.length;
       markHold(s, b.epoch);
       b.sockets.push(s);
@@ -149,18 +151,6 @@ export class Baseline {
 
   get count(): number {
     return this.sockets.length;
-  }
-
-  /** Every connection still live and not moved, as an early ref, then every other one. */
-  earlyRefs(): Array<{ fd: number; key: object; stream: true }> {
-    const out: Array<{ fd: number; key: object; stream: true }> = [];
-    const moved = this.watch.moved;
-    for (let i = 0; i < this.refs.length; i++) if (moved[i] === 0) out.push(this.refs[i]!);
-    for (const s of [...this.others, ...this.movedSockets()]) {
-      const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
-      if (h && !s.destroyed) out.push({ fd: handleFd(h), key: h, stream: true });
-    }
-    return out;
   }
 
   /** The idle connections that moved since (they go through the snapshot now). */
@@ -192,8 +182,9 @@ export class ConnSnapshot {
   readonly tx: Float64Array;
   /** The hold epoch of this snapshot (node-internals: startHold at the point of no return). */
   readonly epoch = newHoldEpoch();
-  /** Table entries 0..quiet.count-1 are a baseline's unmoved connections (this snapshot's
-   *  own come after them): verified by its watch (none may move after the snapshot), their
+  /** The last quiet.count table entries are a baseline's unmoved connections (this
+   *  snapshot's own, the busy ones, come first: the next image adopts in table order, and
+   *  serves them first): verified by its watch (none may move after the snapshot), their
    *  entries encoded already. */
   quiet: { base: Baseline; count: number; movedAt: number; words: Uint32Array; fds: Int32Array; cells: Uint8Array } | null = null;
 
@@ -343,10 +334,10 @@ export function snapshotConnections(sockets: Iterable<net.Socket>, extra?: Reado
 }
 
 /**
- * A snapshot with a baseline: the baseline's unmoved connections first, as they were at the
- * early send (no pass over them: their entries, fds and keys are the baseline's), then the
- * snapshot of the others (`rest`: the baseline's others, its moved ones and those accepted
- * since), whose arrays and withBytes are indexed from 0 (table entry quiet.count + i).
+ * A snapshot with a baseline: the snapshot of the others (`rest`: the baseline's others, its
+ * moved ones and those accepted since) as table entries 0.., then the baseline's unmoved
+ * connections as it took them (no pass over them: their entries, fds and keys are the
+ * baseline's).
  */
 export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>, extra?: ReadonlyMap<net.Socket, Extra>): ConnSnapshot {
   const movedAt = base.watch.movedList.length;
@@ -436,8 +427,8 @@ export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number
   const q = snap.quiet;
   const k = q?.count ?? 0;
   const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>();
-  for (const [i, b] of snap.withBytes) bytes.set(k + i, b);
-  const count = k + snap.count;
+  for (const [i, b] of snap.withBytes) bytes.set(i, b);
+  const count = snap.count + k;
   const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, ...(q ? { encoded: q.words } : {}) };
   const size = tableSize(src);
   const addr = mem.alloc(size);

@@ -45,6 +45,12 @@
  *   new http.IncomingMessage(socket)      the request of a carried upgraded connection, made
  *                                         again in the next image (incomingRequest)
  *   v8 --expose-gc, set at run time       collectGarbage(): a synchronous full collection
+ *   net.Socket.prototype's write, end,    wrapped once per process (watchQuiet, successor
+ *     push, unshift and destroy           mode): the first call for a watched idle
+ *                                         connection marks it moved
+ *   require('_http_common').HTTPParser    an HTTP connection's parser reads its consumed
+ *     .kOnExecute, parser[kOnExecute]     handle in C++ (never through push) and calls this
+ *                                         after each chunk: wrapped per watched connection
  *
  * Lifecycle for a preserved socket: trackWrites() at preserve time → stopReading() at FREEZE
  * → snapshot (readBuffered, unsentBytes) synchronously at the end of FREEZE (nothing runs

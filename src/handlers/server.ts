@@ -73,6 +73,8 @@ interface Tracking {
   after: net.Socket[];
   /** While a baseline is being taken: the connections accepted meanwhile. */
   pendingBase: { after: net.Socket[] } | null;
+  /** Between the early send and the baseline: the keys (handles) sent early. */
+  sentEarly: Set<object> | null;
 }
 type Tracked = net.Server & { [TRACK]?: Tracking };
 
@@ -84,7 +86,7 @@ export function connectionsOf(server: net.Server): Set<net.Socket> {
 function tracking(server: net.Server): Tracking {
   const t = server as Tracked;
   if (!t[TRACK]) {
-    const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0, base: null, after: [], pendingBase: null };
+    const state: Tracking = { conns: new Set<net.Socket>(), freezing: false, added: 0, base: null, after: [], pendingBase: null, sentEarly: null };
     t[TRACK] = state;
     server.prependListener('connection', (s: net.Socket) => track(state, s));
     // The request that upgrades a connection, for its owner in the next version (seen without
@@ -172,28 +174,39 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const why = refusal(upgradedOf(ps.server, connectionsOf(ps.server)), ps.opts.upgraded ?? 'refuse');
     if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
   },
-  async early({ file: ps }) {
+  early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which
     // lives exactly as long as its fd. Connections accepted or closed until the freeze are
-    // the delta the handover carries. The idle ones are watched from now on (the baseline,
-    // taken in slices while serving): the pause then handles only what moved since, and
-    // what was accepted since, not every connection.
+    // the delta the handover carries.
     const t = tracking(ps.server);
     t.base?.drop();
     t.base = null;
     t.after = [];
+    const refs = liveRefs(t.conns);
+    t.sentEarly = new Set(refs.map((r) => r.key));
+    return [{ fd: fdOf(ps.server), key: handleOf(ps.server) }, ...refs];
+  },
+  async afterEarly({ file: ps }) {
+    // The successor holds the fds: take the baseline of the idle connections now, as close
+    // to the freeze as it can be (in slices, serving between them), and watch them from
+    // now on. The pause then handles only what moves from here, and what is accepted from
+    // here, not every connection.
+    const t = tracking(ps.server);
+    const sent = t.sentEarly ?? new Set<object>();
+    t.base?.drop();
+    t.base = null;
     const pending = { after: [] as net.Socket[] };
     t.pendingBase = pending;
     let base: Baseline;
     try {
-      base = await Baseline.take(t.conns, { http: isHttp(ps.server) });
+      base = await Baseline.take(t.conns, { http: isHttp(ps.server), sentEarly: sent });
     } finally {
       t.pendingBase = null;
     }
     t.base = base;
     t.after = pending.after;
+    t.sentEarly = null;
     trace(`server: baseline of ${base.count} idle connections, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
-    return [{ fd: fdOf(ps.server), key: handleOf(ps.server) }, ...base.earlyRefs(), ...liveRefs(t.after)];
   },
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
@@ -250,29 +263,33 @@ export const serverHandler: FileHandler<PreservedServer> = {
     ps.snap = snap;
     const addedAtSnapshot = t.added;
     ps.table = writeTable(memory, snap, isHttp(ps.server) ? TABLE_HTTP : 0, 1);
+    // The listener (#0), this snapshot's connections (the busy ones: adopted and served first
+    // in the next image), then the baseline's unmoved ones, as it took them.
     const q = snap.quiet;
     const k = q?.count ?? 0;
-    const fds = new Array<{ fd: number; key: object }>(1 + k + snap.count);
+    const m = snap.count;
+    const fds = new Array<{ fd: number; key: object }>(1 + m + k);
     fds[0] = { fd: fdOf(ps.server), key: handleOf(ps.server) };
-    // The baseline's unmoved connections: their early refs, as they were.
-    if (q) keptRefs(q.base.refs, q.base.watch.moved, fds, 1);
-    for (let i = 0; i < snap.count; i++) fds[1 + k + i] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    for (let i = 0; i < m; i++) fds[1 + i] = { fd: snap.fds[i]!, key: snap.handles[i]! };
+    if (q) keptRefs(q.base.refs, q.base.watch.moved, fds, 1 + m);
     // And flat: the baseline's part copied as it was taken (those fds are the very ones sent
     // early), so that nothing reads 10 000 refs in the pause.
     let flat: FlatFds | undefined;
     if (q) {
       const n = fds.length;
       const nums = new Int32Array(n);
-      nums[0] = fds[0].fd;
-      nums.set(q.fds, 1);
-      for (let i = 0; i < snap.count; i++) nums[1 + k + i] = snap.fds[i]!;
       const cells = new Uint8Array(4 * n);
-      cells.set(q.cells, 4);
       const dv = new DataView(cells.buffer);
+      nums[0] = fds[0].fd;
       dv.setUint32(0, nums[0]!);
-      for (let i = 0; i < snap.count; i++) dv.setUint32(4 * (1 + k + i), snap.fds[i]!);
+      for (let i = 0; i < m; i++) {
+        nums[1 + i] = snap.fds[i]!;
+        dv.setUint32(4 * (1 + i), snap.fds[i]!);
+      }
+      nums.set(q.fds, 1 + m);
+      cells.set(q.cells, 4 * (1 + m));
       const same = new Uint8Array(n);
-      same.fill(1, 1, 1 + k);
+      same.fill(1, 1 + m);
       flat = { fds: nums, cells, same };
     }
     return {
@@ -300,6 +317,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
     t.base?.drop();
     t.base = null;
     t.after = [];
+    t.sentEarly = null;
     // After a handover whose next version failed: only what it left alone carries on (by the
     // kernel's counters); then what this process wrote after the point of no return goes out.
     const r = handedOver ? resumeConnections(t.conns) : (thawConnections(t.conns), undefined);

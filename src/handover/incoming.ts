@@ -51,6 +51,23 @@ export function translateFds(map: Int32Array | null, fds: ArrayLike<number>, fro
   return out;
 }
 
+/**
+ * A files tree's "fds" cells (big-endian u32, the previous image's numbers), decoded and
+ * translated through `map` (null: the same numbers) in one pass: the old numbers, this
+ * process's (-1 where not carried).
+ */
+export function translateCells(map: Int32Array | null, cells: Uint8Array): { old: number[]; mine: Int32Array } {
+  const n = cells.length >>> 2;
+  const old = new Array<number>(n);
+  const mine = new Int32Array(n);
+  for (let i = 0, b = 0; i < n; i++, b += 4) {
+    const fd = ((cells[b]! << 24) | (cells[b + 1]! << 16) | (cells[b + 2]! << 8) | cells[b + 3]!) >>> 0;
+    old[i] = fd;
+    mine[i] = map === null ? fd : fd < map.length ? map[fd]! : -1;
+  }
+  return { old, mine };
+}
+
 /** For each of `fds`: its mark when watched (1 ready), else 255 (not watched: ask the kernel). */
 export function readyMarks(fds: ArrayLike<number>, watched: Uint8Array, mark: Uint8Array): Uint8Array {
   const out = new Uint8Array(fds.length);
@@ -119,6 +136,12 @@ export class Incoming {
   /** True when the carried fds arrived over SCM_RIGHTS (open and close-on-exec already). */
   get received(): boolean {
     return this.#map !== null;
+  }
+
+  /** A files tree's fds cells: the previous image's numbers and this process's (-1: not
+   *  handed over), in one pass. */
+  translateCells(cells: Uint8Array): { old: number[]; mine: Int32Array } {
+    return translateCells(this.#map, cells);
   }
 
   /** The first of `fds` (the previous image's numbers) not handed over; -1 when all were. */

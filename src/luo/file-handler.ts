@@ -10,6 +10,9 @@
  *   prepare({token, file, data})     PREPARE: may return the u64 payload
  *   early({…}) → FdRef[] (or a promise) successor mode, PREPARED, still serving: fds that can go
  *                                    to the successor before the freeze, each with a key
+ *   afterEarly({…})                  successor mode, once the successor holds them, still
+ *                                    serving, right before FREEZE: get ready for it (a server
+ *                                    takes the baseline of its idle connections)
  *   freeze({…})                      FREEZE: quiesce (stop reading, drain); may return a payload
  *   snapshot({…}) → Frozen           the end of FREEZE, after every file's freeze, synchronous:
  *                                    the final payload, the fds the next image inherits (the
@@ -141,6 +144,7 @@ export interface FileHandler<H = unknown> {
   detach?(file: H, token: bigint): void;
   prepare?(a: FileArgs<H>): Payload | Promise<Payload>;
   early?(a: FileArgs<H>): FdRef[] | Promise<FdRef[]>;
+  afterEarly?(a: FileArgs<H>): void | Promise<void>;
   freeze?(a: FileArgs<H>): Payload | Promise<Payload>;
   snapshot?(a: FileArgs<H>): Frozen;
   cancel?(a: FileArgs<H>): void | Resumed | Promise<void | Resumed>;

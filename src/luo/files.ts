@@ -76,6 +76,8 @@ export class Files {
   #in: Map<bigint, InFile> | null = null;
   /** Incoming: each token's fds as the previous image numbered them (decoded once, at boot). */
   #inFds = new Map<bigint, number[]>();
+  /** Incoming, a successor: each token's fds in this process's numbers (translated at boot). */
+  #inMine = new Map<bigint, Int32Array>();
   #carried = new Map<bigint, FdRef[]>();
   /** The tokens whose handler gave its fds flat too (Frozen.flat). */
   #carriedFlat = new Map<bigint, FlatFds>();
@@ -388,6 +390,18 @@ export class Files {
     return out;
   }
 
+  /** Successor mode, PREPARED, the fds sent early: each handler gets ready for the freeze. */
+  async afterEarly(): Promise<void> {
+    for (const f of this.#sortedOut()) {
+      if (f.state !== State.PREPARED || !f.handler.afterEarly) continue;
+      try {
+        await f.handler.afterEarly(this.#args(f));
+      } catch (e) {
+        throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) afterEarly`);
+      }
+    }
+  }
+
   /** The files tree, with each frozen file's fds when `withFds`; its address. */
   #writeTree(files: OutFile[], withFds: boolean): number {
     const root = new FdtNode('');
@@ -451,14 +465,20 @@ export class Files {
       try {
         const compatible = node.requireString('compatible');
         node.requireU64('data');
-        const fds = node.cells('fds') ?? [];
+        const raw = node.bytes('fds');
+        if (raw && raw.length % 4 !== 0) throw new HandoverError(`files tree: token ${name}: property "fds" is ${raw.length} bytes, not whole cells`);
         this.#report.set(token, { token: tokenName(token), compatible, label: node.string('label') ?? '', closedAtFreeze: node.u32('closed') ?? 0, restored: false, released: false, counts: {} });
-        this.#inFds.set(token, fds);
         if (incoming?.received) {
           // A successor: SCM_RIGHTS gave them to us open and close-on-exec; each must be one.
-          const bad = incoming.firstMissing(fds);
-          if (bad >= 0) throw new HandoverError(`files tree: token ${name} carries fd ${fds[bad]}, which was not handed over`);
+          // Decoded, translated and checked in one pass (thousands of connections).
+          const { old, mine } = incoming.translateCells(raw ?? new Uint8Array(0));
+          this.#inFds.set(token, old);
+          this.#inMine.set(token, mine);
+          const bad = mine.indexOf(-1);
+          if (bad >= 0) throw new HandoverError(`files tree: token ${name} carries fd ${old[bad]}, which was not handed over`);
         } else {
+          const fds = node.cells('fds') ?? [];
+          this.#inFds.set(token, fds);
           for (const fd of fds) if (fd > highest) highest = fd;
           for (const fd of fds) {
             try {
@@ -581,6 +601,8 @@ export class Files {
       fdRange: (from: number, count: number): Int32Array => {
         if (from < 0 || from + count > f.oldFds.length) throw fail('EBADF', `token ${tokenName(f.token)} carries ${f.oldFds.length} fds, not #${from}..#${from + count - 1}`);
         if (f.fds) return Int32Array.from(f.fds.slice(from, from + count));
+        const mine = this.#inMine.get(f.token);
+        if (mine) return mine.slice(from, from + count);
         return incoming ? incoming.translate(f.oldFds, from, count) : Int32Array.from(f.oldFds.slice(from, from + count));
       },
       fdCount: f.oldFds.length,
@@ -619,6 +641,7 @@ export class Files {
     for (const token of this.incomingTokens) await this.#finishOne(m.get(token)!);
     this.#in = new Map();
     this.#inFds.clear();
+    this.#inMine.clear();
     this.#inTree = null;
     if (this.#inTreeRegion) {
       this.#host.kho.free(this.#inTreeRegion.addr, this.#inTreeRegion.size);

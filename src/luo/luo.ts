@@ -450,6 +450,12 @@ export class Luo extends EventEmitter {
           early = refs.length;
           return { arena: this.#arenaRef(), regions: this.kho.preservedRegions, refs };
         });
+        // The handlers get ready for the freeze (a server's baseline of its idle connections:
+        // as late as it can be, so that few move before the freeze).
+        if (early && this.state === State.PREPARED) {
+          await this.files.afterEarly();
+          trace('successor: handlers ready for the freeze');
+        }
         if (early && this.#warm) {
           await this.#warm(early);
           // Answer what queued during the last step (one loop turn with a poll) before

@@ -50,9 +50,8 @@ export interface TableSource {
   tx: ArrayLike<number>;
   /** Connection index → the bytes it carries (meta: its owner's, for an upgraded one). */
   bytes: ReadonlyMap<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>;
-  /** Entries 0..n-1 already encoded (idle connections: no bytes; encodeEntries made them):
-   *  copied as they are; connFlags, rx and tx then describe entries n.. (their index 0 is
-   *  entry n). The keys of `bytes` are entry indices either way. */
+  /** The last n entries already encoded (idle connections: no bytes; encodeEntries made
+   *  them), copied as they are; connFlags, rx and tx describe the entries before them. */
   encoded?: Uint32Array;
 }
 
@@ -130,17 +129,17 @@ export function encodeTable(v: Uint8Array, t: TableSource): void {
   // Entries as words: an idle connection writes nothing but its non-zero fields.
   const w = new Uint32Array(v.buffer, v.byteOffset + TABLE_HEADER, W * t.count);
   const { connFlags, rx, tx } = t;
-  const pre = t.encoded ? t.encoded.length / W : 0;
-  if (t.encoded) w.set(t.encoded);
-  for (let i = pre, e = W * pre; i < t.count; i++, e += W) {
-    const f = connFlags[i - pre]!;
+  const own = t.count - (t.encoded ? t.encoded.length / W : 0);
+  if (t.encoded) w.set(t.encoded, W * own);
+  for (let i = 0, e = 0; i < own; i++, e += W) {
+    const f = connFlags[i]!;
     if (f) w[e] = f;
-    const r = rx[i - pre]!;
+    const r = rx[i]!;
     if (r) {
       w[e + 6] = r % 4294967296;
       w[e + 7] = Math.floor(r / 4294967296);
     }
-    const x = tx[i - pre]!;
+    const x = tx[i]!;
     if (x) {
       w[e + 8] = x % 4294967296;
       w[e + 9] = Math.floor(x / 4294967296);
