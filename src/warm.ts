@@ -13,10 +13,10 @@
  */
 import { FdtNode } from './fdt/index.js';
 import { earlyDelta, firstMissing, markEarly, readyMarks, translateCells } from './handover/index.js';
-import { bigEndianCells, keptRefs, without } from './handlers/connection.js';
+import { bigEndianCells, keptRefs } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
-import { decodeTable, encodeTable, tableSize } from './uapi/connections.js';
+import { decodeTable, encodeTable, tableSize, without } from './uapi/connections.js';
 import { refsToFds } from './luo/files.js';
 
 const ROUNDS = 4;

@@ -37,7 +37,7 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, dropEntries, encodeEntries, encodeTable, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, ENTRY_V2, decodeTable, encodeEntries, encodeTable, without, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
 import { take } from './prebuilt.js';
 import {
@@ -72,8 +72,8 @@ interface WithBytes { unread: Buffer; unsent: Buffer; meta?: Buffer; readable: n
 export interface Extra { prefix: Buffer; meta: Buffer }
 
 /**
- * The idle connections of a set, taken at the early send (successor mode, still serving) and
- * watched from then on (node-internals: QuietWatch). At the snapshot the ones that did not
+ * The idle connections of a set, taken once a successor holds the fds sent early (still
+ * serving, right before the freeze) and watched from then on (node-internals: QuietWatch). At the snapshot the ones that did not
  * move since are taken from here as they are, without a pass over them: their fds, keys,
  * counters and table entries are these. The others (moved, busy at the time, accepted since)
  * go through the snapshot as usual.
@@ -121,11 +121,10 @@ export class Baseline {
       const s = all[i]!;
       if (s.destroyed) continue;
       const base = (s as Based)[BASE];
-      // An upgraded HTTP connection (a WebSocket) is never idle here: its owner's state
-      // crosses with it, taken at the snapshot.
       const h = (s as unknown as { _handle: StreamHandle })._handle;
-      // Only one whose fd a successor got early under its handle: its fd is then the very
-      // one sent (snapshot's `same`).
+      // Not idle here: an upgraded HTTP connection (a WebSocket: its owner's state crosses
+      // with it, taken at the snapshot), and one whose fd the successor did not get early
+      // under its handle (only then is its fd the very one sent: the snapshot's `same`).
       if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || (opts.sentEarly && !opts.sentEarly.has(h)) || !watchQuiet(s, b.watch, b.sockets.length)) {
         b.others.push(s);
         continue;
@@ -154,10 +153,10 @@ export class Baseline {
   }
 
   /** The idle connections that moved since (they go through the snapshot now). */
-  movedSockets(from = 0): net.Socket[] {
+  movedSockets(): net.Socket[] {
     const l = this.watch.movedList;
     const out: net.Socket[] = [];
-    for (let j = from; j < l.length; j++) out.push(this.sockets[l[j]!]!);
+    for (let j = 0; j < l.length; j++) out.push(this.sockets[l[j]!]!);
     return out;
   }
 
@@ -344,26 +343,10 @@ export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>,
   const snap = snapshotConnections(rest, extra);
   const moved = [...base.watch.movedList].sort((a, b) => a - b);
   snap.quiet = {
-    base, count: base.count - movedAt, movedAt, words: dropEntries(base.words, moved),
+    base, count: base.count - movedAt, movedAt, words: without(base.words, ENTRY_V2 / 4, moved),
     fds: without(base.fdArr, 1, moved), cells: without(base.cells, 4, moved),
   };
   return snap;
-}
-
-/** `a` (`per` elements per entry) without the entries at the indices `sorted` (ascending). */
-export function without<A extends Int32Array | Uint8Array>(a: A, per: number, sorted: readonly number[]): A {
-  if (sorted.length === 0) return a;
-  const count = a.length / per;
-  const out = new (a.constructor as new (n: number) => A)(a.length - per * sorted.length);
-  let from = 0;
-  let to = 0;
-  for (const i of sorted) {
-    if (i > from) out.set(a.subarray(per * from, per * i), to);
-    to += per * (i - from);
-    from = i + 1;
-  }
-  if (from < count) out.set(a.subarray(per * from), to);
-  return out;
 }
 
 /** fds as the files tree stores them: big-endian u32 cells. */

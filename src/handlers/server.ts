@@ -10,6 +10,9 @@
  *   early      (successor mode, before FREEZE, still serving) the listener and every live
  *              connection, each keyed by its libuv handle, go to the successor early; what
  *              changes until the snapshot (accepted, closed) is the delta of the handover.
+ *   afterEarly (the successor holds them, still serving) the baseline: the idle connections,
+ *              watched from now on (connection.ts); FREEZE, snapshot and verify then handle
+ *              only the others, the moved ones and those accepted since.
  *   PREPARE    http.Server: every upgraded connection (after 'upgrade'; the server no longer
  *              parses it) needs an owner that carries it (handlers/upgraded.ts: ws, socket.io,
  *              or the `upgraded` option): else EBUSY naming how many and what to do.
@@ -67,7 +70,8 @@ interface Tracking {
   conns: Set<net.Socket>;
   freezing: boolean;
   added: number;
-  /** Successor mode: the idle connections at the early send, watched since (connection.ts). */
+  /** Successor mode: the idle connections once the early send was done, watched since
+   *  (connection.ts: Baseline). */
   base: Baseline | null;
   /** Connections tracked since the baseline was taken. */
   after: net.Socket[];

@@ -70,20 +70,20 @@ export function encodeEntries(connFlags: ArrayLike<number>, rx: ArrayLike<number
   return w;
 }
 
-/** The entries of `w` (encodeEntries) without those whose index is marked in `drop`. */
-export function dropEntries(w: Uint32Array, drop: readonly number[]): Uint32Array {
-  if (drop.length === 0) return w;
-  const sorted = [...drop].sort((a, b) => a - b);
-  const count = w.length / W;
-  const out = new Uint32Array(w.length - W * sorted.length);
+/** `a` (`per` elements per entry: ENTRY_V2 / 4 words for encodeEntries' output) without
+ *  the entries at the indices `sorted` (ascending). */
+export function without<A extends Int32Array | Uint8Array | Uint32Array>(a: A, per: number, sorted: readonly number[]): A {
+  if (sorted.length === 0) return a;
+  const count = a.length / per;
+  const out = new (a.constructor as new (n: number) => A)(a.length - per * sorted.length);
   let from = 0;
   let to = 0;
   for (const i of sorted) {
-    if (i > from) out.set(w.subarray(W * from, W * i), to);
-    to += W * (i - from);
+    if (i > from) out.set(a.subarray(per * from, per * i), to);
+    to += per * (i - from);
     from = i + 1;
   }
-  if (from < count) out.set(w.subarray(W * from), to);
+  if (from < count) out.set(a.subarray(per * from), to);
   return out;
 }
 
