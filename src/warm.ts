@@ -12,12 +12,11 @@
  * failure is ignored (the pause is then only slower).
  */
 import { FdtNode } from './fdt/index.js';
-import { earlyDelta, firstMissing, markEarly, readyMarks, translateCells } from './handover/index.js';
+import { earlyDelta, readyMarks, translateCells } from './handover/index.js';
 import { bigEndianCells, keptRefs } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
 import { decodeTable, encodeTable, tableSize, without } from './uapi/connections.js';
-import { refsToFds } from './luo/files.js';
 
 const ROUNDS = 4;
 
@@ -50,9 +49,8 @@ export function warmSuccessor(n: number): void {
     // Each input made as the real one is (the same kinds of arrays: V8's optimized code is
     // only used for the kinds it was made for).
     for (let r = 0; r < ROUNDS; r++) {
-      const { old, mine: all } = translateCells(map, node.bytes('fds')!);
+      const all = translateCells(map, node.bytes('fds')!).mine;
       all.indexOf(-1);
-      firstMissing(map, old);
       const mine = all.slice(0, n);
       decodeTable(v, { counters: true });
       readyMarks(mine, watched, new Uint8Array(watched.length));
@@ -77,7 +75,6 @@ export async function warmRunning(n: number): Promise<void> {
     // the connections' ({fd, key, stream}).
     const refs: Array<{ fd: number; key: object; stream?: boolean }> = fds.map((fd, i) => (i < 2 ? { fd, key: {} as object } : { fd, key: {} as object, stream: true }));
     const early = new Map<object, { fd: number; index: number }>(refs.map((r, index) => [r.key, { fd: r.fd, index }]));
-    refs.forEach((r, i) => markEarly(r, -1, i));
     const earlyFds = Int32Array.from(fds);
     const earlyIndexOfFd = new Int32Array(n + 10).fill(-1);
     fds.forEach((fd, i) => (earlyIndexOfFd[fd] = i));
@@ -89,9 +86,7 @@ export async function warmRunning(n: number): Promise<void> {
     const v = new Uint8Array(tableSize(src));
     const steps = [
       () => keptRefs(refs, moved, out, 1),
-      () => refsToFds(refs),
-      () => new FdtNode('warm').setCells('fds', fds),
-      () => earlyDelta(refs, early, n, -1, earlyFds, { fds: earlyFds, same, earlyIndexOfFd }),
+      () => earlyDelta(refs, early, n, { fds: earlyFds, same, earlyIndexOfFd }),
       () => without(earlyFds, 1, movedSome),
       () => without(bigEndianCells(earlyFds), 4, movedSome),
       () => encodeTable(v, src),

@@ -80,8 +80,6 @@ export interface Extra { prefix: Buffer; meta: Buffer }
  */
 export class Baseline {
   readonly sockets: net.Socket[] = [];
-  readonly handles: StreamHandle[] = [];
-  readonly fds: number[] = [];
   /** Each idle connection as a ref: its fd, keyed by its handle. */
   readonly refs: Array<{ fd: number; key: object; stream: true }> = [];
   rx: Float64Array = new Float64Array(0);
@@ -89,7 +87,7 @@ export class Baseline {
   /** Their table entries, encoded once taken; their fds, as numbers and as the files tree
    *  stores them (big-endian cells). */
   words: Uint32Array = new Uint32Array(0);
-  fdArr: Int32Array = new Int32Array(0);
+  fds: Int32Array = new Int32Array(0);
   cells: Uint8Array = new Uint8Array(0);
   readonly watch: QuietWatch;
   /** The hold epoch of their snapshot (each is marked with it as it is taken). */
@@ -112,6 +110,7 @@ export class Baseline {
     const b = new Baseline(all.length);
     const rx = new Float64Array(all.length);
     const tx = new Float64Array(all.length);
+    const fds = new Int32Array(all.length);
     let start = performance.now();
     for (let i = 0; i < all.length; i++) {
       if ((i & 255) === 255 && performance.now() - start >= sliceMs) {
@@ -132,9 +131,8 @@ export class Baseline {
       const k = b.sockets.length;
       markHold(s, b.epoch);
       b.sockets.push(s);
-      b.handles.push(h);
       const fd = handleFd(h);
-      b.fds.push(fd);
+      fds[k] = fd;
       b.refs.push({ fd, key: h, stream: true });
       rx[k] = (base?.rx ?? 0) + bytesConsumed(s);
       tx[k] = (base?.tx ?? 0) + bytesWrittenToKernel(s);
@@ -143,8 +141,8 @@ export class Baseline {
     b.rx = rx.subarray(0, n);
     b.tx = tx.subarray(0, n);
     b.words = encodeEntries(new Uint8Array(n), b.rx, b.tx, n);
-    b.fdArr = Int32Array.from(b.fds);
-    b.cells = bigEndianCells(b.fdArr);
+    b.fds = fds.subarray(0, n);
+    b.cells = bigEndianCells(b.fds);
     return b;
   }
 
@@ -344,7 +342,7 @@ export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>,
   const moved = [...base.watch.movedList].sort((a, b) => a - b);
   snap.quiet = {
     base, count: base.count - movedAt, movedAt, words: without(base.words, ENTRY_V2 / 4, moved),
-    fds: without(base.fdArr, 1, moved), cells: without(base.cells, 4, moved),
+    fds: without(base.fds, 1, moved), cells: without(base.cells, 4, moved),
   };
   return snap;
 }

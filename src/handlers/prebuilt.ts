@@ -51,8 +51,3 @@ export function take(fd: number): net.Socket | null {
   if (s.destroyed) return null;
   return s;
 }
-
-/** How many are built and not taken yet. */
-export function prebuiltCount(): number {
-  return built.size;
-}

@@ -32,15 +32,6 @@ export interface Readiness { set: sys.ReadySet; watched: Uint8Array }
 // The loops over every carried fd that run in the pause, as plain functions over typed arrays
 // (warm.ts runs each on made-up input before the freeze, so that V8 has optimized them).
 
-/** The first of `fds` (the previous image's numbers) that `map` does not carry; -1: none. */
-export function firstMissing(map: Int32Array, fds: ArrayLike<number>): number {
-  for (let i = 0; i < fds.length; i++) {
-    const n = fds[i]!;
-    if (n < 0 || n >= map.length || map[n]! < 0) return i;
-  }
-  return -1;
-}
-
 /** fds[from..from+count) translated through `map` (null: the same numbers); -1 where not carried. */
 export function translateFds(map: Int32Array | null, fds: ArrayLike<number>, from: number, count: number): Int32Array {
   const out = new Int32Array(count);
@@ -142,11 +133,6 @@ export class Incoming {
    *  handed over), in one pass. */
   translateCells(cells: Uint8Array): { old: number[]; mine: Int32Array } {
     return translateCells(this.#map, cells);
-  }
-
-  /** The first of `fds` (the previous image's numbers) not handed over; -1 when all were. */
-  firstMissing(fds: ArrayLike<number>): number {
-    return this.#map ? firstMissing(this.#map, fds) : -1;
   }
 
   /** fds[from..from+count) in this process's numbers. EBADF for one not handed over. */

@@ -32,8 +32,8 @@ import { Incoming, type Readiness } from './incoming.js';
 import { Successor, guardEnv, receiveHandover, retire, type FdRef, type Flat, type Outcome } from './successor.js';
 import type { Image } from './image.js';
 
-export { Incoming, firstMissing, readyMarks, translateCells, translateFds } from './incoming.js';
-export { earlyDelta, markEarly } from './successor.js';
+export { Incoming, readyMarks, translateCells } from './incoming.js';
+export { earlyDelta } from './successor.js';
 export { selfImage, resolveExecutable, type Image } from './image.js';
 export type { FdRef, Flat, Outcome } from './successor.js';
 

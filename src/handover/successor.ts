@@ -63,18 +63,18 @@ export function unique(refs: FdRef[]): FdRef[] {
 }
 /**
  * Of `refs` (an fd named twice counts once), what a successor that got `early` (key → its fd
- * and index in the presend; the refs sent then carry their index: markEarly) lacks: the fds to send, and the indices of the early ones not carried after all
- * (an fd is the same open file when its key still names it). One pass over `refs`.
+ * and index in the presend) lacks: the fds to send, and the indices of the early ones not
+ * carried after all (an fd is the same open file when its key still names it). `flat`: the
+ * same fds as numbers, with the ones a handler vouches for (the very fd it sent early) found
+ * by number, without reading their refs. One pass over `refs`.
  */
-export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: number; index: number }>, earlyCount: number, gen: number, earlyFds: Int32Array, flat: Flat | null = null): { send: number[]; closed: number[] } {
+export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: number; index: number }>, earlyCount: number, flat: Flat | null = null): { send: number[]; closed: number[] } {
   const kept = new Uint8Array(earlyCount);
   const send: number[] = [];
   // Each fd once (two tokens may carry the same fd: one file, sent once), in the same pass.
   let seen = new Uint8Array(65536);
   const byFd = flat?.earlyIndexOfFd ?? null;
   for (let i = 0; i < refs.length; i++) {
-    // Flat: an fd its handler vouches for (the very one it sent early) is found by number,
-    // without reading its ref.
     const fd = flat ? flat.fds[i]! : refs[i]!.fd;
     if (fd >= seen.length) {
       const more = new Uint8Array(Math.max(fd + 1, 2 * seen.length));
@@ -90,15 +90,9 @@ export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: numbe
         continue;
       }
     }
-    const r = refs[i] as Marked;
-    // The very ref sent early (a connection unchanged since): its index is on it. Any other
-    // ref is looked up by its key.
-    let index = r[EARLY_GEN] === gen ? r[EARLY_AT]! : -1;
-    if (index < 0 || earlyFds[index] !== fd) {
-      const e = r.key ? early.get(r.key) : undefined;
-      index = e !== undefined && e.fd === fd ? e.index : -1;
-    }
-    if (index >= 0 && kept[index] === 0) kept[index] = 1;
+    const r = refs[i]!;
+    const e = r.key ? early.get(r.key) : undefined;
+    if (e !== undefined && e.fd === fd && kept[e.index] === 0) kept[e.index] = 1;
     else send.push(fd);
   }
   const closed: number[] = [];
@@ -108,17 +102,6 @@ export function earlyDelta(refs: FdRef[], early: ReadonlyMap<object, { fd: numbe
 
 /** carried refs as flat arrays (Files.carriedFlat), and each early fd's index by number. */
 export interface Flat { fds: Int32Array; same: Uint8Array; earlyIndexOfFd?: Int32Array }
-
-const EARLY_GEN = Symbol('luo.earlyGen');
-const EARLY_AT = Symbol('luo.earlyAt');
-type Marked = FdRef & { [EARLY_GEN]?: number; [EARLY_AT]?: number };
-let gens = 0;
-
-/** Mark `r` as fd #index of presend `gen` (earlyDelta then finds it without a lookup). */
-export function markEarly(r: FdRef, gen: number, index: number): void {
-  (r as Marked)[EARLY_GEN] = gen;
-  (r as Marked)[EARLY_AT] = index;
-}
 
 const chunksOf = <T>(xs: T[], n: number): T[][] => {
   const out: T[][] = [];
@@ -146,9 +129,7 @@ export class Successor {
   /** Sent early: key → (fd, index in the presend). */
   #early: Map<object, { fd: number; index: number }> | null = null;
   #earlyCount = 0;
-  /** The presend's generation (marked on each ref sent: markEarly) and its fds, by index. */
-  #earlyGen = 0;
-  #earlyFds = new Int32Array(0);
+  /** Each early fd's index in the presend, by its number (-1: not sent). */
   #earlyIndexOfFd = new Int32Array(0);
   #handedOver = false;
   /** What its guard said when it gave up ({"failed":…}). */
@@ -324,12 +305,8 @@ export class Successor {
     const early = new Map<object, { fd: number; index: number }>();
     const fds: number[] = [];
     const streams: number[] = [];
-    const gen = ++gens;
     for (const r of unique(refs)) {
-      if (r.key) {
-        early.set(r.key, { fd: r.fd, index: fds.length });
-        markEarly(r, gen, fds.length);
-      }
+      if (r.key) early.set(r.key, { fd: r.fd, index: fds.length });
       if (r.stream) streams.push(fds.length);
       fds.push(r.fd);
     }
@@ -353,8 +330,6 @@ export class Successor {
     }
     this.#early = early;
     this.#earlyCount = fds.length;
-    this.#earlyGen = gen;
-    this.#earlyFds = Int32Array.from(fds);
     let max = 0;
     for (const fd of fds) if (fd > max) max = fd;
     this.#earlyIndexOfFd = new Int32Array(max + 1).fill(-1);
@@ -374,7 +349,7 @@ export class Successor {
     if (this.#early) {
       // Only what the successor does not hold already; and which of its copies to drop.
       const f = flat && flat.fds.length === refs.length && flat.same.length === refs.length ? { ...flat, earlyIndexOfFd: this.#earlyIndexOfFd } : null;
-      const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, this.#earlyGen, this.#earlyFds, f);
+      const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, f);
       send = fds;
       head = { luo: HANDOVER_V2, entry, fds, closed, ...(commit ? { commit: true } : {}) };
     } else {

@@ -228,7 +228,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
 }
 
 /** The order of adoption: the indices marked 1 in `ready` first, then the others, each in
- *  table order. (Warmed before the freeze: handover/warm.ts.) */
+ *  table order. (Warmed before the freeze: src/warm.ts.) */
 export function busyFirst(ready: Uint8Array): { order: Int32Array; busy: number } {
   const n = ready.length;
   const order = new Int32Array(n);

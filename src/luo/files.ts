@@ -616,7 +616,8 @@ export class Files {
   /** An incoming file's fds in this process's numbers (translated once, on first use). */
   #fdsOf(f: InFile): number[] {
     const incoming = this.#host.incoming;
-    f.fds ??= incoming ? f.oldFds.map((fd) => incoming.fd(fd)) : [...f.oldFds];
+    const mine = this.#inMine.get(f.token);
+    f.fds ??= mine ? Array.from(mine) : incoming ? f.oldFds.map((fd) => incoming.fd(fd)) : [...f.oldFds];
     return f.fds;
   }
 
@@ -656,7 +657,7 @@ export class Files {
 
 
 /** A handler's fds for the tree: each as a ref, and the numbers; `bad`: the first that is not
- *  an fd (one pass; warm.ts runs it before the freeze). */
+ *  an fd (one pass). */
 export function refsToFds(given: ReadonlyArray<number | FdRef>): { refs: FdRef[]; fds: number[]; bad?: { fd: unknown } } {
   const refs: FdRef[] = new Array(given.length);
   const fds: number[] = new Array(given.length);

@@ -8,4 +8,4 @@ export * from './unix.js';
 export { ReadySet } from './epoll.js';
 export { pidfdOpen, processState, lockFile, writtenPages } from './proc.js';
 export { tcpCounters, type StreamCounters } from './tcp.js';
-export { own, disown, closeFd, ownedCount } from './owners.js';
+export { own, disown, closeFd } from './owners.js';

@@ -31,8 +31,3 @@ export function closeFd(fd: number): void {
   }
   close(fd);
 }
-
-/** How many fds are owned (for tests and traces). */
-export function ownedCount(): number {
-  return owners.size;
-}
