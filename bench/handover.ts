@@ -4,7 +4,11 @@
  * (`node -e` exec'd from a running image, measured the same way) in the same run.
  *
  * Up to 50 probe connections, spread evenly over all of them, each send a small ping every
- * 2 ms and record when the echo comes back. For each update:
+ * 2 ms and record when the echo comes back. They live in a process of their own
+ * (bench/probes.ts), which also sends the update's signal: this one holds the idle
+ * connections, and its collector's stalls must not count as the service's. An update in
+ * which the probes themselves stood still (fewer than a quarter of their pings sent) is
+ * reported and left out of the medians. For each update:
  *   service pause    the longest time in which no probe got an echo: the last echo served by
  *                    the old image (any probe) → the first served by the new one (any probe)
  *   connection gap   each probe's own longest silence across the update (p50 and max): what a
@@ -19,11 +23,13 @@
  * set before the update, the successor's when the pause begins (its sockets built, the arena
  * mapped), and the two processes' combined peak, summed and with the pages they share (node's
  * code, the arena) counted once.
- * BENCH_NODE_ARGS: extra node flags for the service's first image, whose other output then
+ * LUO_TRACE=1: the images' phase lines on stderr, and the bench's own (the signal, the pause's
+ * start and end) on the same clock.
+ * BENCH_NODE_ARGS: extra node flags for the service's images, whose other output then
  * goes to stderr (diagnosis: e.g. "--trace-opt --trace-deopt").
  * Writes bench/results/handover-<date>.json (--out FILE: elsewhere).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -59,7 +65,7 @@ class Svc {
   lines: Array<Record<string, any>> = [];
   constructor(mode: 'exec' | 'successor', echo: string) {
     this.child = spawn(process.execPath, ['--max-old-space-size=2048', ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), echo], {
-      env: { ...process.env, ECHO_COUNT_FDS: '0', LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
+      env: { ...process.env, ECHO_NODE_ARGS: process.env.BENCH_NODE_ARGS ?? '', ECHO_COUNT_FDS: '0', LUO_RUNDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'luo-bench-')), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let buf = '';
@@ -96,7 +102,6 @@ class Svc {
   }
 }
 
-interface Probe { sock: net.Socket; rx: number[] }
 
 /** A process's resident set in MiB, by kind (null when it is gone): anonymous (its own),
  *  file-backed (node's code and libraries, shared with every node process) and shared memory
@@ -160,13 +165,52 @@ class MemorySampler {
   }
 }
 
+/** The probes' process (bench/probes.ts): one answer per request, in order. */
+class Probes {
+  #child = fork(path.join(here, 'probes.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  #waiting: Array<{ resolve: (m: Record<string, any>) => void; reject: (e: Error) => void }> = [];
+  constructor() {
+    this.#child.on('message', (m: Record<string, any>) => {
+      const w = this.#waiting.shift();
+      if (m.error) w?.reject(new Error(m.message as string));
+      else w?.resolve(m);
+    });
+    this.#child.once('exit', (code) => {
+      for (const w of this.#waiting.splice(0)) w.reject(new Error(`the probes' process exited (${code})`));
+    });
+  }
+  ask(m: Record<string, unknown>): Promise<Record<string, any>> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ resolve, reject });
+      this.#child.send(m);
+    });
+  }
+  stop(): void {
+    this.#child.send({ op: 'stop' });
+  }
+}
+
 async function runSize(n: number, mode: 'exec' | 'successor', build: { name: string; echo: string }): Promise<Record<string, unknown>> {
   const svc = new Svc(mode, build.echo);
   const port = (await svc.wait((l) => l.event === 'listening')).port as number;
+  // The probes are spread evenly over all the connections, in the order they are opened;
+  // the others are held here, idle.
+  const nProbes = Math.min(50, n);
+  const isProbe = new Set(Array.from({ length: nProbes }, (_, k) => Math.floor((k * n) / nProbes)));
+  const probes = new Probes();
   const socks: net.Socket[] = [];
   for (let i = 0; i < n; i += 250) {
-    const batch = Array.from({ length: Math.min(250, n - i) }, () => net.connect(port, '127.0.0.1'));
-    await Promise.all(batch.map((s) => new Promise((r) => s.once('connect', r))));
+    const batch: net.Socket[] = [];
+    const connected: Array<Promise<unknown>> = [];
+    for (let j = i; j < Math.min(n, i + 250); j++) {
+      if (isProbe.has(j)) await probes.ask({ op: 'connect', port });
+      else {
+        const s = net.connect(port, '127.0.0.1');
+        connected.push(new Promise((r) => s.once('connect', r)));
+        batch.push(s);
+      }
+    }
+    await Promise.all(connected);
     socks.push(...batch);
   }
   // Every connection echoes once, so the service has accepted all of them.
@@ -174,61 +218,58 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     s.once('data', () => r());
     s.write('.');
   })));
-  const nProbes = Math.min(50, n);
-  const probes: Probe[] = Array.from({ length: nProbes }, (_, k) => {
-    const sock = socks[Math.floor((k * n) / nProbes)]!;
-    const p: Probe = { sock, rx: [] };
-    sock.on('data', () => p.rx.push(performance.now()));
-    return p;
-  });
-  const pinger = setInterval(() => {
-    for (const p of probes) p.sock.write('p');
-  }, 2);
+  await probes.ask({ op: 'start' });
   await sleep(500);
   const results: Array<Record<string, number>> = [];
   for (let u = 0; u < UPDATES; u++) {
     const from = svc.lines.length;
     const oneMb = total(rssOf(svc.pid)!);
     const mem = mode === 'successor' ? new MemorySampler(svc.pid) : null;
-    const t0 = performance.now();
-    process.kill(svc.pid, 'SIGUSR2');
+    await probes.ask({ op: 'update', pid: svc.pid });
     const ready = await svc.wait((l) => l.event === 'ready' || l.event === 'update-failed', from);
     mem?.stop();
     if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
     await sleep(Math.max(400, n / 20));
-    // The service pause: the longest stretch, from the last echo before the signal on, in
-    // which no probe got any echo (the last byte the old image served to the first the new
-    // one served). Each probe's own longest silence is its connection gap.
-    const all = probes.flatMap((p) => p.rx).sort((a, b) => a - b);
-    let pause = 0;
-    let at = 0;
-    for (let i = Math.max(1, all.findLastIndex((t) => t < t0)); i < all.length; i++) if (all[i]! - all[i - 1]! > pause) { pause = all[i]! - all[i - 1]!; at = all[i - 1]!; }
-    const gaps = probes.map((p) => {
-      let i = p.rx.findLastIndex((t) => t < t0);
-      if (i < 0) i = 0;
-      let best = 0;
-      for (i += 1; i < p.rx.length; i++) best = Math.max(best, p.rx[i]! - p.rx[i - 1]!);
-      p.rx = p.rx.slice(-1);
-      return { gap: best };
-    });
+    const got = await probes.ask({ op: 'collect' });
+    const pause = got.pause as number;
+    const gaps = got.gaps as number[];
+    const at = (got.atEpoch as number) - performance.timeOrigin;
+    // Fewer than a quarter of the pings due (one per 2 ms) went out in the pause: the probes'
+    // own process stood still, so this update measured it, not the service. It is reported
+    // and left out of the medians.
+    const probeStalled = pause > 5 && (got.pingsInPause as number) < pause / 8;
+    if (probeStalled) console.error(`note: the probes stalled for ${pause.toFixed(1)} ms (${got.pingsInPause} pings sent): this update is left out of the medians`);
+    // With LUO_TRACE, the pause on the same clock as the images' trace lines.
+    if (process.env.LUO_TRACE === '1') process.stderr.write(`luo-trace bench ${(got.atEpoch as number).toFixed(2)} pause-start (${got.pingsInPause} pings sent in it)\nluo-trace bench ${((got.atEpoch as number) + pause).toFixed(2)} pause-end\nluo-trace bench ${(got.t0Epoch as number).toFixed(2)} signal\n`);
     // Memory: one image's resident set before the update; the successor's when the pause
     // began (its sockets built, the arena mapped); the two processes' combined peak.
     const m = mem?.at(at) ?? null;
     results.push({
-      servicePauseMs: pause, gapP50Ms: pct(gaps.map((g) => g.gap), 0.5), gapMaxMs: Math.max(...gaps.map((g) => g.gap)), restored: ready.restored, bootMs: ready.bootMs,
+      servicePauseMs: pause, gapP50Ms: pct(gaps, 0.5), gapMaxMs: Math.max(...gaps), pingsInPause: got.pingsInPause as number, probeStalled: probeStalled ? 1 : 0, restored: ready.restored, bootMs: ready.bootMs,
       ...(m ? { oneImageMb: oneMb, successorAtFreezeMb: m.successorMb, bothPeakMb: m.bothPeakMb, bothSharedOnceMb: m.bothSharedOnceMb } : {}),
     });
   }
-  clearInterval(pinger);
+  probes.stop();
   for (const s of socks) s.destroy();
   svc.kill();
   // (A memory figure can be missing from an update: a sample the process was exiting in.)
   const med = (k: string): number => {
-    const xs = results.map((r) => r[k]!).filter((x) => Number.isFinite(x));
+    const xs = results.filter((r) => !r.probeStalled).map((r) => r[k]!).filter((x) => Number.isFinite(x));
     return xs.length ? pct(xs, 0.5) : NaN;
   };
   const memory = mode === 'successor' ? { oneImageMb: med('oneImageMb'), successorAtFreezeMb: med('successorAtFreezeMb'), bothPeakMb: med('bothPeakMb'), bothSharedOnceMb: med('bothSharedOnceMb') } : {};
-  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), ...memory, runs: results };
+  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), probeStalls: results.filter((r) => r.probeStalled).length, ...memory, runs: results };
+}
+
+// With LUO_TRACE, this process's own stalls too (a probe's echo handled late looks like a
+// pause of the service).
+if (process.env.LUO_TRACE === '1') {
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 5) process.stderr.write(`luo-trace bench ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
+    last = now;
+  }, 1).unref();
 }
 
 const rows = [];
@@ -238,7 +279,7 @@ for (const mode of MODES) {
   for (const n of SIZES) for (const b of builds) {
     const r = await runSize(n, mode, b);
     rows.push(r);
-    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms`);
+    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms${r.probeStalls ? ` (${String(r.probeStalls)} of ${UPDATES} updates left out: the probes stalled)` : ''}`);
     if (mode === 'successor') {
       const one = r.oneImageMb as number;
       console.log(`  memory (resident): one image ${one.toFixed(0)} MiB; the successor at the freeze ${(r.successorAtFreezeMb as number).toFixed(0)} MiB; both at their peak ${(r.bothSharedOnceMb as number).toFixed(0)} MiB counting shared pages once (${((r.bothSharedOnceMb as number) / one).toFixed(2)}× one image), ${(r.bothPeakMb as number).toFixed(0)} MiB summed (${((r.bothPeakMb as number) / one).toFixed(2)}×)`);

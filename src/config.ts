@@ -41,6 +41,7 @@ export const ENV = {
   LUO_ARENA_SIZE: 'arena size in bytes, or with a K/M/G/T suffix (default 64G, sparse)',
   LUO_ON_CORRUPT: 'panic (default) or cold: what a corrupt handover does at boot',
   LUO_TRACE: 'print each update phase with its wall-clock time to stderr ("luo-trace <pid> <ms> <phase>"; default off)',
+  LUO_TRACE_MONO: 'with LUO_TRACE: end each line with " @<µs>" on the monotonic clock, the clock of a --cpu-prof profile (default off)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
 } as const;
 
@@ -102,6 +103,7 @@ export function resolveConfig(opts: Partial<LuoConfig> = {}, env: NodeJS.Process
 }
 
 let traceOn: boolean | undefined;
+let monoOn = false;
 
 /**
  * LUO_TRACE: one stderr line per update phase, with the wall clock, so the pause can be taken
@@ -112,12 +114,13 @@ export function trace(phase: string): void {
   if (traceOn === undefined) {
     try {
       traceOn = parseBool(process.env.LUO_TRACE ?? '0', 'LUO_TRACE');
+      monoOn = traceOn && parseBool(process.env.LUO_TRACE_MONO ?? '0', 'LUO_TRACE_MONO');
     } catch {
       traceOn = false;
     }
   }
   if (!traceOn) return;
   try {
-    process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(2)} ${phase}\n`);
+    process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(2)} ${phase}${monoOn ? ` @${Number(process.hrtime.bigint() / 1000n)}` : ''}\n`);
   } catch { /* stderr closed */ }
 }

@@ -12,7 +12,7 @@ import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { collectGarbage } from './handlers/node-internals.js';
 import { prebuild } from './handlers/prebuilt.js';
-import { warmRunning, warmSuccessor } from './warm.js';
+import { loadBuiltins, warmRunning, warmSuccessor } from './warm.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
 export * from './errors.js';
@@ -42,6 +42,7 @@ export function boot(opts: LuoOptions = {}): Luo {
     warm: opts.warm ?? warmRunning,
     ...(successor ? {
       beforeHandover: () => {
+        loadBuiltins();
         Device.awaitPrewarm(2000);
         opts.beforeHandover?.();
       },

@@ -36,7 +36,7 @@ import { boot, pendingHandover, startDevice } from './index.js';
 import { preserveServer, restoreServer } from './integrations/server.js';
 import { watchSocketIo } from './integrations/socketio.js';
 import { fdOf } from './handlers/node-internals.js';
-import { tlsModule } from './handlers/builtins.js';
+import { isTls } from './handlers/tls.js';
 
 const PREFIX = 0x4c55_0000n << 32n; // "LU": tokens drop-in mode names
 
@@ -124,7 +124,7 @@ function install(): void {
     if (key === null) return (listen as (...a: ListenArgs) => net.Server).apply(this, args);
     const l = bootNow();
     const token = tokenOfKey(key);
-    const tls = this instanceof tlsModule().Server;
+    const tls = isTls(this);
     if (l.state === State.UPDATED && awaiting?.has(token)) {
       awaiting.delete(token);
       const cb = callbackOf(args);

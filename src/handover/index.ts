@@ -118,7 +118,9 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
 
 function successorTransport(image: Image, opts: TransportOptions): Transport {
   const url = guardUrl();
+  trace('successor: starting');
   const next = Successor.start(image, { guard: url ? { url, deadline: 0 } : null });
+  trace('successor: started');
   return {
     kind: 'successor',
     get pid() {

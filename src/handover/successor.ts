@@ -33,6 +33,7 @@ import {
   COMMIT, GUARD_ENV, HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk,
   decodeFailure, decodeHeader, decodeHello, encodeMessage, parseMessage, withArenaFd, type Failure, type Guard,
 } from '../uapi/handover.js';
+import { trace } from '../config.js';
 import { resolveExecutable, type Image } from './image.js';
 
 /** An fd, and the object that names it for as long as it is open (see the header). */
@@ -360,6 +361,7 @@ export class Successor {
     try {
       sys.sendPacket(this.#fd, json({ ...head, chunks: chunks.length }));
       chunks.forEach((c, i) => sys.sendPacket(this.#fd, json({ chunk: i }), c));
+      trace(`handover: sent (${send.length} fds, ${chunks.length} chunks)`);
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const left = deadline - Date.now();

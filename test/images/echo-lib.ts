@@ -13,7 +13,8 @@
  * ECHO_FINISH_DELAY_MS (an updated image says {event:'restored'} and waits that long before
  * FINISH), ECHO_COUNT_FDS=0 (the ready line's otherFds is -1: counting the fds takes ~20 ms at
  * 10 000 connections, which a bench would measure), ECHO_LAG=1 (diagnosis: a luo-trace line
- * on stderr whenever the event loop stood still for more than 5 ms).
+ * on stderr whenever the event loop stood still for more than 5 ms), ECHO_NODE_ARGS (node flags
+ * for the next images, space-separated).
  * The 'ready' line of an updated image says how many connections were adopted when the first
  * byte was read from one of them (adoptedAtFirstData).
  */
@@ -102,7 +103,8 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
         await luo.prepare();
         omark('prepared');
         const next = process.env.ECHO_NEXT || path.join(path.dirname(fileURLToPath(import.meta.url)), `echo-${version === 'a' ? 'b' : 'a'}.js`);
-        await luo.reboot({ file: process.execPath, argv: [process.execPath, next] }, {
+        const nodeArgs = (process.env.ECHO_NODE_ARGS ?? '').split(' ').filter(Boolean);
+        await luo.reboot({ file: process.execPath, argv: [process.execPath, ...nodeArgs, next] }, {
           successor: process.env.ECHO_SUCCESSOR === '1',
           successorTimeoutMs: Number(process.env.ECHO_SUCCESSOR_TIMEOUT_MS ?? 30_000),
           beforeExec: () => {
