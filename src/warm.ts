@@ -18,9 +18,7 @@ import { earlyDelta, readyMarks, translateCells } from './handover/index.js';
 import { bigEndianCells, keptRefs } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
-import { decodeTable, encodeTable, tableSize, without } from './uapi/connections.js';
-
-const ROUNDS = 4;
+import { decodeTable, encodeTable, tableSize, without, type TableSource } from './uapi/connections.js';
 
 const req = createRequire(import.meta.url);
 
@@ -43,33 +41,58 @@ function madeUp(n: number): { fds: number[]; map: Int32Array } {
   return { fds, map };
 }
 
-function table(n: number): Uint8Array {
-  const rx = new Float64Array(n).fill(2 ** 33 + 1);
+function table(n: number, seed = 0): Uint8Array {
+  // Counters of every size a real table holds: small, and with 32-bit halves that are not
+  // small integers (V8 had compiled decodeTable for small ones only: "not a Smi").
+  const rx = Float64Array.from({ length: n }, (_, i) => [5, 2 ** 32 - 1, 2 ** 33 + 1, 2 ** 31 + 7][(i + seed) & 3]! + seed);
   const src = { count: n, flags: 0, first: 1, connFlags: new Array<number>(n).fill(0), rx, tx: rx, bytes: new Map() };
   const v = new Uint8Array(tableSize(src));
   encodeTable(v, src);
   return v;
 }
 
+/**
+ * How each loop is warmed: first SMALL_RUNS times on an input of SMALL entries, then twice
+ * at the real size. Only the real size, a few times (as before), left V8 compiling each loop
+ * on the stack (OSR) before the code after it had ever run: that code then had no type
+ * feedback, the compiled function was thrown away when it got there (seen with
+ * --trace-deopt: "Insufficient type feedback" in busyFirst, keptRefs, translateCells,
+ * readyMarks), and the pause ran it interpreted. Many small runs give every operation its
+ * feedback, and V8 compiles the whole function.
+ */
+const SMALL = 32;
+const SMALL_RUNS = 300;
+
 /** The successor's loops after the handover: the files tree's fds, the table, the order. */
+function successorSteps(n: number): Array<() => unknown> {
+  const { fds, map } = madeUp(n);
+  // Several tables, so that their checksums (32-bit, half of them not small integers) vary.
+  const tables = Array.from({ length: n <= SMALL ? 8 : 1 }, (_, seed) => table(n, seed));
+  let k = 0;
+  const node = new FdtNode('warm').setCells('fds', fds);
+  const ready = new Uint8Array(n);
+  for (let i = 0; i < n; i += 20) ready[i] = 1;
+  const watched = new Uint8Array(n + 30).fill(1);
+  // Each input made as the real one is (the same kinds of arrays: V8's optimized code is
+  // only used for the kinds it was made for).
+  return [
+    () => {
+      const all = translateCells(map, node.bytes('fds')!).mine;
+      all.indexOf(-1);
+      return readyMarks(all.slice(0, n), watched, new Uint8Array(watched.length));
+    },
+    () => decodeTable(tables[k++ % tables.length]!, { counters: true }),
+    () => busyFirst(ready),
+  ];
+}
+
 export function warmSuccessor(n: number): void {
   if (n < 256) return;
   try {
-    const { fds, map } = madeUp(n);
-    const v = table(n);
-    const node = new FdtNode('warm').setCells('fds', fds);
-    const ready = new Uint8Array(n);
-    for (let i = 0; i < n; i += 200) ready[i] = 1;
-    const watched = new Uint8Array(n + 30).fill(1);
-    // Each input made as the real one is (the same kinds of arrays: V8's optimized code is
-    // only used for the kinds it was made for).
-    for (let r = 0; r < ROUNDS; r++) {
-      const all = translateCells(map, node.bytes('fds')!).mine;
-      all.indexOf(-1);
-      const mine = all.slice(0, n);
-      decodeTable(v, { counters: true });
-      readyMarks(mine, watched, new Uint8Array(watched.length));
-      busyFirst(ready);
+    for (const step of successorSteps(SMALL)) for (let r = 0; r < SMALL_RUNS; r++) step();
+    for (const step of successorSteps(n)) {
+      step();
+      step();
     }
     // V8 compiles them on other threads and installs the code when this thread next runs
     // JavaScript: it is about to block until the handover comes, so it runs a little here,
@@ -81,36 +104,65 @@ export function warmSuccessor(n: number): void {
 
 const INSTALL_MS = 10;
 
-/** The running image's loops at the freeze, in slices (each round yields to the event loop). */
+/** The running image's loops at the freeze: the connections kept, the fd delta, the table. */
+function runningSteps(n: number): Array<() => unknown> {
+  const { fds } = madeUp(n);
+  // Shaped as the real ones: the arena's and the listener's refs ({fd, key}) first, then
+  // the connections' ({fd, key, stream}).
+  const refs: Array<{ fd: number; key: object; stream?: boolean }> = fds.map((fd, i) => (i < 2 ? { fd, key: {} as object } : { fd, key: {} as object, stream: true }));
+  const early = new Map<object, { fd: number; index: number }>(refs.map((r, index) => [r.key, { fd: r.fd, index }]));
+  const earlyFds = Int32Array.from(fds);
+  const earlyIndexOfFd = new Int32Array(n + 10).fill(-1);
+  fds.forEach((fd, i) => (earlyIndexOfFd[fd] = i));
+  // Most vouched for, some not (found by key), one not sent early at all.
+  const same = new Uint8Array(n).fill(1, 2);
+  same[n >> 1] = 0;
+  const late = refs.slice();
+  late[n - 1] = { fd: n + 10, key: {} as object, stream: true };
+  const movedSome = [3, 5, 8];
+  const moved = new Uint8Array(n);
+  moved[n >> 2] = 1;
+  // The baseline's refs, made as Baseline.take makes them (pushed, each {fd, key, stream}),
+  // kept into a list made as the server's snapshot makes it.
+  const baseRefs: Array<{ fd: number; key: object; stream: true }> = [];
+  for (const r of refs) baseRefs.push({ fd: r.fd, key: r.key, stream: true });
+  // As writeTable makes it: a few active connections (flags pushed, counters typed), then
+  // the baseline's entries pre-encoded.
+  const active = 3;
+  const connFlags: number[] = [];
+  for (let i = 0; i < active; i++) connFlags.push(i & 1);
+  const counters = Float64Array.from({ length: active }, (_, i) => [5, 2 ** 33 + 1, 2 ** 31 + 7][i]!);
+  const src: TableSource = { count: n, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: new Uint32Array(10 * (n - active)) };
+  const v = new Uint8Array(tableSize(src));
+  return [
+    () => {
+      const out = new Array<{ fd: number; key: object }>(2 + n);
+      out[0] = { fd: 3, key: refs[0]!.key };
+      out[1] = { fd: 4, key: refs[1]!.key };
+      return keptRefs(baseRefs, moved, out, 2);
+    },
+    () => earlyDelta(late, early, n, { fds: earlyFds, same, earlyIndexOfFd }),
+    () => without(earlyFds, 1, movedSome),
+    () => without(bigEndianCells(earlyFds), 4, movedSome),
+    () => encodeTable(v, src),
+  ];
+}
+
+/** The running image's loops, in slices (it yields to the event loop between steps). */
 export async function warmRunning(n: number): Promise<void> {
   if (n < 256) return;
   try {
-    const { fds } = madeUp(n);
-    // Shaped as the real ones: the arena's and the listener's refs ({fd, key}) first, then
-    // the connections' ({fd, key, stream}).
-    const refs: Array<{ fd: number; key: object; stream?: boolean }> = fds.map((fd, i) => (i < 2 ? { fd, key: {} as object } : { fd, key: {} as object, stream: true }));
-    const early = new Map<object, { fd: number; index: number }>(refs.map((r, index) => [r.key, { fd: r.fd, index }]));
-    const earlyFds = Int32Array.from(fds);
-    const earlyIndexOfFd = new Int32Array(n + 10).fill(-1);
-    fds.forEach((fd, i) => (earlyIndexOfFd[fd] = i));
-    const same = new Uint8Array(n).fill(1, 2);
-    const movedSome = [3, 5, 8];
-    const moved = new Uint8Array(n);
-    const out = new Array<{ fd: number; key: object }>(n + 1);
-    const src = { count: n, flags: 0, first: 1, connFlags: [] as number[], rx: new Float64Array(0), tx: new Float64Array(0), bytes: new Map(), encoded: new Uint32Array(10 * n) };
-    const v = new Uint8Array(tableSize(src));
-    const steps = [
-      () => keptRefs(refs, moved, out, 1),
-      () => earlyDelta(refs, early, n, { fds: earlyFds, same, earlyIndexOfFd }),
-      () => without(earlyFds, 1, movedSome),
-      () => without(bigEndianCells(earlyFds), 4, movedSome),
-      () => encodeTable(v, src),
-    ];
-    // One step per turn of the event loop: the first, cold, runs take a few ms each.
-    for (let r = 0; r < ROUNDS; r++) {
+    const turn = (): Promise<unknown> => new Promise((resolve) => setImmediate(resolve));
+    for (const step of runningSteps(SMALL)) {
+      for (let r = 0; r < SMALL_RUNS; r++) step();
+      await turn();
+    }
+    // One step per turn of the event loop at the real size: a cold run takes a few ms.
+    const steps = runningSteps(n);
+    for (let r = 0; r < 2; r++) {
       for (const step of steps) {
         step();
-        await new Promise((resolve) => setImmediate(resolve));
+        await turn();
       }
     }
   } catch { /* only slower */ }

@@ -37,7 +37,7 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, ENTRY_V2, decodeTable, encodeEntries, encodeTable, without, tableSize, tableSizeAt, type CarriedBytes } from '../uapi/connections.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, ENTRY_V2, decodeTable, encodeEntries, encodeTable, without, tableSize, tableSizeAt, type CarriedBytes, type TableSource } from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
 import { take } from './prebuilt.js';
 import {
@@ -410,7 +410,9 @@ export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number
   const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>();
   for (const [i, b] of snap.withBytes) bytes.set(i, b);
   const count = snap.count + k;
-  const src = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, ...(q ? { encoded: q.words } : {}) };
+  // One shape for every table (warm.ts makes its input the same way: V8's optimized
+  // encodeTable is for objects of this shape).
+  const src: TableSource = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, encoded: q ? q.words : undefined };
   const size = tableSize(src);
   const addr = mem.alloc(size);
   // Fresh arena memory reads as zeros (alloc never hands out a used page): an idle entry

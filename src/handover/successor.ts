@@ -349,7 +349,8 @@ export class Successor {
     const commit = this.acceptsCommit;
     if (this.#early) {
       // Only what the successor does not hold already; and which of its copies to drop.
-      const f = flat && flat.fds.length === refs.length && flat.same.length === refs.length ? { ...flat, earlyIndexOfFd: this.#earlyIndexOfFd } : null;
+      // (Made as warm.ts makes it: V8's optimized earlyDelta is for objects of this shape.)
+      const f: Flat | null = flat && flat.fds.length === refs.length && flat.same.length === refs.length ? { fds: flat.fds, same: flat.same, earlyIndexOfFd: this.#earlyIndexOfFd } : null;
       const { send: fds, closed } = earlyDelta(refs, this.#early, this.#earlyCount, f);
       send = fds;
       head = { luo: HANDOVER_V2, entry, fds, closed, ...(commit ? { commit: true } : {}) };
