@@ -3,9 +3,10 @@
  * the successor's first moments are loops over every connection (fd lists, the connections
  * table, the readiness marks), in code that runs once per process: V8 interprets it, at 5-10×
  * the cost of the optimized loop (measured here: decoding a 10 000-entry table 1.3 ms cold,
- * 0.13 ms warm). Each loop is a plain function over typed arrays; here each runs a few times
- * on made-up input of the real size, while the old version still serves, so that V8 has
- * compiled it when the pause comes; and the Node modules the pause would load are loaded.
+ * 0.13 ms warm). Each loop is a plain function over typed arrays; here each runs on made-up
+ * input (many times small, twice at the real size: see SMALL_RUNS), while the old version
+ * still serves, so that V8 has compiled it when the pause comes; and the Node modules the
+ * pause would load are loaded.
  * Lifecycle: loadBuiltins() in a successor before its hello; warmSuccessor(n) in it, once
  * the fds have come early (it is not serving yet: nothing waits for it); warmRunning(n) in
  * the running image after the early send, in slices (it serves between them). They only
@@ -86,6 +87,7 @@ function successorSteps(n: number): Array<() => unknown> {
   ];
 }
 
+/** A successor with n connections sent early, before it blocks for the handover. */
 export function warmSuccessor(n: number): void {
   if (n < 256) return;
   try {
