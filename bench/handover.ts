@@ -231,6 +231,7 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
     await sleep(Math.max(400, n / 20));
     const got = await probes.ask({ op: 'collect' });
+    if (got.dropped) throw new Error(`the service closed ${String(got.dropped)} probe connection(s) in the update`);
     const pause = got.pause as number;
     const gaps = got.gaps as number[];
     const at = (got.atEpoch as number) - performance.timeOrigin;

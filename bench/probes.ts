@@ -11,8 +11,9 @@
  *   {connect, port}      open one probe connection, answer {connected} after its first echo
  *   {start}              ping every probe every 2 ms from now on
  *   {update, pid}        note t0 and send SIGUSR2 to pid; answer {signalled}
- *   {collect}            answer {pause, atEpoch, gaps, pingsInPause} for the update since t0
- *   {stop}               close every probe and exit
+ *   {collect}            answer {pause, atEpoch, gaps, pingsInPause, dropped} for the update
+ *                        since t0 (dropped: probes the service closed, ever)
+ *   {stop}               exit (the kernel closes the probes)
  * An error (a probe that cannot connect, a signal that cannot be sent) is answered as
  * {error, message}; the bench fails the run with it.
  */
@@ -27,6 +28,7 @@ interface Probe { sock: net.Socket; rx: number[] }
 const probes: Probe[] = [];
 const pings: number[] = [];
 let pinger: NodeJS.Timeout | null = null;
+let dropped = 0;
 let t0 = 0;
 const send = (m: Record<string, unknown>): void => void process.send!(m);
 
@@ -35,9 +37,16 @@ process.on('message', (m: { op: string; port?: number; pid?: number }) => {
     if (m.op === 'connect') {
       const sock = net.connect(m.port!, '127.0.0.1');
       const p: Probe = { sock, rx: [] };
-      sock.once('error', (e) => send({ error: true, message: `probe: ${e.message}` }));
+      let connected = false;
+      // Before its first echo: the answer to this request. After: a probe the service
+      // dropped, counted and reported with the update (collect).
+      sock.on('error', (e) => {
+        if (!connected) send({ error: true, message: `probe: ${e.message}` });
+      });
+      sock.on('close', () => void (connected && dropped++));
       sock.once('connect', () => {
         sock.once('data', () => {
+          connected = true;
           sock.on('data', () => p.rx.push(performance.now()));
           probes.push(p);
           send({ connected: probes.length });
@@ -58,7 +67,6 @@ process.on('message', (m: { op: string; port?: number; pid?: number }) => {
       send(collect());
     } else if (m.op === 'stop') {
       if (pinger) clearInterval(pinger);
-      for (const p of probes) p.sock.destroy();
       process.exit(0);
     }
   } catch (e) {
@@ -92,5 +100,5 @@ function collect(): Record<string, unknown> {
   });
   const pingsInPause = pings.filter((x) => x > at && x < at + pause).length;
   pings.length = 0;
-  return { pause, atEpoch: performance.timeOrigin + at, t0Epoch: performance.timeOrigin + t0, gaps, pingsInPause };
+  return { pause, atEpoch: performance.timeOrigin + at, t0Epoch: performance.timeOrigin + t0, gaps, pingsInPause, dropped };
 }
