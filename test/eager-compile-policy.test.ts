@@ -1,0 +1,17 @@
+// When luo's modules are compiled eagerly (src/eager.ts): by default and in a successor; not
+// after an exec in place (its load is in the pause), not when node was told --lazy or
+// --no-lazy, not with LUO_EAGER=0. A load that fails gives its own error.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { eagerly, wantEager } from '../src/eager.js';
+
+test('eager by default and in a successor; lazy after an exec, when node decides, or LUO_EAGER=0', async () => {
+  assert.equal(wantEager({}, []), true);
+  assert.equal(wantEager({ LUO_HANDOVER: 'successor:3' }, []), true);
+  assert.equal(wantEager({ LUO_HANDOVER: 'luo-v1:5:4096:512' }, []), false);
+  assert.equal(wantEager({}, ['--no-lazy']), false);
+  assert.equal(wantEager({}, ['--lazy']), false);
+  assert.equal(wantEager({}, ['--max-old-space-size=2048']), true);
+  assert.equal(wantEager({ LUO_EAGER: '0' }, []), false);
+  await assert.rejects(eagerly(() => Promise.reject(new Error('no such module'))), /no such module/);
+});
