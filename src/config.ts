@@ -40,6 +40,7 @@ export const ENV = {
   LUO_KHO_DEBUG: 'write handover DTBs under <rundir>/debug/ (default off)',
   LUO_ARENA_SIZE: 'arena size in bytes, or with a K/M/G/T suffix (default 64G, sparse)',
   LUO_ON_CORRUPT: 'panic (default) or cold: what a corrupt handover does at boot',
+  LUO_EAGER: '0: compile luo lazily, on each function\'s first call (default: as it loads, except after an exec in place; src/eager.ts)',
   LUO_TRACE: 'print each update phase with its wall-clock time to stderr ("luo-trace <pid> <ms> <phase>"; default off)',
   LUO_TRACE_MONO: 'with LUO_TRACE: end each line with " @<µs>" on the monotonic clock, the clock of a --cpu-prof profile (default off)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
