@@ -1,7 +1,8 @@
 /*
  * The package's entries, made after esbuild bundled the library (npm run build): each entry
  * (index, register, guard) is a few lines that load its bundle (core.js, register-core.js,
- * guard-core.js) through src/eager.ts's eagerly(), and re-export what it exports, by name, as
+ * guard-core.js) through src/eager.ts's loadEagerly() (synchronously: no top-level await, so
+ * a CommonJS service can still require('luo')), and re-export what it exports, by name, as
  * esbuild's metafile lists them. A bundle that is missing, or a metafile without it, fails
  * the build with the reason. The metafile is removed afterwards.
  * Usage: node dist/scripts/facades.js <dist/bundle> (the metafile is <dist/bundle>/meta.json).
@@ -20,8 +21,8 @@ for (const [entry, bundle] of ENTRIES) {
   const named = names.filter((n) => n !== 'default');
   const lines = [
     `// The package's entry ${entry}: ${bundle}, compiled eagerly (src/eager.ts). Made by scripts/facades.ts.`,
-    "import { eagerly } from './eager.js';",
-    `const m = await eagerly(() => import('./${bundle}'));`,
+    "import { loadEagerly } from './eager.js';",
+    `const m = loadEagerly(import.meta.url, './${bundle}');`,
     ...(named.length ? [`export const { ${named.join(', ')} } = m;`] : []),
     ...(names.includes('default') ? ['export default m.default;'] : []),
     '',
