@@ -24,6 +24,7 @@ import v8 from 'node:v8';
 export function wantEager(env: NodeJS.ProcessEnv = process.env, execArgv: readonly string[] = process.execArgv): boolean {
   if (env.LUO_EAGER === '0') return false;
   const handover = env.LUO_HANDOVER;
+  // (uapi/handover.ts's SUCCESSOR_PREFIX; not imported, so that this module loads alone.)
   if (handover !== undefined && !handover.startsWith('successor:')) return false;
   return !execArgv.some((a) => /^--(no-)?lazy(=|$)/.test(a));
 }

@@ -4,11 +4,12 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { loadEagerly, wantEager } from '../src/eager.js';
+import { SUCCESSOR_PREFIX, formatKhoEntry } from '../src/uapi/handover.js';
 
 test('eager by default and in a successor; lazy after an exec, when node decides, or LUO_EAGER=0', () => {
   assert.equal(wantEager({}, []), true);
-  assert.equal(wantEager({ LUO_HANDOVER: 'successor:3' }, []), true);
-  assert.equal(wantEager({ LUO_HANDOVER: 'luo-v1:5:4096:512' }, []), false);
+  assert.equal(wantEager({ LUO_HANDOVER: `${SUCCESSOR_PREFIX}3` }, []), true, 'a successor (the prefix luo sets: uapi/handover.ts)');
+  assert.equal(wantEager({ LUO_HANDOVER: formatKhoEntry({ arenaFd: 5, rootAddr: 4096, rootSize: 512 }) }, []), false, 'after an exec in place');
   assert.equal(wantEager({}, ['--no-lazy']), false);
   assert.equal(wantEager({}, ['--lazy']), false);
   assert.equal(wantEager({}, ['--max-old-space-size=2048']), true);
