@@ -111,12 +111,10 @@ export class Baseline {
     const rx = new Float64Array(all.length);
     const tx = new Float64Array(all.length);
     const fds = new Int32Array(all.length);
-    let start = performance.now();
+    const due = slicer(sliceMs);
     for (let i = 0; i < all.length; i++) {
-      if ((i & 255) === 255 && performance.now() - start >= sliceMs) {
-        await new Promise((r) => setImmediate(r));
-        start = performance.now();
-      }
+      const turn = due(i);
+      if (turn) await turn;
       const s = all[i]!;
       if (s.destroyed) continue;
       const base = (s as Based)[BASE];
@@ -345,6 +343,22 @@ export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>,
     fds: without(base.fds, 1, moved), cells: without(base.cells, 4, moved),
   };
   return snap;
+}
+
+/**
+ * A pass over many connections in slices of at most `ms`, the event loop serving between
+ * them: call due(i) for each item i; at a slice's end it returns the turn to await (one
+ * setImmediate), else null. The clock is read every 256 items.
+ */
+export function slicer(ms: number): (i: number) => Promise<void> | null {
+  let start = performance.now();
+  return (i) => {
+    if ((i & 255) !== 255 || performance.now() - start < ms) return null;
+    return new Promise<void>((r) => setImmediate(() => {
+      start = performance.now();
+      r();
+    }));
+  };
 }
 
 /** fds as the files tree stores them: big-endian u32 cells. */

@@ -42,7 +42,7 @@ import { fail } from '../errors.js';
 import type { FileHandler, FlatFds } from '../luo/file-handler.js';
 import { TABLE_HTTP } from '../uapi/connections.js';
 import {
-  Baseline, freeTable, freezeConnections, keptRefs, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
+  Baseline, freeTable, freezeConnections, keptRefs, slicer, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
   writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions, type Extra,
 } from './connection.js';
 import { fdOf, handleOf, httpBusy, observeEmits, stopAll, stopReading, trackWrites } from './node-internals.js';
@@ -127,12 +127,10 @@ async function liveRefs(sockets: Iterable<net.Socket>): Promise<Array<{ fd: numb
   const socks = Array.from(sockets);
   const out: Array<{ fd: number; key: object; stream: true }> = [];
   const from: net.Socket[] = [];
-  let start = performance.now();
+  const due = slicer(SLICE_MS);
   for (let i = 0; i < socks.length; i++) {
-    if ((i & 255) === 255 && performance.now() - start >= SLICE_MS) {
-      await new Promise((r) => setImmediate(r));
-      start = performance.now();
-    }
+    const turn = due(i);
+    if (turn) await turn;
     const s = socks[i]!;
     const h = (s as { _handle?: object | null })._handle;
     if (h && !s.destroyed) {
