@@ -43,6 +43,7 @@ export const ENV = {
   LUO_EAGER: '0: compile luo lazily, on each function\'s first call (default: as it loads, except after an exec in place; src/eager.ts)',
   LUO_TRACE: 'print each update phase with its wall-clock time to stderr ("luo-trace <pid> <ms> <phase>"; default off)',
   LUO_TRACE_MONO: 'with LUO_TRACE: end each line with " @<µs>" on the monotonic clock, the clock of a --cpu-prof profile (default off)',
+  LUO_TRACE_LAG: 'with LUO_TRACE: a "LAG <ms>" line whenever the event loop stood still for more than 5 ms (default off)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
 } as const;
 
@@ -106,6 +107,21 @@ export function resolveConfig(opts: Partial<LuoConfig> = {}, env: NodeJS.Process
 let traceOn: boolean | undefined;
 let monoOn = false;
 
+/** LUO_TRACE_LAG (with LUO_TRACE): a "LAG <ms>" line whenever this process's event loop stood
+ *  still for more than 5 ms (a 1 ms timer, unref'd), at the time it stopped. */
+function traceLag(): void {
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 5) {
+      try {
+        process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
+      } catch { /* stderr closed */ }
+    }
+    last = now;
+  }, 1).unref();
+}
+
 /**
  * LUO_TRACE: one stderr line per update phase, with the wall clock, so the pause can be taken
  * apart across images ("luo-trace <pid> <epoch ms> <phase>"). Read once; a malformed value is
@@ -116,6 +132,7 @@ export function trace(phase: string): void {
     try {
       traceOn = parseBool(process.env.LUO_TRACE ?? '0', 'LUO_TRACE');
       monoOn = traceOn && parseBool(process.env.LUO_TRACE_MONO ?? '0', 'LUO_TRACE_MONO');
+      if (traceOn && parseBool(process.env.LUO_TRACE_LAG ?? '0', 'LUO_TRACE_LAG')) traceLag();
     } catch {
       traceOn = false;
     }

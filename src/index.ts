@@ -7,12 +7,13 @@
  *   luo.preserveFile(1n, someFd);
  *   await luo.prepare();  await luo.reboot();   // exec the next version in place
  */
+import { trace } from './config.js';
 import { Device, type DeviceOptions } from './device/server.js';
 import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { collectGarbage } from './handlers/node-internals.js';
 import { prebuild } from './handlers/prebuilt.js';
-import { loadBuiltins, warmRunning, warmSuccessor } from './warm.js';
+import { loadBuiltins, settleThreads, warmRunning, warmSuccessor } from './warm.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
 export * from './errors.js';
@@ -55,8 +56,11 @@ export function boot(opts: LuoOptions = {}): Luo {
         warmSuccessor(fds.length);
         opts.prebuild?.(fds);
       },
+      // Then the compilations and the collection V8 runs on its own threads: let them finish
+      // now, before the running image freezes, not on the cores the pause needs.
       settle: () => {
         collectGarbage();
+        trace(`successor: other threads quiet after ${settleThreads().toFixed(1)} ms`);
         opts.settle?.();
       },
     } : {}),

@@ -8,7 +8,8 @@
  * still serves, so that V8 has compiled it when the pause comes; and the Node modules the
  * pause would load are loaded.
  * Lifecycle: loadBuiltins() in a successor before its hello; warmSuccessor(n) in it, once
- * the fds have come early (it is not serving yet: nothing waits for it); warmRunning(n) in
+ * the fds have come early (it is not serving yet: nothing waits for it), then settleThreads()
+ * once it has collected; warmRunning(n) in
  * the running image after the early send, in slices (it serves between them). They only
  * load and compute: no I/O, nothing kept but the modules; a failure is ignored (the pause is
  * then only slower).
@@ -19,7 +20,7 @@ import { earlyDelta, readyMarks, translateCells } from './handover/index.js';
 import { bigEndianCells, keptRefs } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
-import { decodeTable, encodeTable, tableSize, without, type TableSource } from './uapi/connections.js';
+import { copyWithout, decodeTable, encodeTable, tableSize, type TableSource } from './uapi/connections.js';
 
 const req = createRequire(import.meta.url);
 
@@ -33,6 +34,29 @@ export function loadBuiltins(): void {
     req('node:cluster');
   } catch { /* only slower */ }
 }
+
+/**
+ * A successor, once it holds the fds early, has built its sockets, warmed the pause's code and
+ * collected: wait until this process's other threads are quiet, for at most `maxMs`. It serves
+ * nothing yet, so it blocks. V8 compiles the loops warmed above on its own threads (TurboFan:
+ * 5-20 ms of CPU each here), and that ran on during the freeze and the successor's first
+ * moments (seen with perf at 10 000 connections: 8-17 ms of it in each pause), on the cores
+ * the pause needs. Quiet: under a tenth of a core for QUIET_MS. Returns how long it waited.
+ */
+export function settleThreads(maxMs = 500): number {
+  const start = performance.now();
+  try {
+    let last = sys.otherThreadsCpuNs();
+    while (performance.now() - start < maxMs) {
+      sys.poll([], QUIET_MS);
+      const now = sys.otherThreadsCpuNs();
+      if (now - last < QUIET_MS * 1e5) break;
+      last = now;
+    }
+  } catch { /* only slower */ }
+  return performance.now() - start;
+}
+const QUIET_MS = 10;
 
 function madeUp(n: number): { fds: number[]; map: Int32Array } {
   const fds = new Array<number>(n);
@@ -134,8 +158,13 @@ function runningSteps(n: number): Array<() => unknown> {
   const connFlags: number[] = [];
   for (let i = 0; i < active; i++) connFlags.push(i & 1);
   const counters = Float64Array.from({ length: active }, (_, i) => [5, 2 ** 33 + 1, 2 ** 31 + 7][i]!);
-  const src: TableSource = { count: n, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: new Uint32Array(10 * (n - active)) };
+  const src: TableSource = { count: n, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: new Uint32Array(10 * (n - active + movedSome.length)), skip: movedSome };
   const v = new Uint8Array(tableSize(src));
+  // The flat fds as the server's snapshot makes them: the baseline's, less the moved ones,
+  // copied in after the listener and the active connections.
+  const flatFds = new Int32Array(n + 1 + active);
+  const flatCells = new Uint8Array(4 * (n + 1 + active));
+  const earlyCells = bigEndianCells(earlyFds);
   return [
     () => {
       const out = new Array<{ fd: number; key: object }>(2 + n);
@@ -144,8 +173,8 @@ function runningSteps(n: number): Array<() => unknown> {
       return keptRefs(baseRefs, moved, out, 2);
     },
     () => earlyDelta(late, early, n, { fds: earlyFds, same, earlyIndexOfFd }),
-    () => without(earlyFds, 1, movedSome),
-    () => without(bigEndianCells(earlyFds), 4, movedSome),
+    () => copyWithout(earlyFds, 1, movedSome, flatFds, 1 + active),
+    () => copyWithout(earlyCells, 4, movedSome, flatCells, 4 * (1 + active)),
     () => encodeTable(v, src),
   ];
 }

@@ -7,7 +7,7 @@ import test from 'node:test';
 import fc from 'fast-check';
 import { readTable } from '../src/handlers/connection.js';
 import type { Retrieve } from '../src/luo/file-handler.js';
-import { ENTRY_V2, TABLE_HEADER, decodeTable, encodeEntries, encodeTable, tableSize, type TableSource } from '../src/uapi/connections.js';
+import { ENTRY_V2, TABLE_HEADER, copyWithout, decodeTable, encodeEntries, encodeTable, tableSize, type TableSource } from '../src/uapi/connections.js';
 
 function source(): TableSource {
   const bytes = new Map([[1, { unread: Buffer.from('GET / HTTP/1.1\r\n'), unsent: Buffer.from('HTTP/1.1 200 OK\r\n') }]]);
@@ -123,4 +123,30 @@ test('a v2 table with its idle entries encoded in advance (a baseline) reads as 
   assert.deepEqual([...t.tx!], [7, 8, 11, 12, 2 ** 40]);
   assert.equal(t.bytes.get(0)!.unread.toString(), 'abc');
   assert.deepEqual([...t.bytes.keys()], [0]);
+});
+
+test('a baseline\'s entries that moved since are left out of the table (skip), the others copied in order', () => {
+  const quiet = encodeEntries([0, 0, 0, 0, 0], [10, 11, 12, 13, 2 ** 35], [20, 21, 22, 23, 24], 5);
+  const src = { count: 4, flags: 0, first: 1, connFlags: [1], rx: [5], tx: [7], bytes: new Map(), encoded: quiet, skip: [0, 2] };
+  const mem = new Uint8Array(tableSize(src));
+  encodeTable(mem, src);
+  const t = decodeTable(mem, { counters: true });
+  assert.ok(typeof t !== 'string', String(t));
+  assert.equal(t.count, 4);
+  assert.deepEqual([...t.rx!], [5, 11, 13, 2 ** 35]);
+  assert.deepEqual([...t.tx!], [7, 21, 23, 24]);
+});
+
+test('copyWithout copies every entry but the skipped ones, whatever they are', () => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.array(fc.integer({ min: 0, max: 1000 }), { maxLength: 60 }), fc.array(fc.nat(), { maxLength: 20 }), (per, values, picks) => {
+    const n = Math.floor(values.length / per);
+    const src = Uint32Array.from(values.slice(0, n * per));
+    const sorted = [...new Set(picks.filter(() => n > 0).map((p) => p % n))].sort((a, b) => a - b);
+    const dst = new Uint32Array(3 + src.length);
+    const wrote = copyWithout(src, per, sorted, dst, 3);
+    const want: number[] = [];
+    for (let i = 0; i < n; i++) if (!sorted.includes(i)) want.push(...src.subarray(per * i, per * (i + 1)));
+    assert.equal(wrote, want.length);
+    assert.deepEqual([...dst.subarray(3, 3 + wrote)], want);
+  }));
 });

@@ -6,9 +6,10 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
 import test from 'node:test';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 import vm from 'node:vm';
 import {
-  attachToServer, collectGarbage, fdOf, firstChanged, handleOf, hasDecoder, httpBusy, isIdle, isReading, NO_FIRST_READ, QuietWatch, readBuffered, READ_ENDED, resumeReading,
+  attachToServer, collectGarbage, collectYoung, fdOf, firstChanged, handleOf, hasDecoder, httpBusy, isIdle, isReading, NO_FIRST_READ, QuietWatch, readBuffered, READ_ENDED, resumeReading,
   scanSockets, stopAll, stopReading, trackWrites, udpHandleOf, unsentBytes, unwatchQuiet, watchQuiet, WRITE_ENDED,
 } from '../src/handlers/node-internals.js';
 import * as sys from '../src/sys/index.js';
@@ -203,6 +204,22 @@ test('collectGarbage: a full collection on demand, without --expose-gc, and gc s
   assert.equal(ref.deref(), undefined, 'the unreachable object was collected');
   assert.equal(vm.runInNewContext('typeof gc'), 'undefined', 'gc is not exposed to other code');
   assert.equal(collectGarbage(), true, 'again');
+});
+
+test('collectYoung: gc({type: "minor"}) runs a scavenge, not a full collection', async () => {
+  const kinds: number[] = [];
+  const obs = new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) kinds.push((e as unknown as { detail: { kind: number } }).detail.kind);
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  try {
+    assert.equal(collectYoung(), true);
+    await tick(20); // gc entries are delivered on a later turn
+  } finally {
+    obs.disconnect();
+  }
+  assert.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), `a minor collection was seen (kinds: ${kinds.join(',')})`);
+  assert.ok(!kinds.includes(constants.NODE_PERFORMANCE_GC_MAJOR), 'and no full one');
 });
 
 test('watchQuiet: an idle connection is marked moved, once, by data arriving, a write, an end or a destroy; not while it stays idle', async () => {

@@ -3,30 +3,12 @@
 // successor got the same open files under the numbers the protocol says.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import test from 'node:test';
 import fc from 'fast-check';
 import { HandoverError } from '../src/errors.js';
 import { Successor, receiveHandover, type FdRef } from '../src/handover/successor.js';
 import * as sys from '../src/sys/index.js';
-import { imagePath, tmpDir } from './helpers.js';
-
-const ino = (fd: number): number => sys.fstat(fd).ino;
-
-function files(n: number): number[] {
-  const dir = tmpDir();
-  return Array.from({ length: n }, (_, i) => fs.openSync(path.join(dir, `f${i}`), 'w'));
-}
-
-function peer(kind: 'v1' | 'v2'): { next: Successor; report: () => Promise<Record<string, any>> } {
-  const out = path.join(tmpDir(), 'report.json');
-  const next = Successor.start({ file: process.execPath, argv: [process.execPath, imagePath('successor-peer')], env: { ...process.env, SUCCESSOR_PEER: kind, SUCCESSOR_PEER_OUT: out } });
-  const report = async (): Promise<Record<string, any>> => {
-    for (let i = 0; i < 500 && !fs.existsSync(out); i++) await new Promise((r) => setTimeout(r, 10));
-    return JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, any>;
-  };
-  return { next, report };
-}
+import { files, ino, peer } from './peer.js';
 
 test('a successor from before presend-v1 is sent nothing early, and gets every fd in handover-v1', { timeout: 30_000 }, async () => {
   const fds = files(4);

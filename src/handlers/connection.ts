@@ -37,9 +37,10 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, ENTRY_V2, decodeTable, encodeEntries, encodeTable, without, tableSize, tableSizeAt, type CarriedBytes, type TableSource } from '../uapi/connections.js';
+import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeEntries, encodeTable, tableSize, tableSizeAt, type CarriedBytes, type TableSource } from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
 import { take } from './prebuilt.js';
+import { slicer } from '../util/slicer.js';
 import {
   QuietWatch, READ_ENDED, WRITE_ENDED, bytesConsumed, isIdle, leftHttp, unwatchQuiet, watchQuiet, bytesWrittenToKernel, endHold, NO_FIRST_READ, fdOf, finHandedOver, firstChanged, handleFd, markHold, newHoldEpoch, pendingWriteBytes, queuedBytes, startHold,
   readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
@@ -180,8 +181,9 @@ export class ConnSnapshot {
   /** The last quiet.count table entries are a baseline's unmoved connections (this
    *  snapshot's own, the busy ones, come first: the next image adopts in table order, and
    *  serves them first): verified by its watch (none may move after the snapshot), their
-   *  entries encoded already. */
-  quiet: { base: Baseline; count: number; movedAt: number; words: Uint32Array; fds: Int32Array; cells: Uint8Array } | null = null;
+   *  entries encoded already, and copied from the baseline's arrays as blocks between the
+   *  ones that moved (`moved`, ascending). */
+  quiet: { base: Baseline; count: number; movedAt: number; moved: number[] } | null = null;
 
   constructor(scan: { sockets: net.Socket[]; handles: StreamHandle[]; fds: number[]; flags: number[] }) {
     this.sockets = scan.sockets;
@@ -337,28 +339,9 @@ export function snapshotConnections(sockets: Iterable<net.Socket>, extra?: Reado
 export function snapshotWithBaseline(base: Baseline, rest: Iterable<net.Socket>, extra?: ReadonlyMap<net.Socket, Extra>): ConnSnapshot {
   const movedAt = base.watch.movedList.length;
   const snap = snapshotConnections(rest, extra);
-  const moved = [...base.watch.movedList].sort((a, b) => a - b);
-  snap.quiet = {
-    base, count: base.count - movedAt, movedAt, words: without(base.words, ENTRY_V2 / 4, moved),
-    fds: without(base.fds, 1, moved), cells: without(base.cells, 4, moved),
-  };
+  const moved = base.watch.movedList.slice(0, movedAt).sort((a, b) => a - b);
+  snap.quiet = { base, count: base.count - movedAt, movedAt, moved };
   return snap;
-}
-
-/**
- * A pass over many connections in slices of at most `ms`, the event loop serving between
- * them: call due(i) for each item i; at a slice's end it returns the turn to await (one
- * setImmediate), else null. The clock is read every 256 items.
- */
-export function slicer(ms: number): (i: number) => Promise<void> | null {
-  let start = performance.now();
-  return (i) => {
-    if ((i & 255) !== 255 || performance.now() - start < ms) return null;
-    return new Promise<void>((r) => setImmediate(() => {
-      start = performance.now();
-      r();
-    }));
-  };
 }
 
 /** fds as the files tree stores them: big-endian u32 cells. */
@@ -426,7 +409,7 @@ export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number
   const count = snap.count + k;
   // One shape for every table (warm.ts makes its input the same way: V8's optimized
   // encodeTable is for objects of this shape).
-  const src: TableSource = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, encoded: q ? q.words : undefined };
+  const src: TableSource = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, encoded: q ? q.base.words : undefined, skip: q ? q.moved : undefined };
   const size = tableSize(src);
   const addr = mem.alloc(size);
   // Fresh arena memory reads as zeros (alloc never hands out a used page): an idle entry

@@ -39,14 +39,15 @@
 import net from 'node:net';
 import { trace } from '../config.js';
 import { fail } from '../errors.js';
-import type { FileHandler, FlatFds } from '../luo/file-handler.js';
-import { TABLE_HTTP } from '../uapi/connections.js';
+import type { FdRef, FileHandler, FlatFds } from '../luo/file-handler.js';
+import { TABLE_HTTP, copyWithout } from '../uapi/connections.js';
 import {
-  Baseline, freeTable, freezeConnections, keptRefs, slicer, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
+  Baseline, freeTable, freezeConnections, keptRefs, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
   writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions, type Extra,
 } from './connection.js';
 import { fdOf, handleOf, httpBusy, observeEmits, stopAll, stopReading, trackWrites } from './node-internals.js';
 import { httpModule } from './builtins.js';
+import { slicer } from '../util/slicer.js';
 import { beforeDrain, metaOf, refusal, rememberRequest, settleUpgraded, upgradedOf, type Carrier, type Unowned, type UpgradePlan } from './upgraded.js';
 
 export const isHttp = (s: net.Server): boolean => s instanceof httpModule().Server;
@@ -117,16 +118,17 @@ function track(state: Tracking, s: net.Socket): void {
 }
 
 /**
- * Each live socket as an early ref (its fd, keyed by its handle), in slices of SLICE_MS while
- * the service serves between them (a pass over 10 000 sockets took 8-10 ms, one stall as
- * long as the pause). A socket may close in a yield: the last pass, which does not yield,
- * keeps only the refs whose socket still has the handle it was read with (a socket's fd
- * closes with its handle), so that every fd returned is open and is the one its key names.
+ * Each live socket as an early ref (its fd, keyed by its handle), and the set of those keys,
+ * in slices of SLICE_MS while the service serves between them (a pass over 10 000 sockets
+ * took 8-10 ms, one stall as long as the pause). A socket may close in a later slice, or
+ * while the refs are sent: the transport sends a placeholder for an fd closed by then
+ * (successor.ts: presend), and the handover treats a key that is gone at the freeze as
+ * closed; a reused number under a dead key is only an early copy dropped at the handover.
  */
-async function liveRefs(sockets: Iterable<net.Socket>): Promise<Array<{ fd: number; key: object; stream: true }>> {
+async function liveRefs(sockets: Iterable<net.Socket>): Promise<{ refs: FdRef[]; keys: Set<object> }> {
   const socks = Array.from(sockets);
-  const out: Array<{ fd: number; key: object; stream: true }> = [];
-  const from: net.Socket[] = [];
+  const refs: FdRef[] = [];
+  const keys = new Set<object>();
   const due = slicer(SLICE_MS);
   for (let i = 0; i < socks.length; i++) {
     const turn = due(i);
@@ -134,17 +136,11 @@ async function liveRefs(sockets: Iterable<net.Socket>): Promise<Array<{ fd: numb
     const s = socks[i]!;
     const h = (s as { _handle?: object | null })._handle;
     if (h && !s.destroyed) {
-      out.push({ fd: fdOf(s), key: h, stream: true });
-      from.push(s);
+      refs.push({ fd: fdOf(s), key: h, stream: true });
+      keys.add(h);
     }
   }
-  let n = 0;
-  for (let i = 0; i < out.length; i++) {
-    const s = from[i]!;
-    if ((s as { _handle?: object | null })._handle === out[i]!.key && !s.destroyed) out[n++] = out[i]!;
-  }
-  out.length = n;
-  return out;
+  return { refs, keys };
 }
 const SLICE_MS = 2;
 
@@ -208,9 +204,10 @@ export const serverHandler: FileHandler<PreservedServer> = {
     t.base?.drop();
     t.base = null;
     t.after = [];
-    const refs = await liveRefs(t.conns);
-    t.sentEarly = new Set(refs.map((r) => r.key));
-    return [{ fd: fdOf(ps.server), key: handleOf(ps.server) }, ...refs];
+    const { refs, keys } = await liveRefs(t.conns);
+    t.sentEarly = keys;
+    refs.unshift({ fd: fdOf(ps.server), key: handleOf(ps.server) });
+    return refs;
   },
   async afterEarly({ file: ps }) {
     // The successor holds the fds: take the baseline of the idle connections now, as close
@@ -312,8 +309,8 @@ export const serverHandler: FileHandler<PreservedServer> = {
         nums[1 + i] = snap.fds[i]!;
         dv.setUint32(4 * (1 + i), snap.fds[i]!);
       }
-      nums.set(q.fds, 1 + m);
-      cells.set(q.cells, 4 * (1 + m));
+      copyWithout(q.base.fds, 1, q.moved, nums, 1 + m);
+      copyWithout(q.base.cells, 4, q.moved, cells, 4 * (1 + m));
       const same = new Uint8Array(n);
       same.fill(1, 1 + m);
       flat = { fds: nums, cells, same };

@@ -26,6 +26,7 @@
  * a successor without its handover must not serve). A malformed message is fatal too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import { HandoverError, LuoError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
@@ -35,6 +36,10 @@ import {
 } from '../uapi/handover.js';
 import { trace } from '../config.js';
 import { resolveExecutable, type Image } from './image.js';
+import { slicer } from '../util/slicer.js';
+
+/** The longest the presend holds the event loop at a time (ms). */
+const SLICE_MS = 2;
 
 /** An fd, and the object that names it for as long as it is open (see the header). */
 export interface FdRef { fd: number; key: object | null; /** A connection (a stream the next image adopts as a socket). */ stream?: boolean }
@@ -296,8 +301,12 @@ export class Successor {
 
   /**
    * Send fds early (presend-v1), while this image keeps serving: the loop runs between
-   * datagrams. Resolves once the successor holds them all. EPROTO if it did not accept
-   * presend; any failure kills the successor (it only held copies: nothing is lost).
+   * slices of the work (10 000 fds: their keys noted, their datagrams sent, ~40 ms in one go
+   * here). Resolves once the successor holds them all. An fd closed before its datagram went
+   * (its socket closed meanwhile) is sent as a placeholder (/dev/null): its key is gone by
+   * the freeze, so the handover drops that copy, as it drops the copy of a number reused
+   * under a dead key. EPROTO if the successor did not accept presend; any failure kills the
+   * successor (it only held copies: nothing is lost).
    */
   async presend(refs: FdRef[], info: PresendInfo, timeoutMs: number): Promise<void> {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
@@ -306,23 +315,44 @@ export class Successor {
     const early = new Map<object, { fd: number; index: number }>();
     const fds: number[] = [];
     const streams: number[] = [];
-    for (const r of unique(refs)) {
-      if (r.key) early.set(r.key, { fd: r.fd, index: fds.length });
-      if (r.stream) streams.push(fds.length);
-      fds.push(r.fd);
-    }
-    const chunks = chunksOf(fds, sys.MAX_FDS);
+    let placeholder = -1;
     try {
+      const list = unique(refs);
+      const due = slicer(SLICE_MS);
+      for (let i = 0; i < list.length; i++) {
+        const turn = due(i);
+        if (turn) await turn;
+        const r = list[i]!;
+        if (r.key) early.set(r.key, { fd: r.fd, index: fds.length });
+        if (r.stream) streams.push(fds.length);
+        fds.push(r.fd);
+      }
+      if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
+      const chunks = chunksOf(fds, sys.MAX_FDS);
       sys.sendPacket(this.#fd, json({ luo: PRESEND, fds, chunks: chunks.length, arena: info.arenaFd, regions: info.regions, streams }));
+      let slice = performance.now();
       for (let i = 0; i < chunks.length; i++) {
-        sys.sendPacket(this.#fd, json({ chunk: i }), chunks[i]);
-        if (i % 8 === 7) await new Promise((r) => setImmediate(r)); // keep serving
+        const head = json({ chunk: i });
+        try {
+          sys.sendPacket(this.#fd, head, chunks[i]);
+        } catch (e) {
+          if ((e as LuoError).code !== 'EBADF') throw e;
+          if (placeholder < 0) placeholder = fs.openSync('/dev/null', 'r');
+          const ph = placeholder;
+          sys.sendPacket(this.#fd, head, chunks[i]!.map((f) => (sys.isOpen(f) ? f : ph)));
+        }
+        if (performance.now() - slice >= SLICE_MS) {
+          await new Promise((r) => setImmediate(r)); // keep serving
+          slice = performance.now();
+        }
         if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
       }
     } catch (e) {
       this.abort();
       if (e instanceof LuoError) throw e;
       throw fail('EIO', `sending fds to the successor failed: ${(e as Error).message}`);
+    } finally {
+      if (placeholder >= 0) fs.closeSync(placeholder);
     }
     const m = await this.#next(timeoutMs, 'while taking the fds sent early');
     if (m.presented !== fds.length) {

@@ -33,7 +33,7 @@ import { fail } from '../errors.js';
 import { State } from '../luo/abi.js';
 import type { Luo } from '../luo/luo.js';
 import { adoptConnection, type Carried } from '../handlers/connection.js';
-import { attachToServer, incomingRequest } from '../handlers/node-internals.js';
+import { attachToServer, collectYoung, incomingRequest } from '../handlers/node-internals.js';
 import { PreservedServer, connectionsOf, isHttp, trackConnection, type RestoredServer, type ServerOptions } from '../handlers/server.js';
 import { parseMeta, rememberRequest, type UpgradeMeta } from '../handlers/upgraded.js';
 import { isTls } from '../handlers/tls.js';
@@ -215,6 +215,10 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
       sliceStart = performance.now();
       inSlice = 0;
     } else if (++inSlice >= batch || performance.now() - sliceStart >= sliceMs) {
+      // A scavenge now copies what this slice allocated (the adopted sockets' state, all of
+      // which survives): well under a millisecond, where one V8 starts on its own with its
+      // young generation full of it stood still for 20-30 ms at 10 000 connections.
+      collectYoung();
       await new Promise((r) => setImmediate(r));
       sliceStart = performance.now();
       inSlice = 0;

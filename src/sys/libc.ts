@@ -232,6 +232,22 @@ function threadIds(): number[] {
 }
 
 /**
+ * CPU time (ns) this process's threads other than the main one have run, from
+ * /proc/self/task/<tid>/schedstat (its first field: time on a CPU); 0 where that is missing.
+ * Those threads are V8's (compiling, collecting), libuv's and workers'.
+ */
+export function otherThreadsCpuNs(): number {
+  let ns = 0;
+  for (const tid of threadIds()) {
+    if (tid === process.pid) continue;
+    try {
+      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'latin1').split(' ', 1)[0]);
+    } catch { /* exited */ }
+  }
+  return Number.isFinite(ns) ? ns : 0;
+}
+
+/**
  * Set the nice value of every thread of this process. Linux keeps a nice value per thread:
  * setpriority(PRIO_PROCESS, 0) (os.setPriority) changes only the calling one. Threads that
  * refuse (gone, not permitted) are skipped. Returns how many were changed.

@@ -39,6 +39,7 @@ export const TABLE_HTTP = 1;
 export const UNKNOWN = 2 ** 53 - 1;
 
 const EMPTY = Buffer.alloc(0);
+const NONE: readonly number[] = [];
 
 /** What a snapshot writes: parallel per-connection data, bytes only where there are some. */
 export interface TableSource {
@@ -50,9 +51,12 @@ export interface TableSource {
   tx: ArrayLike<number>;
   /** Connection index → the bytes it carries (meta: its owner's, for an upgraded one). */
   bytes: ReadonlyMap<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>;
-  /** The last n entries already encoded (idle connections: no bytes; encodeEntries made
-   *  them), copied as they are; connFlags, rx and tx describe the entries before them. */
+  /** The last entries already encoded (idle connections: no bytes; encodeEntries made
+   *  them), copied as they are but for those at the indices `skip` (ascending: connections
+   *  that moved since, described before them); connFlags, rx and tx describe the entries
+   *  before them. */
   encoded?: Uint32Array;
+  skip?: readonly number[];
 }
 
 /** Entry words (ENTRY_V2 / 4 per connection) of idle connections: flags, rx and tx only. */
@@ -70,21 +74,28 @@ export function encodeEntries(connFlags: ArrayLike<number>, rx: ArrayLike<number
   return w;
 }
 
-/** `a` (`per` elements per entry: ENTRY_V2 / 4 words for encodeEntries' output) without
- *  the entries at the indices `sorted` (ascending). */
-export function without<A extends Int32Array | Uint8Array | Uint32Array>(a: A, per: number, sorted: readonly number[]): A {
-  if (sorted.length === 0) return a;
-  const count = a.length / per;
-  const out = new (a.constructor as new (n: number) => A)(a.length - per * sorted.length);
+/**
+ * Copy `src` (`per` elements per entry: ENTRY_V2 / 4 words for encodeEntries' output) into
+ * `dst` from element `at`, without the entries at the indices `sorted` (ascending, each once):
+ * one block copy per run between them. How many elements it wrote.
+ */
+export function copyWithout<A extends Int32Array | Uint8Array | Uint32Array>(src: A, per: number, sorted: readonly number[], dst: A, at: number): number {
+  const count = src.length / per;
   let from = 0;
-  let to = 0;
-  for (const i of sorted) {
-    if (i > from) out.set(a.subarray(per * from, per * i), to);
-    to += per * (i - from);
+  let to = at;
+  for (let k = 0; k < sorted.length; k++) {
+    const i = sorted[k]!;
+    if (i > from) {
+      dst.set(src.subarray(per * from, per * i), to);
+      to += per * (i - from);
+    }
     from = i + 1;
   }
-  if (from < count) out.set(a.subarray(per * from), to);
-  return out;
+  if (from < count) {
+    dst.set(src.subarray(per * from), to);
+    to += per * (count - from);
+  }
+  return to - at;
 }
 
 /** The table's entries as 32-bit words (the arena is page-aligned and the host little-endian). */
@@ -129,8 +140,9 @@ export function encodeTable(v: Uint8Array, t: TableSource): void {
   // Entries as words: an idle connection writes nothing but its non-zero fields.
   const w = new Uint32Array(v.buffer, v.byteOffset + TABLE_HEADER, W * t.count);
   const { connFlags, rx, tx } = t;
-  const own = t.count - (t.encoded ? t.encoded.length / W : 0);
-  if (t.encoded) w.set(t.encoded, W * own);
+  const skip = t.skip ?? NONE;
+  const own = t.count - (t.encoded ? t.encoded.length / W - skip.length : 0);
+  if (t.encoded) copyWithout(t.encoded, W, skip, w, W * own);
   for (let i = 0, e = 0; i < own; i++, e += W) {
     const f = connFlags[i]!;
     if (f) w[e] = f;
