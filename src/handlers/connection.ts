@@ -106,13 +106,12 @@ export class Baseline {
    * taken counts as moved; one accepted meanwhile is the caller's (it is not in `sockets`).
    */
   static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number; sentEarly?: ReadonlySet<object> }): Promise<Baseline> {
-    const sliceMs = opts.sliceMs ?? 2;
     const all = [...sockets];
     const b = new Baseline(all.length);
     const rx = new Float64Array(all.length);
     const tx = new Float64Array(all.length);
     const fds = new Int32Array(all.length);
-    const due = slicer(sliceMs);
+    const due = slicer(opts.sliceMs);
     for (let i = 0; i < all.length; i++) {
       const turn = due(i);
       if (turn) await turn;

@@ -119,7 +119,7 @@ function track(state: Tracking, s: net.Socket): void {
 
 /**
  * Each live socket as an early ref (its fd, keyed by its handle), and the set of those keys,
- * in slices of SLICE_MS while the service serves between them (a pass over 10 000 sockets
+ * in slices of SLICE_MS (util/slicer.ts) while the service serves between them (a pass over 10 000 sockets
  * took 8-10 ms, one stall as long as the pause). A socket may close in a later slice, or
  * while the refs are sent: the transport sends a placeholder for an fd closed by then
  * (successor.ts: presend), and the handover treats a key that is gone at the freeze as
@@ -129,7 +129,7 @@ async function liveRefs(sockets: Iterable<net.Socket>): Promise<{ refs: FdRef[];
   const socks = Array.from(sockets);
   const refs: FdRef[] = [];
   const keys = new Set<object>();
-  const due = slicer(SLICE_MS);
+  const due = slicer();
   for (let i = 0; i < socks.length; i++) {
     const turn = due(i);
     if (turn) await turn;
@@ -142,7 +142,6 @@ async function liveRefs(sockets: Iterable<net.Socket>): Promise<{ refs: FdRef[];
   }
   return { refs, keys };
 }
-const SLICE_MS = 2;
 
 /** What preserveServer hands to luo. */
 export class PreservedServer {

@@ -36,10 +36,7 @@ import {
 } from '../uapi/handover.js';
 import { trace } from '../config.js';
 import { resolveExecutable, type Image } from './image.js';
-import { slicer } from '../util/slicer.js';
-
-/** The longest the presend holds the event loop at a time (ms). */
-const SLICE_MS = 2;
+import { SLICE_MS, slicer } from '../util/slicer.js';
 
 /** An fd, and the object that names it for as long as it is open (see the header). */
 export interface FdRef { fd: number; key: object | null; /** A connection (a stream the next image adopts as a socket). */ stream?: boolean }
@@ -318,7 +315,7 @@ export class Successor {
     let placeholder = -1;
     try {
       const list = unique(refs);
-      const due = slicer(SLICE_MS);
+      const due = slicer();
       for (let i = 0; i < list.length; i++) {
         const turn = due(i);
         if (turn) await turn;

@@ -385,7 +385,7 @@ export class Files {
         throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) early`);
       }
       // Checked in slices, serving between them (10 000 refs: a few ms).
-      const due = slicer(2);
+      const due = slicer();
       for (let i = 0; i < refs.length; i++) {
         const turn = due(i);
         if (turn) await turn;
