@@ -21,6 +21,7 @@ import { bigEndianCells, keptRefs } from './handlers/connection.js';
 import { busyFirst } from './integrations/server.js';
 import * as sys from './sys/index.js';
 import { copyWithout, decodeTable, encodeTable, tableSize, type TableSource } from './uapi/connections.js';
+import { slicer } from './util/slicer.js';
 
 const req = createRequire(import.meta.url);
 
@@ -130,16 +131,41 @@ export function warmSuccessor(n: number): void {
 
 const INSTALL_MS = 10;
 
-/** The running image's loops at the freeze: the connections kept, the fd delta, the table. */
-function runningSteps(n: number): Array<() => unknown> {
-  const { fds } = madeUp(n);
+/**
+ * The running image's loops at the freeze: the connections kept, the fd delta, the table.
+ * Their inputs at the real size (10 000 objects, a map of them, tables of 400 KiB) are made
+ * in slices while it serves (made in one go, they held the loop 28 ms here, longer than the
+ * pause they prepare for). Each input is made as the real one is: the same shapes of objects
+ * and kinds of arrays (V8's optimized code is only used for the kinds it was made for).
+ */
+async function runningSteps(n: number): Promise<Array<() => unknown>> {
+  const due = slicer();
+  let k = 0;
+  const turn = (): Promise<void> | null => due(k++);
+  const fds = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const t = turn();
+    if (t) await t;
+    fds[i] = i + 10;
+  }
   // Shaped as the real ones: the arena's and the listener's refs ({fd, key}) first, then
   // the connections' ({fd, key, stream}).
-  const refs: Array<{ fd: number; key: object; stream?: boolean }> = fds.map((fd, i) => (i < 2 ? { fd, key: {} as object } : { fd, key: {} as object, stream: true }));
-  const early = new Map<object, { fd: number; index: number }>(refs.map((r, index) => [r.key, { fd: r.fd, index }]));
+  const refs = new Array<{ fd: number; key: object; stream?: boolean }>(n);
+  const early = new Map<object, { fd: number; index: number }>();
+  // The baseline's refs, made as Baseline.take makes them (pushed, each {fd, key, stream}),
+  // kept into a list made as the server's snapshot makes it.
+  const baseRefs: Array<{ fd: number; key: object; stream: true }> = [];
+  for (let i = 0; i < n; i++) {
+    const t = turn();
+    if (t) await t;
+    const r = i < 2 ? { fd: fds[i]!, key: {} as object } : { fd: fds[i]!, key: {} as object, stream: true };
+    refs[i] = r;
+    early.set(r.key, { fd: r.fd, index: i });
+    baseRefs.push({ fd: r.fd, key: r.key, stream: true });
+  }
   const earlyFds = Int32Array.from(fds);
   const earlyIndexOfFd = new Int32Array(n + 10).fill(-1);
-  fds.forEach((fd, i) => (earlyIndexOfFd[fd] = i));
+  for (let i = 0; i < n; i++) earlyIndexOfFd[fds[i]!] = i;
   // Most vouched for, some not (found by key), one not sent early at all.
   const same = new Uint8Array(n).fill(1, 2);
   same[n >> 1] = 0;
@@ -148,10 +174,6 @@ function runningSteps(n: number): Array<() => unknown> {
   const movedSome = [3, 5, 8];
   const moved = new Uint8Array(n);
   moved[n >> 2] = 1;
-  // The baseline's refs, made as Baseline.take makes them (pushed, each {fd, key, stream}),
-  // kept into a list made as the server's snapshot makes it.
-  const baseRefs: Array<{ fd: number; key: object; stream: true }> = [];
-  for (const r of refs) baseRefs.push({ fd: r.fd, key: r.key, stream: true });
   // As writeTable makes it: a few active connections (flags pushed, counters typed), then
   // the baseline's entries pre-encoded.
   const active = 3;
@@ -159,12 +181,14 @@ function runningSteps(n: number): Array<() => unknown> {
   for (let i = 0; i < active; i++) connFlags.push(i & 1);
   const counters = Float64Array.from({ length: active }, (_, i) => [5, 2 ** 33 + 1, 2 ** 31 + 7][i]!);
   const src: TableSource = { count: n, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: new Uint32Array(10 * (n - active + movedSome.length)), skip: movedSome };
+  await new Promise((r) => setImmediate(r));
   const v = new Uint8Array(tableSize(src));
   // The flat fds as the server's snapshot makes them: the baseline's, less the moved ones,
   // copied in after the listener and the active connections.
   const flatFds = new Int32Array(n + 1 + active);
   const flatCells = new Uint8Array(4 * (n + 1 + active));
   const earlyCells = bigEndianCells(earlyFds);
+  await new Promise((r) => setImmediate(r));
   return [
     () => {
       const out = new Array<{ fd: number; key: object }>(2 + n);
@@ -184,12 +208,17 @@ export async function warmRunning(n: number): Promise<void> {
   if (n < 256) return;
   try {
     const turn = (): Promise<unknown> => new Promise((resolve) => setImmediate(resolve));
-    for (const step of runningSteps(SMALL)) {
-      for (let r = 0; r < SMALL_RUNS; r++) step();
+    for (const step of await runningSteps(SMALL)) {
+      const due = slicer();
+      for (let r = 0; r < SMALL_RUNS; r++) {
+        const t = due(r);
+        if (t) await t;
+        step();
+      }
       await turn();
     }
     // One step per turn of the event loop at the real size: a cold run takes a few ms.
-    const steps = runningSteps(n);
+    const steps = await runningSteps(n);
     for (let r = 0; r < 2; r++) {
       for (const step of steps) {
         step();
