@@ -13,9 +13,10 @@
  *
  * Load, for each update: `connections` long-lived keep-alive connections each sending a
  * request a second (fewer when that is more than half of the service's capacity, measured
- * once before the connections sweep: then the rate is half of it), plus 4 clients issuing
- * requests back to back (PUT then GET of their own
- * keys, so a lost write is seen). Measured per update: the longest time a busy client went
+ * once before the connections sweep: then the rate is half of it), plus 4 busy clients, each
+ * issuing its next request 1 ms after the previous answer (PUT then GET of their own keys, so
+ * a lost write is seen). Measured per update: the service's CPU use and p99 latency in the
+ * second before it (its headroom), the longest time a busy client went
  * without an answer (the pause), p50/p99 latency of requests answered during the update,
  * connections dropped, requests failed, and whether the state was kept (every key a client
  * wrote reads back, and the store did not shrink). Two sweeps: state size (10 MB, 100 MB,
@@ -30,6 +31,9 @@
  * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo --successor:
  *          --luo-reps 15 in the size sweep; pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
  *          --no-docs  --no-ws (skip the WebSocket service; its options: bench/ws.ts)
+ *          LUO_TRACE=1: the images' phase lines on stderr, with this process's own stalls and
+ *          the busiest client's longest wait (pause-start, pause-end) on the same clock;
+ *          BENCH_NODE_ARGS: node flags for luo's images of the service
  *          --compare DIR  also run luo from another build (DIR is its dist/, e.g. a checkout of
  *                         the previous commit, built): contenders luo-before and luo-exec-before
  *                         run right after luo and luo-exec, on the same points, in this run
@@ -40,7 +44,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HttpClient, IdleHttp, latencyPercentile, maxGap, type Client } from '../examples/kv/clients.js';
+import { HttpClient, IdleHttp, latencyPercentile, maxGapSpan, type Client } from '../examples/kv/clients.js';
 import { KvStore } from '../examples/kv/store.js';
 import { latencyChart, type MarkKind } from './chart.js';
 import { wsMain } from './ws.js';
@@ -70,6 +74,10 @@ const WRITE_DOCS = !argv.includes('--no-docs');
 const today = new Date().toISOString().slice(0, 10);
 const OUT = opt('out', path.join(root, 'bench', 'results', `${today}.json`));
 
+/** BENCH_NODE_ARGS: extra node flags for luo's images of the service (diagnosis: e.g.
+ *  "--cpu-prof --cpu-prof-dir=DIR"). */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 type Contender = 'luo' | 'luo-exec' | 'luo-before' | 'luo-exec-before' | 'pm2' | 'json';
 /** luo's build for a contender: this one, or --compare's. */
 const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(COMPARE) : path.join(here, '..'));
@@ -77,6 +85,8 @@ const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(C
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
   pauseMs: number; p50Ms: number; p99Ms: number; steadyP99Ms: number; updateMs: number; dropped: number; failed: number;
+  /** The serving process's CPU use (all its threads, % of one core) in the second before the update. */
+  steadyCpuPct?: number;
   /** The long-lived connections' load, requests per second (scaled to the capacity). */
   loadRps: number;
   stateKept: boolean; entriesBefore: number; entriesAfter: number; lostWrites: number; stateRestoreMs?: number;
@@ -127,7 +137,7 @@ async function startLuo(tmp: string, args: string[], successor: boolean, dist: s
   const CLI = path.join(dist, 'src', 'cli', 'main.js');
   const rundir = path.join(tmp, 'run');
   const common = ['--rundir', rundir, ...args];
-  const p = new Proc(spawn(process.execPath, ['--max-old-space-size=4096', path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const p = new Proc(spawn(process.execPath, ['--max-old-space-size=4096', ...NODE_ARGS, path.join(kvDir, 'v1.js'), ...common], { stdio: ['ignore', 'pipe', 'inherit'] }));
   const ready = await p.wait((l) => l.event === 'ready');
   while (!fs.existsSync(path.join(rundir, 'liveupdate'))) await sleep(10);
   let version = 1;
@@ -141,7 +151,7 @@ async function startLuo(tmp: string, args: string[], successor: boolean, dist: s
     },
     async update() {
       version = version === 1 ? 2 : 1;
-      const r = await run(process.execPath, [CLI, 'update', ...(successor ? ['--successor'] : []), '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', path.join(kvDir, `v${version}.js`), ...common]);
+      const r = await run(process.execPath, [CLI, 'update', ...(successor ? ['--successor'] : []), '--rundir', rundir, '--json', '--timeout', '120', '--', process.execPath, '--max-old-space-size=4096', ...NODE_ARGS, path.join(kvDir, `v${version}.js`), ...common]);
       const rep = JSON.parse(r.out.trim().split('\n').filter((l) => l.startsWith('{')).pop() ?? '{}') as { ok?: boolean; error?: string };
       if (!rep.ok) throw new Error(`luo update failed: ${rep.error ?? r.out}`);
     },
@@ -220,16 +230,43 @@ const LOAD_SHARE = 0.5;
 let measuredCapacity: number | null = null;
 /** Each long-lived connection's interval: a request a second, or slower when that many
  *  connections would ask more than LOAD_SHARE of the capacity. */
+/**
+ * The busy clients' think time between an answer and their next request (ms). Back to back,
+ * 4 clients alone kept the service at 92-96 % of a core before any update (38 000 requests/s
+ * at 100 connections, 24 000 at 10 000), so the pause measured saturation, not the update;
+ * 1 ms apart they ask ~3 000 requests/s and measure the pause to about a millisecond.
+ */
+const BUSY_THINK_MS = 1;
+
+/** A process's CPU time so far, all its threads (ms; /proc/<pid>/stat, USER_HZ 100). */
+function cpuMs(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
 const intervalFor = (connections: number): number => (measuredCapacity === null ? 1000 : Math.max(1000, Math.ceil((connections * 1000) / (LOAD_SHARE * measuredCapacity))));
 
 async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]>; marks: Array<[number, MarkKind]> }> {
   const everyMs = intervalFor(connections);
   const idle = new IdleHttp(r.port, connections, everyMs);
-  const busy = Array.from({ length: 4 }, (_, i) => new HttpClient(r.port, 1000 + rep * 10 + i));
+  const busy = Array.from({ length: 4 }, (_, i) => new HttpClient(r.port, 1000 + rep * 10 + i, { pauseMs: BUSY_THINK_MS }));
   await idle.start();
   await Promise.all(busy.map((c) => c.start()));
-  await sleep(1000);
+  await sleep(500);
   const before = await stats(r.port);
+  // The service's CPU use in the second before the update (with the steady p99 below: how
+  // much headroom the load leaves it).
+  let cpu0 = NaN;
+  const w0 = performance.now();
+  try {
+    cpu0 = cpuMs(Number(before.pid));
+  } catch { /* no such process here (another machine's pid): not measured */ }
+  await sleep(1000);
+  let steadyCpuPct: number | undefined;
+  try {
+    const used = cpuMs(Number(before.pid)) - cpu0;
+    if (Number.isFinite(used)) steadyCpuPct = Math.round((100 * used) / (performance.now() - w0));
+  } catch { /* gone */ }
   const all: Client[] = [idle, ...busy];
   const d0 = all.reduce((n, c) => n + c.counts.dropped, 0);
   const f0 = all.reduce((n, c) => n + c.counts.failed, 0);
@@ -251,15 +288,20 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
   for (const c of all) for (const [e, k] of c.marks) if (e >= t0 - 1000 && e <= tEnd) marks.push([Math.round(e - t0), k]);
   marks.sort((a, b) => a[0] - b[0]);
   const lostWrites = busy.reduce((n, c) => n + c.counts.mismatches, 0) - m0;
+  const gap = maxGapSpan(busy, t0, t1);
+  // With LUO_TRACE, the busiest client's longest wait on the same clock as the images' trace
+  // lines (and this process's own stalls, below): where it fell.
+  if (process.env.LUO_TRACE === '1') process.stderr.write(`luo-trace bench ${(performance.timeOrigin + t0).toFixed(2)} update-start\nluo-trace bench ${(performance.timeOrigin + gap.start).toFixed(2)} pause-start (${connections} connections)\nluo-trace bench ${(performance.timeOrigin + gap.end).toFixed(2)} pause-end\n`);
   const t: Trial = {
     contender, stateBytes, entries, connections, rep,
-    pauseMs: Math.round(maxGap(busy, t0, t1) * 10) / 10,
+    pauseMs: Math.round(gap.gap * 10) / 10,
     p50Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 50) * 100) / 100,
     p99Ms: Math.round(latencyPercentile(busy, t0, t1 + 1000, 99) * 100) / 100,
     // The same clients in the second before the update: the service's steady state at this
     // load (a figure near the pause means the load saturates it, and the pause measures that).
     steadyP99Ms: Math.round(latencyPercentile(busy, t0 - 1000, t0, 99) * 100) / 100,
     loadRps: Math.round((connections * 1000) / everyMs),
+    ...(steadyCpuPct !== undefined ? { steadyCpuPct } : {}),
     updateMs: Math.round(t1 - t0),
     dropped: all.reduce((n, c) => n + c.counts.dropped, 0) - d0,
     failed: all.reduce((n, c) => n + c.counts.failed, 0) - f0,
@@ -283,6 +325,17 @@ function floors(): { spawnMs: number; execInPlaceMs: number } {
     execXs.push(JSON.parse(r.stdout.trim().split('\n').pop()!).usableMs as number);
   }
   return { spawnMs: Math.round(median(spawnXs) * 10) / 10, execInPlaceMs: Math.round(median(execXs) * 10) / 10 };
+}
+
+// With LUO_TRACE, this process's own stalls too: a client's answer handled late looks like a
+// pause of the service.
+if (process.env.LUO_TRACE === '1') {
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 5) process.stderr.write(`luo-trace bench ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
+    last = now;
+  }, 1).unref();
 }
 
 async function main(): Promise<void> {
@@ -327,7 +380,7 @@ async function main(): Promise<void> {
       series[contender] = s;
       marks[contender] = mk;
     }
-    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections (${t.loadRps} req/s), update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections (${t.loadRps} req/s), update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms, ${t.steadyCpuPct ?? '?'} % CPU), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
   };
   for (const contender of CONTENDERS) {
     const isLuo = contender.startsWith('luo');
@@ -392,13 +445,13 @@ const NAMES: Record<Contender, string> = {
 
 /** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
 export function table(res: Result, trials = res.trials): string {
-  const rows: string[] = ['| contender | state | connections (load req/s) | pause (max gap) ms | p50 / p99 ms | steady p99 ms | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const rows: string[] = ['| contender | state | connections (load req/s) | pause (max gap) ms | p50 / p99 ms | steady p99 ms | steady CPU % | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   const keys = [...new Set(trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
   for (const k of keys) {
     const ts = trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
     const t = ts[0]!;
     const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
-    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')}${t.loadRps !== undefined ? ` (${t.loadRps.toLocaleString('en')})` : ''} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')}${t.loadRps !== undefined ? ` (${t.loadRps.toLocaleString('en')})` : ''} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${ts[0]!.steadyCpuPct !== undefined ? median(ts.map((x) => x.steadyCpuPct!)).toFixed(0) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
   }
   return rows.join('\n');
 }
@@ -429,7 +482,7 @@ function writeDocs(res: Result): void {
     '',
     table(res, res.trials.filter((t) => t.stateBytes === (res.settings.sizes as number[])[0])),
     '',
-    'pause: the longest a busy client (4 of them, requests back to back) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load). load: the long-lived connections\' requests per second, a request a second each unless that would ask more than half of what the service can serve (measured first: 8 clients back to back), then slower for each. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).',
+    `pause: the longest a busy client (4 of them, each request ${BUSY_THINK_MS} ms after the previous answer) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load); steady CPU: the serving process\'s CPU use in that second (all its threads, % of one core). load: the long-lived connections\' requests per second, a request a second each unless that would ask more than half of what the service can serve (measured first: 8 clients back to back), then slower for each. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).`,
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',

@@ -26,7 +26,8 @@
  * LUO_TRACE=1: the images' phase lines on stderr, and the bench's own (the signal, the pause's
  * start and end) on the same clock.
  * BENCH_NODE_ARGS: extra node flags for the service's images, whose other output then
- * goes to stderr (diagnosis: e.g. "--trace-opt --trace-deopt").
+ * goes to stderr (diagnosis: e.g. "--trace-opt --trace-deopt"). BENCH_PROBES: how many probe
+ * connections (default 50; diagnosis: what the probes' own traffic costs the pause).
  * Writes bench/results/handover-<date>.json (--out FILE: elsewhere).
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -195,7 +196,7 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
   const port = (await svc.wait((l) => l.event === 'listening')).port as number;
   // The probes are spread evenly over all the connections, in the order they are opened;
   // the others are held here, idle.
-  const nProbes = Math.min(50, n);
+  const nProbes = Math.min(Number(process.env.BENCH_PROBES ?? 50), n);
   const isProbe = new Set(Array.from({ length: nProbes }, (_, k) => Math.floor((k * n) / nProbes)));
   const probes = new Probes();
   const socks: net.Socket[] = [];

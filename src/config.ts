@@ -43,7 +43,8 @@ export const ENV = {
   LUO_EAGER: '0: compile luo lazily, on each function\'s first call (default: as it loads, except after an exec in place; src/eager.ts)',
   LUO_TRACE: 'print each update phase with its wall-clock time to stderr ("luo-trace <pid> <ms> <phase>"; default off)',
   LUO_TRACE_MONO: 'with LUO_TRACE: end each line with " @<µs>" on the monotonic clock, the clock of a --cpu-prof profile (default off)',
-  LUO_TRACE_LAG: 'with LUO_TRACE: a "LAG <ms>" line whenever the event loop stood still for more than 5 ms (default off)',
+  LUO_TRACE_LAG: 'with LUO_TRACE: a "LAG <ms>" line whenever the event loop stood still for more than 5 ms, and a "GC <kind> <ms>" line for each collection of 1 ms or more (default off)',
+  LUO_TRACE_FAULTS: 'with LUO_TRACE: end each line with " mf=<n>", the minor page faults this process has taken so far (default off)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
 } as const;
 
@@ -106,20 +107,33 @@ export function resolveConfig(opts: Partial<LuoConfig> = {}, env: NodeJS.Process
 
 let traceOn: boolean | undefined;
 let monoOn = false;
+let faultsOn = false;
 
 /** LUO_TRACE_LAG (with LUO_TRACE): a "LAG <ms>" line whenever this process's event loop stood
- *  still for more than 5 ms (a 1 ms timer, unref'd), at the time it stopped. */
+ *  still for more than 5 ms (a 1 ms timer, unref'd), at the time it stopped; and a "GC <kind>
+ *  <ms>" line for each collection of 1 ms or more, at the time it started (what stood still). */
 function traceLag(): void {
+  const line = (at: number, what: string): void => {
+    try {
+      process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
+    } catch { /* stderr closed */ }
+  };
   let last = performance.now();
   setInterval(() => {
     const now = performance.now();
-    if (now - last > 5) {
-      try {
-        process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
-      } catch { /* stderr closed */ }
-    }
+    if (now - last > 5) line(last, `LAG ${(now - last).toFixed(1)} ms`);
     last = now;
   }, 1).unref();
+  const kinds: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        if (e.duration < 1) continue;
+        const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0;
+        line(e.startTime, `GC ${kinds[kind] ?? kind} ${e.duration.toFixed(1)} ms`);
+      }
+    }).observe({ entryTypes: ['gc'] });
+  } catch { /* no gc entries on this Node: the LAG lines alone */ }
 }
 
 /**
@@ -132,6 +146,7 @@ export function trace(phase: string): void {
     try {
       traceOn = parseBool(process.env.LUO_TRACE ?? '0', 'LUO_TRACE');
       monoOn = traceOn && parseBool(process.env.LUO_TRACE_MONO ?? '0', 'LUO_TRACE_MONO');
+      faultsOn = traceOn && parseBool(process.env.LUO_TRACE_FAULTS ?? '0', 'LUO_TRACE_FAULTS');
       if (traceOn && parseBool(process.env.LUO_TRACE_LAG ?? '0', 'LUO_TRACE_LAG')) traceLag();
     } catch {
       traceOn = false;
@@ -139,6 +154,6 @@ export function trace(phase: string): void {
   }
   if (!traceOn) return;
   try {
-    process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(2)} ${phase}${monoOn ? ` @${Number(process.hrtime.bigint() / 1000n)}` : ''}\n`);
+    process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(2)} ${phase}${monoOn ? ` @${Number(process.hrtime.bigint() / 1000n)}` : ''}${faultsOn ? ` mf=${process.resourceUsage().minorPageFault}` : ''}\n`);
   } catch { /* stderr closed */ }
 }

@@ -401,15 +401,24 @@ export class IdleHttp extends Client {
  * largest gap between consecutive answers that overlaps the window; the max over clients.
  */
 export function maxGap(clients: Client[], from: number, to: number): number {
+  return maxGapSpan(clients, from, to).gap;
+}
+
+/** maxGap, and where it was: the answer before it and the one that ended it (performance.now()). */
+export function maxGapSpan(clients: Client[], from: number, to: number): { gap: number; start: number; end: number } {
   let max = 0;
+  let start = 0;
   for (const c of clients) {
     const t = c.times;
     for (let i = 1; i < t.length; i++) {
       if (t[i]! < from || t[i - 1]! > to) continue;
-      max = Math.max(max, t[i]! - t[i - 1]!);
+      if (t[i]! - t[i - 1]! > max) {
+        max = t[i]! - t[i - 1]!;
+        start = t[i - 1]!;
+      }
     }
   }
-  return max;
+  return { gap: max, start, end: start + max };
 }
 
 /** p-th percentile of request latencies ending within [from, to]. */
