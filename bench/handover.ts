@@ -5,8 +5,10 @@
  *
  * Up to 50 probe connections, spread evenly over all of them, each send a small ping every
  * 2 ms and record when the echo comes back. They live in a process of their own
- * (bench/probes.ts), which also sends the update's signal: this one holds the idle
- * connections, and its collector's stalls must not count as the service's. An update in
+ * (bench/probes.ts, nice -10), which also sends the update's signal; the idle connections
+ * live in another (bench/idlers.ts, nice 10): the collector of a process holding 10 000
+ * sockets stalls it 20-30 ms now and then, and neither that stall nor the CPU it takes on a
+ * two-core machine may count as the service's. An update in
  * which the probes themselves stood still (fewer than a quarter of their pings sent) is
  * reported and left out of the medians. For each update:
  *   service pause    the longest time in which no probe got an echo: the last echo served by
@@ -32,7 +34,6 @@
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -166,18 +167,19 @@ class MemorySampler {
   }
 }
 
-/** The probes' process (bench/probes.ts): one answer per request, in order. */
-class Probes {
-  #child = fork(path.join(here, 'probes.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/** A helper process of the bench (bench/probes.ts, bench/idlers.ts): one answer per request, in order. */
+class Helper {
+  #child: ReturnType<typeof fork>;
   #waiting: Array<{ resolve: (m: Record<string, any>) => void; reject: (e: Error) => void }> = [];
-  constructor() {
+  constructor(script: string) {
+    this.#child = fork(path.join(here, script), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.#child.on('message', (m: Record<string, any>) => {
       const w = this.#waiting.shift();
       if (m.error) w?.reject(new Error(m.message as string));
       else w?.resolve(m);
     });
     this.#child.once('exit', (code) => {
-      for (const w of this.#waiting.splice(0)) w.reject(new Error(`the probes' process exited (${code})`));
+      for (const w of this.#waiting.splice(0)) w.reject(new Error(`the bench's ${script} process exited (${code})`));
     });
   }
   ask(m: Record<string, unknown>): Promise<Record<string, any>> {
@@ -195,30 +197,18 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
   const svc = new Svc(mode, build.echo);
   const port = (await svc.wait((l) => l.event === 'listening')).port as number;
   // The probes are spread evenly over all the connections, in the order they are opened;
-  // the others are held here, idle.
+  // the others are held, idle, by a process of their own (bench/idlers.ts, at nice 10).
   const nProbes = Math.min(Number(process.env.BENCH_PROBES ?? 50), n);
-  const isProbe = new Set(Array.from({ length: nProbes }, (_, k) => Math.floor((k * n) / nProbes)));
-  const probes = new Probes();
-  const socks: net.Socket[] = [];
-  for (let i = 0; i < n; i += 250) {
-    const batch: net.Socket[] = [];
-    const connected: Array<Promise<unknown>> = [];
-    for (let j = i; j < Math.min(n, i + 250); j++) {
-      if (isProbe.has(j)) await probes.ask({ op: 'connect', port });
-      else {
-        const s = net.connect(port, '127.0.0.1');
-        connected.push(new Promise((r) => s.once('connect', r)));
-        batch.push(s);
-      }
-    }
-    await Promise.all(connected);
-    socks.push(...batch);
+  const probes = new Helper('probes.js');
+  const idlers = new Helper('idlers.js');
+  let opened = 0;
+  for (let k = 0; k < nProbes; k++) {
+    const at = Math.floor((k * n) / nProbes);
+    if (at > opened) await idlers.ask({ op: 'connect', port, n: at - opened });
+    await probes.ask({ op: 'connect', port });
+    opened = at + 1;
   }
-  // Every connection echoes once, so the service has accepted all of them.
-  await Promise.all(socks.map((s) => new Promise<void>((r) => {
-    s.once('data', () => r());
-    s.write('.');
-  })));
+  if (n > opened) await idlers.ask({ op: 'connect', port, n: n - opened });
   await probes.ask({ op: 'start' });
   await sleep(500);
   const results: Array<Record<string, number>> = [];
@@ -252,7 +242,7 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     });
   }
   probes.stop();
-  for (const s of socks) s.destroy();
+  idlers.stop();
   svc.kill();
   // (A memory figure can be missing from an update: a sample the process was exiting in.)
   const med = (k: string): number => {
