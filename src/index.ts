@@ -13,6 +13,7 @@ import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
 import { collectGarbage } from './handlers/node-internals.js';
 import { prebuild } from './handlers/prebuilt.js';
+import { readAhead } from './handlers/connection.js';
 import { loadBuiltins, settleThreads, warmRunning, warmSuccessor } from './warm.js';
 import { Luo, type LuoOptions } from './luo/index.js';
 
@@ -56,6 +57,9 @@ export function boot(opts: LuoOptions = {}): Luo {
         warmSuccessor(fds.length);
         opts.prebuild?.(fds);
       },
+      // The base blocks of the servers' idle connections, read now (the table at the freeze
+      // then names them, and carries only what moved).
+      ahead: opts.ahead ?? readAhead,
       // Then the compilations and the collection V8 runs on its own threads: let them finish
       // now, before the running image freezes, not on the cores the pause needs.
       settle: () => {

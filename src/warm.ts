@@ -67,11 +67,19 @@ function madeUp(n: number): { fds: number[]; map: Int32Array } {
   return { fds, map };
 }
 
-function table(n: number, seed = 0): Uint8Array {
+/**
+ * A table as a successor reads at its freeze: `own` entries (the connections that moved since
+ * the baseline) and a base block of `n` named (v3), a few of its connections moved.
+ */
+function table(n: number, own: number, seed = 0): Uint8Array {
   // Counters of every size a real table holds: small, and with 32-bit halves that are not
   // small integers (V8 had compiled decodeTable for small ones only: "not a Smi").
-  const rx = Float64Array.from({ length: n }, (_, i) => [5, 2 ** 32 - 1, 2 ** 33 + 1, 2 ** 31 + 7][(i + seed) & 3]! + seed);
-  const src = { count: n, flags: 0, first: 1, connFlags: new Array<number>(n).fill(0), rx, tx: rx, bytes: new Map() };
+  const rx = Float64Array.from({ length: own }, (_, i) => [5, 2 ** 32 - 1, 2 ** 33 + 1, 2 ** 31 + 7][(i + seed) & 3]! + seed);
+  const moved = [1, 3, 4].filter((j) => j < n);
+  const src: TableSource = {
+    count: own, flags: 0, first: 1, connFlags: new Array<number>(own).fill(0), rx, tx: rx, bytes: new Map(), encoded: undefined, skip: undefined,
+    base: { addr: 4096, count: n, checksum: (2 ** 31 + seed) >>> 0, moved },
+  };
   const v = new Uint8Array(tableSize(src));
   encodeTable(v, src);
   return v;
@@ -93,7 +101,7 @@ const SMALL_RUNS = 300;
 function successorSteps(n: number): Array<() => unknown> {
   const { fds, map } = madeUp(n);
   // Several tables, so that their checksums (32-bit, half of them not small integers) vary.
-  const tables = Array.from({ length: n <= SMALL ? 8 : 1 }, (_, seed) => table(n, seed));
+  const tables = Array.from({ length: n <= SMALL ? 8 : 1 }, (_, seed) => table(n, Math.min(n, 50), seed));
   let k = 0;
   const node = new FdtNode('warm').setCells('fds', fds);
   const ready = new Uint8Array(n);
@@ -174,13 +182,16 @@ async function runningSteps(n: number): Promise<Array<() => unknown>> {
   const movedSome = [3, 5, 8];
   const moved = new Uint8Array(n);
   moved[n >> 2] = 1;
-  // As writeTable makes it: a few active connections (flags pushed, counters typed), then
-  // the baseline's entries pre-encoded.
+  // As writeTable makes it: a few active connections (flags pushed, counters typed), and
+  // the base block of the baseline's named (v3).
   const active = 3;
   const connFlags: number[] = [];
   for (let i = 0; i < active; i++) connFlags.push(i & 1);
   const counters = Float64Array.from({ length: active }, (_, i) => [5, 2 ** 33 + 1, 2 ** 31 + 7][i]!);
-  const src: TableSource = { count: n, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: new Uint32Array(10 * (n - active + movedSome.length)), skip: movedSome };
+  const src: TableSource = {
+    count: active, flags: 0, first: 1, connFlags, rx: counters, tx: counters, bytes: new Map(), encoded: undefined, skip: undefined,
+    base: { addr: 4096, count: n, checksum: 2 ** 31 + 5, moved: movedSome },
+  };
   await new Promise((r) => setImmediate(r));
   const v = new Uint8Array(tableSize(src));
   // The flat fds as the server's snapshot makes them: the baseline's, less the moved ones,

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Successor } from '../src/handover/successor.js';
+import { Successor, type SuccessorOptions } from '../src/handover/successor.js';
 import * as sys from '../src/sys/index.js';
 import { imagePath, tmpDir } from './helpers.js';
 
@@ -17,9 +17,9 @@ export function files(n: number): number[] {
   return Array.from({ length: n }, (_, i) => fs.openSync(path.join(dir, `f${i}`), 'w'));
 }
 
-export function peer(kind: 'v1' | 'v2'): { next: Successor; report: () => Promise<Record<string, any>> } {
+export function peer(kind: 'v1' | 'v2', opts: SuccessorOptions = {}): { next: Successor; report: () => Promise<Record<string, any>> } {
   const out = path.join(tmpDir(), 'report.json');
-  const next = Successor.start({ file: process.execPath, argv: [process.execPath, imagePath('successor-peer')], env: { ...process.env, SUCCESSOR_PEER: kind, SUCCESSOR_PEER_OUT: out } });
+  const next = Successor.start({ file: process.execPath, argv: [process.execPath, imagePath('successor-peer')], env: { ...process.env, SUCCESSOR_PEER: kind, SUCCESSOR_PEER_OUT: out } }, opts);
   const report = async (): Promise<Record<string, any>> => {
     for (let i = 0; i < 500 && !fs.existsSync(out); i++) await new Promise((r) => setTimeout(r, 10));
     return JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, any>;

@@ -50,6 +50,61 @@ test('fds sent early are not sent again; what changed travels at the handover, a
   }
 });
 
+test('ahead-v1: the successor reads the regions named before the freeze and says how many; one from before it is never asked', { timeout: 30_000 }, async () => {
+  const f = files(3);
+  const k = f.map(() => ({}));
+  const { next, report } = peer('v2');
+  try {
+    await next.ready(10_000);
+    assert.equal(next.acceptsAhead, true);
+    await next.presend(f.map((fd, i) => ({ fd, key: k[i]! })), { arenaFd: f[0]!, regions: [] }, 10_000);
+    assert.equal(await next.ahead([[8192, 400], [65536, 16]], 10_000), 1, 'it read one of the two (the peer reads the first only)');
+    next.handover(`kho-v1:${f[0]}:0x1000:64`, f.map((fd, i) => ({ fd, key: k[i]! })), 10_000);
+    const r = await report();
+    assert.deepEqual(r.ahead, [[8192, 400], [65536, 16]]);
+  } finally {
+    next.abort();
+    f.forEach((fd) => fs.closeSync(fd));
+  }
+  const old = peer('v1');
+  try {
+    await old.next.ready(10_000);
+    assert.equal(old.next.acceptsAhead, false);
+    await assert.rejects(old.next.ahead([[8192, 400]], 5000), { code: 'EPROTO' });
+  } finally {
+    old.next.abort();
+  }
+});
+
+test('a successor prepares in SCHED_IDLE where it can be given its class back, and has it back once it has prepared', { timeout: 30_000 }, async () => {
+  // Given back: CAP_SYS_NICE (root, as in CI) or an RLIMIT_NICE that allows it; otherwise it
+  // is never put there (it must never serve in SCHED_IDLE).
+  const idles = sys.mayLeaveIdle();
+  const f = files(2);
+  for (const kind of ['v2', 'v1'] as const) {
+    const { next, report } = peer(kind, { idle: true });
+    try {
+      await next.ready(10_000);
+      if (kind === 'v2') await next.presend(f.map((fd) => ({ fd, key: {} })), { arenaFd: f[0]!, regions: [] }, 10_000);
+      next.handover(`kho-v1:${f[0]}:0x1000:64`, f.map((fd) => ({ fd, key: {} })), 10_000);
+      const r = await report();
+      assert.deepEqual(r.policies.atHello, idles ? [sys.SCHED_IDLE] : [sys.SCHED_OTHER], `${kind}: every thread while it started`);
+      assert.deepEqual(r.policies.atHandover, [sys.SCHED_OTHER], `${kind}: every thread once it took the handover`);
+    } finally {
+      next.abort();
+    }
+  }
+  const plain = peer('v2');
+  try {
+    await plain.next.ready(10_000);
+    plain.next.handover(`kho-v1:${f[0]}:0x1000:64`, f.map((fd) => ({ fd, key: null })), 10_000);
+    assert.deepEqual((await plain.report()).policies.atHello, [sys.SCHED_OTHER], 'not asked to: the normal class throughout');
+  } finally {
+    plain.next.abort();
+    f.forEach((fd) => fs.closeSync(fd));
+  }
+});
+
 // -------------------------------------------------------------------------------------------
 // receiveHandover against anything an image could send: the datagrams are written ahead on a
 // socketpair whose sending side is then shut down, so the successor reads them, then EOF.
@@ -86,6 +141,7 @@ function validSequence(nEarly: number, closed: number[], nDelta: number, v2: boo
   if (v2) {
     msgs.push({ json: { luo: 'presend-v1', fds: early, chunks: nEarly ? 1 : 0, arena, regions: [[4096, 4096]] } });
     if (nEarly) msgs.push({ json: { chunk: 0 }, fds: nEarly });
+    msgs.push({ json: { luo: 'ahead-v1', regions: [[8192, 100], [12288, 16]] } });
     msgs.push({ json: { luo: 'handover-v2', entry: `kho-v1:${arena}:0x1000:64`, fds: delta, chunks: nDelta ? 1 : 0, closed } });
   } else {
     msgs.push({ json: { luo: 'handover-v1', entry: `kho-v1:${arena}:0x1000:64`, fds: delta, chunks: nDelta ? 1 : 0 } });
@@ -122,7 +178,7 @@ test('fuzz: whatever an image sends, receiveHandover maps open fds or raises Han
     fc.record({ kind: fc.constant('drop'), at: fc.nat() }),
     fc.record({ kind: fc.constant('dup'), at: fc.nat() }),
     fc.record({ kind: fc.constant('garble'), at: fc.nat(), raw: fc.string({ maxLength: 40 }) }),
-    fc.record({ kind: fc.constant('field'), at: fc.nat(), key: fc.constantFrom('luo', 'fds', 'chunks', 'closed', 'entry', 'chunk', 'arena'), value: fc.jsonValue({ maxDepth: 2 }) }),
+    fc.record({ kind: fc.constant('field'), at: fc.nat(), key: fc.constantFrom('luo', 'fds', 'chunks', 'closed', 'entry', 'chunk', 'arena', 'regions'), value: fc.jsonValue({ maxDepth: 2 }) }),
     fc.record({ kind: fc.constant('fds'), at: fc.nat(), n: fc.integer({ min: 0, max: 6 }) }),
   );
   try {
@@ -143,7 +199,7 @@ test('fuzz: whatever an image sends, receiveHandover maps open fds or raises Han
         const before = sys.openFds().length;
         const link = feed(msgs, base);
         try {
-          const r = receiveHandover(link);
+          const r = receiveHandover(link, { ahead: (regions) => regions.length });
           const mapped: number[] = [];
           r.fdMap.forEach((n) => n >= 0 && mapped.push(n));
           assert.equal(new Set(mapped).size, mapped.length, 'each fd mapped once');

@@ -37,7 +37,10 @@
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
 import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
-import { READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, decodeTable, encodeEntries, encodeTable, tableSize, tableSizeAt, type CarriedBytes, type TableSource } from '../uapi/connections.js';
+import {
+  READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, baseBlockSize, decodeBaseBlock, decodeTable, encodeBaseBlock, encodeEntries, encodeTable,
+  gapsOf, nthKept, tableSize, tableSizeAt, type BaseBlock, type CarriedBytes, type DecodedTable, type TableSource,
+} from '../uapi/connections.js';
 import * as sys from '../sys/index.js';
 import { take } from './prebuilt.js';
 import { slicer } from '../util/slicer.js';
@@ -85,9 +88,13 @@ export class Baseline {
   readonly refs: Array<{ fd: number; key: object; stream: true }> = [];
   rx: Float64Array = new Float64Array(0);
   tx: Float64Array = new Float64Array(0);
-  /** Their table entries, encoded once taken; their fds, as numbers and as the files tree
-   *  stores them (big-endian cells). */
-  words: Uint32Array = new Uint32Array(0);
+  /** Their table entries, encoded before the freeze (encodeWords: for a next image that
+   *  reads no base block); their fds, as numbers and as the files tree stores them
+   *  (big-endian cells). */
+  words: Uint32Array | null = null;
+  /** Or their counters in a base block in preserved memory (writeBlock: for a successor that
+   *  reads it ahead, before the freeze): its address, size and checksum. */
+  block: { addr: number; size: number; checksum: number } | null = null;
   fds: Int32Array = new Int32Array(0);
   cells: Uint8Array = new Uint8Array(0);
   readonly watch: QuietWatch;
@@ -138,7 +145,6 @@ export class Baseline {
     const n = b.sockets.length;
     b.rx = rx.subarray(0, n);
     b.tx = tx.subarray(0, n);
-    b.words = encodeEntries(new Uint8Array(n), b.rx, b.tx, n);
     b.fds = fds.subarray(0, n);
     b.cells = bigEndianCells(b.fds);
     return b;
@@ -156,10 +162,29 @@ export class Baseline {
     return out;
   }
 
+  /** Their table entries, for a table that carries them itself (v2). */
+  encodeWords(): void {
+    this.words = encodeEntries(new Uint8Array(this.count), this.rx, this.tx, this.count);
+  }
+
+  /** The size of their base block. */
+  get blockSize(): number {
+    return baseBlockSize(this.count);
+  }
+
+  /** Their counters as a base block at `addr` (preserved memory of at least blockSize bytes,
+   *  reserved by the caller: KHO preserves nothing new between PREPARE and FREEZE). The table
+   *  at the freeze then names the block instead of carrying these entries (v3). */
+  writeBlock(mem: HandlerMemory, addr: number): void {
+    const size = this.blockSize;
+    this.block = { addr, size, checksum: encodeBaseBlock(mem.view(addr, size), this.rx, this.tx, this.count) };
+  }
+
   /** Stop watching (the update was cancelled, or a new baseline replaces this one). */
   drop(): void {
     this.watch.onMove = null;
     for (const s of this.sockets) unwatchQuiet(s);
+    this.block = null;
   }
 }
 
@@ -402,13 +427,18 @@ export function verifySnapshot(snap: ConnSnapshot): void {
  */
 export function writeTable(mem: HandlerMemory, snap: ConnSnapshot, flags: number, first: number): number {
   const q = snap.quiet;
-  const k = q?.count ?? 0;
+  // The baseline's unmoved connections: named as a base block (v3), or their entries copied in.
+  const block = q?.base.block ?? null;
+  const words = q && !block ? (q.base.words ?? (q.base.encodeWords(), q.base.words!)) : undefined;
   const bytes = new Map<number, { unread: Uint8Array; unsent: Uint8Array; meta?: Uint8Array }>();
   for (const [i, b] of snap.withBytes) bytes.set(i, b);
-  const count = snap.count + k;
+  const count = snap.count + (words ? q!.count : 0);
   // One shape for every table (warm.ts makes its input the same way: V8's optimized
   // encodeTable is for objects of this shape).
-  const src: TableSource = { count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, encoded: q ? q.base.words : undefined, skip: q ? q.moved : undefined };
+  const src: TableSource = {
+    count, flags, first, connFlags: snap.flags, rx: snap.rx, tx: snap.tx, bytes, encoded: words, skip: words ? q!.moved : undefined,
+    base: block ? { addr: block.addr, count: q!.base.count, checksum: block.checksum, moved: q!.moved } : undefined,
+  };
   const size = tableSize(src);
   const addr = mem.alloc(size);
   // Fresh arena memory reads as zeros (alloc never hands out a used page): an idle entry
@@ -422,29 +452,37 @@ export function freeTable(mem: HandlerMemory, addr: number): void {
   mem.free(addr, tableSizeAt(mem.view(addr, TABLE_HEADER)));
 }
 
-/** A connections table as the next image reads it: flat arrays, bytes only where carried. */
+/**
+ * A connections table as the next image reads it: flat arrays, bytes only where carried. The
+ * table's own connections come first; after them, a v3 table's base block's connections not
+ * moved (their counters read from the block, most often before the freeze: readAhead), found
+ * by rank without a copy of the block's arrays.
+ */
 export class CarriedTable {
   /** This process's fd of each connection. */
   readonly fds: Int32Array;
-  readonly flags: Uint32Array;
   /** The carried bytes, only for the connections that have any, by index. */
   readonly bytes: Map<number, CarriedBytes>;
   /** Whether the table said it came from an http.Server. */
   readonly http: boolean;
   /** Index in the token's fd list of connection 0's fd. */
   readonly first: number;
-  /** What each connection had consumed and written (UNKNOWN: not known). */
-  readonly rx: Float64Array;
-  readonly tx: Float64Array;
+  /** The table's own connections: flags and what each had consumed and written (UNKNOWN: not known). */
+  readonly #flags: Uint32Array;
+  readonly #rx: Float64Array;
+  readonly #tx: Float64Array;
+  /** The base block's connections (after the own ones): its counters, and gapsOf(moved). */
+  readonly #base: { rx: Float64Array; tx: Float64Array; gaps: Int32Array } | null;
 
-  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, CarriedBytes>, http: boolean, first: number, rx: Float64Array, tx: Float64Array) {
+  constructor(fds: Int32Array, flags: Uint32Array, bytes: Map<number, CarriedBytes>, http: boolean, first: number, rx: Float64Array, tx: Float64Array, base: { rx: Float64Array; tx: Float64Array; gaps: Int32Array } | null = null) {
     this.fds = fds;
-    this.flags = flags;
+    this.#flags = flags;
     this.bytes = bytes;
     this.http = http;
     this.first = first;
-    this.rx = rx;
-    this.tx = tx;
+    this.#rx = rx;
+    this.#tx = tx;
+    this.#base = base;
   }
 
   get count(): number {
@@ -453,8 +491,13 @@ export class CarriedTable {
 
   /** Connection i as adoptConnection takes it. */
   at(i: number): Carried {
+    const own = this.#flags.length;
+    if (i >= own && this.#base) {
+      const j = nthKept(this.#base.gaps, i - own);
+      return { fd: this.fds[i]!, flags: 0, unread: EMPTY, unsent: EMPTY, meta: EMPTY, rx: this.#base.rx[j]!, tx: this.#base.tx[j]! };
+    }
     const b = this.bytes.get(i);
-    return { fd: this.fds[i]!, flags: this.flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY, meta: b?.meta ?? EMPTY, rx: this.rx[i]!, tx: this.tx[i]! };
+    return { fd: this.fds[i]!, flags: this.#flags[i]!, unread: b?.unread ?? EMPTY, unsent: b?.unsent ?? EMPTY, meta: b?.meta ?? EMPTY, rx: this.#rx[i]!, tx: this.#tx[i]! };
   }
 
   /** Total bytes carried read-but-unconsumed, and written-but-unsent. */
@@ -471,10 +514,54 @@ export class CarriedTable {
   }
 }
 
+/** Base blocks read ahead (a successor, before the freeze), by arena address. */
+const readAheadBlocks = new Map<number, BaseBlock>();
+
+/**
+ * A successor, before the freeze: the running image named `bytes` (at arena address `addr`)
+ * as memory of its handover to read now (ahead-v1). When it is a base block, decode and keep
+ * it for the table that will name it (readTable), so that the pause does not read it. False
+ * when it is not one, or is damaged: the table then reads it at boot, and refuses it there.
+ */
+export function readAhead(addr: number, bytes: Uint8Array): boolean {
+  const b = decodeBaseBlock(bytes);
+  if (typeof b === 'string') return false;
+  readAheadBlocks.set(addr, b);
+  return true;
+}
+
+/**
+ * The base block a v3 table names: the one read ahead if it is the same (its checksum and
+ * count), else read from handed-over memory now. Its memory is claimed and given back either
+ * way. HandoverError when it is missing, damaged or another block.
+ */
+function baseBlockOf(ref: NonNullable<DecodedTable['base']>, a: Retrieve): BaseBlock {
+  const mem = a.memory;
+  let size: number;
+  try {
+    size = mem.claim(ref.addr);
+  } catch (e) {
+    throw new HandoverError(`${a.compatible} token ${a.token}: no base block at ${ref.addr}: ${(e as Error).message}`);
+  }
+  try {
+    const ahead = readAheadBlocks.get(ref.addr);
+    readAheadBlocks.delete(ref.addr);
+    const b = ahead && ahead.checksum === ref.checksum && ahead.count === ref.count ? ahead : decodeBaseBlock(mem.view(ref.addr, size));
+    if (typeof b === 'string') throw new HandoverError(`${a.compatible} token ${a.token}: ${b}`);
+    if (b.checksum !== ref.checksum || b.count !== ref.count) {
+      throw new HandoverError(`${a.compatible} token ${a.token}: the base block at ${ref.addr} (${b.count} connections, checksum ${b.checksum.toString(16)}) is not the one the table names (${ref.count}, ${ref.checksum.toString(16)})`);
+    }
+    return b;
+  } finally {
+    mem.free(ref.addr, size);
+  }
+}
+
 /**
  * Read the connections table handed over at the token's payload, copy it out and free its
- * memory. Each connection's fd comes from the token's list (v1 tables named the previous
- * image's numbers: they are found in the same list). HandoverError if malformed or damaged.
+ * memory (and its base block's). Each connection's fd comes from the token's list (v1 tables
+ * named the previous image's numbers: they are found in the same list). HandoverError if
+ * malformed or damaged.
  */
 export function readTable(a: Retrieve): CarriedTable {
   const addr = Number(a.data);
@@ -489,9 +576,16 @@ export function readTable(a: Retrieve): CarriedTable {
     const t = decodeTable(mem.view(addr, size), { counters: true });
     if (typeof t === 'string') throw new HandoverError(`${a.compatible} token ${a.token}: ${t}`);
     let fds: Int32Array = new Int32Array(t.count);
-    if (t.version === 2) {
-      if (t.first + t.count > a.fdCount) throw new HandoverError(`${a.compatible} token ${a.token}: the table has ${t.count} connections from fd #${t.first}, the token carries ${a.fdCount} fds`);
-      fds = a.fdRange(t.first, t.count);
+    let base: { rx: Float64Array; tx: Float64Array; gaps: Int32Array } | null = null;
+    if (t.version >= 2) {
+      let total = t.count;
+      if (t.base && t.base.addr !== 0) {
+        const b = baseBlockOf(t.base, a);
+        base = { rx: b.rx, tx: b.tx, gaps: gapsOf(t.base.moved) };
+        total += b.count - t.base.moved.length;
+      }
+      if (t.first + total > a.fdCount) throw new HandoverError(`${a.compatible} token ${a.token}: the table has ${total} connections from fd #${t.first}, the token carries ${a.fdCount} fds`);
+      fds = a.fdRange(t.first, total);
     } else {
       const index = new Map<number, number>();
       a.previousFds.forEach((n, i) => index.set(n, i));
@@ -501,7 +595,7 @@ export function readTable(a: Retrieve): CarriedTable {
         fds[i] = a.fd(at);
       }
     }
-    const table = new CarriedTable(fds, t.connFlags, t.bytes, (t.flags & 1) !== 0, t.version === 2 ? t.first : 1, t.rx!, t.tx!);
+    const table = new CarriedTable(fds, t.connFlags, t.bytes, (t.flags & 1) !== 0, t.version >= 2 ? t.first : 1, t.rx!, t.tx!, base);
     return a.rollback ? withoutTouched(table, a) : table;
   } finally {
     mem.free(addr, size);
@@ -514,20 +608,24 @@ export function readTable(a: Retrieve): CarriedTable {
  * left out; the others are adopted exactly as handed over.
  */
 function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
-  const keep: number[] = [];
+  const keep: Carried[] = [];
+  const bytesOf: Array<CarriedBytes | undefined> = [];
   let lost = 0;
   for (let i = 0; i < t.count; i++) {
+    const c = t.at(i);
     let k: sys.StreamCounters | null = null;
     try {
-      k = sys.tcpCounters(t.fds[i]!);
+      k = sys.tcpCounters(c.fd);
     } catch { /* closed by the failed image */ }
-    const finSent = (t.flags[i]! & FIN_SENT) !== 0;
-    const same = k !== null && t.rx[i] !== UNKNOWN && k.finSent === finSent
-      && k.consumed - (k.finReceived ? 1 : 0) === t.rx[i] && k.written - (k.finSent ? 1 : 0) === t.tx[i];
-    if (same) keep.push(i);
-    else {
+    const finSent = (c.flags & FIN_SENT) !== 0;
+    const same = k !== null && c.rx !== UNKNOWN && k.finSent === finSent
+      && k.consumed - (k.finReceived ? 1 : 0) === c.rx && k.written - (k.finSent ? 1 : 0) === c.tx;
+    if (same) {
+      keep.push(c);
+      bytesOf.push(t.bytes.get(i));
+    } else {
       try {
-        sys.closeFd(t.fds[i]!);
+        sys.closeFd(c.fd);
       } catch { /* gone */ }
       lost++;
     }
@@ -535,16 +633,8 @@ function withoutTouched(t: CarriedTable, a: Retrieve): CarriedTable {
   a.lost(lost);
   if (lost === 0) return t;
   const bytes = new Map<number, CarriedBytes>();
-  keep.forEach((i, j) => {
-    const b = t.bytes.get(i);
-    if (b) bytes.set(j, b);
-  });
-  const pick = <A extends Int32Array | Uint32Array | Float64Array>(src: A, out: A): A => {
-    keep.forEach((i, j) => (out[j] = src[i]!));
-    return out;
-  };
-  const n = keep.length;
-  return new CarriedTable(pick(t.fds, new Int32Array(n)), pick(t.flags, new Uint32Array(n)), bytes, t.http, t.first, pick(t.rx, new Float64Array(n)), pick(t.tx, new Float64Array(n)));
+  bytesOf.forEach((b, j) => b && bytes.set(j, b));
+  return new CarriedTable(Int32Array.from(keep, (c) => c.fd), Uint32Array.from(keep, (c) => c.flags), bytes, t.http, t.first, Float64Array.from(keep, (c) => c.rx), Float64Array.from(keep, (c) => c.tx));
 }
 
 /**

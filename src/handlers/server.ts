@@ -39,8 +39,8 @@
 import net from 'node:net';
 import { trace } from '../config.js';
 import { fail } from '../errors.js';
-import type { FdRef, FileHandler, FlatFds } from '../luo/file-handler.js';
-import { TABLE_HTTP, copyWithout } from '../uapi/connections.js';
+import type { FdRef, FileHandler, FlatFds, HandlerMemory } from '../luo/file-handler.js';
+import { TABLE_HTTP, baseBlockSize, copyWithout } from '../uapi/connections.js';
 import {
   Baseline, freeTable, freezeConnections, keptRefs, snapshotWithBaseline, holdSnapshot, readTable, releaseConnection, releaseSnapshot, resumeConnections, snapshotConnections, thawConnections, verifySnapshot,
   writeTable, type CarriedTable, type ConnSnapshot, type ConnectionOptions, type Extra,
@@ -148,6 +148,10 @@ export class PreservedServer {
   readonly server: net.Server;
   readonly opts: ServerOptions;
   table = 0;
+  /** Preserved memory reserved at PREPARE for the base block of the idle connections
+   *  (successor mode; KHO preserves nothing new until FREEZE), freed at the snapshot when no
+   *  block went into it, at CANCEL otherwise; after a handover the next image frees it. */
+  reserve: { addr: number; size: number } | null = null;
   /** The last freeze's plan for the upgraded connections, and its snapshot. */
   plan: UpgradePlan | null = null;
   snap: ConnSnapshot | null = null;
@@ -189,11 +193,18 @@ export const serverHandler: FileHandler<PreservedServer> = {
   detach(ps) {
     for (const s of connectionsOf(ps.server)) releaseConnection(s);
   },
-  prepare({ file: ps }) {
+  prepare({ file: ps, memory }) {
     // Refuse before anything is stopped: an upgraded connection nobody can carry.
-    if (!isHttp(ps.server)) return;
-    const why = refusal(upgradedOf(ps.server, connectionsOf(ps.server)), ps.opts.upgraded ?? 'refuse');
-    if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
+    if (isHttp(ps.server)) {
+      const why = refusal(upgradedOf(ps.server, connectionsOf(ps.server)), ps.opts.upgraded ?? 'refuse');
+      if (why) throw fail('EBUSY', `${labelOf(ps.server, ps.opts)}: ${why}`);
+    }
+    // Room for the base block of the idle connections a successor may read ahead (their
+    // number when the baseline is taken, after the early send: the connections now and some
+    // to spare). Untouched pages cost nothing; the snapshot frees it when it went unused.
+    const n = connectionsOf(ps.server).size;
+    releaseReserve(ps, memory);
+    if (n) ps.reserve = { addr: memory.alloc(baseBlockSize(n + (n >> 3) + 64)), size: baseBlockSize(n + (n >> 3) + 64) };
   },
   async early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which
@@ -208,11 +219,12 @@ export const serverHandler: FileHandler<PreservedServer> = {
     refs.unshift({ fd: fdOf(ps.server), key: handleOf(ps.server) });
     return refs;
   },
-  async afterEarly({ file: ps }) {
+  async afterEarly({ file: ps, memory, ahead }) {
     // The successor holds the fds: take the baseline of the idle connections now, as close
     // to the freeze as it can be (in slices, serving between them), and watch them from
     // now on. The pause then handles only what moves from here, and what is accepted from
-    // here, not every connection.
+    // here, not every connection. Their counters go into a base block the successor reads
+    // now (if it can: ahead), so that the table at the freeze carries only what moved.
     const t = tracking(ps.server);
     const sent = t.sentEarly ?? new Set<object>();
     t.base?.drop();
@@ -228,7 +240,11 @@ export const serverHandler: FileHandler<PreservedServer> = {
     t.base = base;
     t.after = pending.after;
     t.sentEarly = null;
-    trace(`server: baseline of ${base.count} idle connections, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
+    if (ahead && base.count && ps.reserve && base.blockSize <= ps.reserve.size) {
+      base.writeBlock(memory, ps.reserve.addr);
+      ahead(ps.reserve.addr, base.blockSize);
+    } else base.encodeWords();
+    trace(`server: baseline of ${base.count} idle connections${base.block ? ' (a base block)' : ''}, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
   },
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
@@ -283,6 +299,8 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const base = t.base;
     const snap = base ? snapshotWithBaseline(base, [...base.others, ...t.after, ...base.movedSockets()], extra) : snapshotConnections(t.conns, extra);
     ps.snap = snap;
+    // No base block went into the room reserved for it (in place; or too many connections).
+    if (!base?.block) releaseReserve(ps, memory);
     const addedAtSnapshot = t.added;
     ps.table = writeTable(memory, snap, isHttp(ps.server) ? TABLE_HTTP : 0, 1);
     // The listener (#0), this snapshot's connections (the busy ones: adopted and served first
@@ -348,6 +366,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
     ps.plan = null;
     if (ps.table) freeTable(memory, ps.table);
     ps.table = 0;
+    releaseReserve(ps, memory);
     return r;
   },
   retrieve(a): RestoredServer {
@@ -355,6 +374,12 @@ export const serverHandler: FileHandler<PreservedServer> = {
     return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.fds) };
   },
 };
+
+/** Free the memory reserved for a base block, if any. */
+function releaseReserve(ps: PreservedServer, memory: HandlerMemory): void {
+  if (ps.reserve) memory.free(ps.reserve.addr, ps.reserve.size);
+  ps.reserve = null;
+}
 
 /** http.Server: stop reading idle connections now, busy ones as soon as their response ends. */
 async function drainHttp(conns: Iterable<net.Socket>, ms: number): Promise<void> {

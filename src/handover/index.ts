@@ -62,6 +62,12 @@ export interface Transport {
   /** The process that will serve the next version (this one, in place). */
   readonly pid: number;
   begin(early: () => Promise<EarlyFds | null>): Promise<void>;
+  /** After begin: the next image reads memory of the handover before the freeze (ahead-v1). */
+  readonly readsAhead: boolean;
+  /** Still serving, before the freeze: have the next image read these preserved regions now
+   *  (each [address, size], written for the handover and not changed again). Resolves with
+   *  how many it read; rejects, having given nothing up, when it fails (it is killed). */
+  ahead(regions: Array<[number, number]>): Promise<number>;
   /** `flat`: refs' fds as flat arrays (Files.carriedFlat, aligned with refs), so that a
    *  successor's delta is found without reading each ref. */
   handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void, flat?: Flat | null): HandedOver;
@@ -78,6 +84,8 @@ export interface TransportOptions {
   commitTimeoutMs: number;
   /** In place: how long the next image has to be up (its control device started). */
   upTimeoutMs?: number;
+  /** Successor: it prepares in SCHED_IDLE where it can be given its class back (config). */
+  successorIdle?: boolean;
 }
 
 /** After a successor handover, how long this image waits for the successor's FINISH before
@@ -106,6 +114,8 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
     kind: 'exec',
     pid: process.pid,
     begin: async () => {},
+    readsAhead: false,
+    ahead: async () => 0,
     handOver(entry, refs, beforeExec) {
       const url = entry ? guardUrl() : null;
       const now = Date.now();
@@ -119,7 +129,7 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
 function successorTransport(image: Image, opts: TransportOptions): Transport {
   const url = guardUrl();
   trace('successor: starting');
-  const next = Successor.start(image, { guard: url ? { url, deadline: 0 } : null });
+  const next = Successor.start(image, { guard: url ? { url, deadline: 0 } : null, idle: opts.successorIdle ?? false });
   trace('successor: started');
   return {
     kind: 'successor',
@@ -129,9 +139,9 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
     async begin(early) {
       await next.ready(opts.readyTimeoutMs);
       trace('successor: ready');
-      if (!next.acceptsPresend) return;
+      if (!next.acceptsPresend) return next.restorePriority();
       const e = await early();
-      if (!e) return;
+      if (!e) return next.restorePriority();
       // Still serving: send the arena and every fd that will not change before the freeze, so
       // that only what did change crosses in the pause (and the successor maps the arena now).
       await next.presend([e.arena, ...e.refs], { arenaFd: e.arena.fd, regions: e.regions }, opts.readyTimeoutMs);
@@ -141,6 +151,10 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
       // poll) before freezing, so that wait does not run into the pause.
       await new Promise((r) => setImmediate(() => setImmediate(r)));
     },
+    get readsAhead() {
+      return next.acceptsAhead;
+    },
+    ahead: (regions) => next.ahead(regions, opts.readyTimeoutMs),
     handOver(entry, refs, beforeExec, flat) {
       if (entry === null) throw new HandoverError('a successor needs a handover');
       beforeExec?.();
@@ -186,6 +200,9 @@ export interface ReceiveHooks {
   prebuild?: (fds: number[]) => void;
   /** Successor: then settle what would otherwise land in the pause (luo collects garbage). */
   settle?: () => void;
+  /** Successor, before the freeze: preserved regions the previous image wrote for the
+   *  handover ([address, size]); read them now. How many were read. */
+  ahead?: (regions: Array<[number, number]>) => number;
 }
 
 /**
@@ -229,6 +246,11 @@ export function receive(env: NodeJS.ProcessEnv = process.env, hooks: ReceiveHook
         hooks.settle?.();
         trace('successor: arena mapped, fds watched, settled');
       },
+      ahead: hooks.ahead ? (regions) => {
+        const n = hooks.ahead!(regions);
+        trace(`successor: read ahead ${n} of ${regions.length} regions`);
+        return n;
+      } : undefined,
     });
     trace('successor: handover received');
     const r = readiness as Readiness | null;

@@ -31,7 +31,7 @@ import os from 'node:os';
 import { HandoverError, LuoError, fail } from '../errors.js';
 import * as sys from '../sys/index.js';
 import {
-  COMMIT, GUARD_ENV, HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk,
+  AHEAD, COMMIT, GUARD_ENV, HANDOVER_ENV, HANDOVER_V1, HANDOVER_V2, HELLO, PRESEND, SUCCESSOR_FD, SUCCESSOR_PREFIX, checkChunks, decodeChunk,
   decodeFailure, decodeHeader, decodeHello, encodeMessage, parseMessage, withArenaFd, type Failure, type Guard,
 } from '../uapi/handover.js';
 import { trace } from '../config.js';
@@ -121,6 +121,9 @@ const chunksOf = <T>(xs: T[], n: number): T[][] => {
 export interface SuccessorOptions {
   /** Preload luo's guard into it (a file URL; the successor then says why if it fails). */
   guard?: { url: string; deadline: number } | null;
+  /** Start it in SCHED_IDLE until it has prepared (restorePriority), where this process may
+   *  give it its class back: it then prepares on CPU time the serving image does not want. */
+  idle?: boolean;
 }
 
 /** How a transactional handover ended (after "taken"). */
@@ -129,6 +132,10 @@ export type Outcome =
   | { committed: false; code: 'ECHILD' | 'ETIMEDOUT' | 'ECANCELED'; message: string; failure: Failure | null };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** How long a successor prepares in SCHED_IDLE at most: then in the normal class, so that a
+ *  machine with no idle CPU time delays an update by this much, and never starves it. */
+export const IDLE_MAX_MS = 2000;
 
 export class Successor {
   readonly child: ChildProcess;
@@ -143,6 +150,9 @@ export class Successor {
   #handedOver = false;
   /** What its guard said when it gave up ({"failed":…}). */
   #failure: Failure | null = null;
+  /** It prepares in SCHED_IDLE until then at the latest (restorePriority gives it its class back). */
+  #idle = false;
+  #idleUntil = 0;
 
   private constructor(child: ChildProcess, fd: number) {
     this.child = child;
@@ -172,7 +182,35 @@ export class Successor {
     }
     child.on('error', () => {}); // reported through exit / ready()
     child.unref();
-    return new Successor(child, mine);
+    const next = new Successor(child, mine);
+    // Its start-up, the early fds and their sockets take it a core for a second or more at
+    // 10 000 connections: on CPU time the serving image does not want (a two-core machine
+    // otherwise delays the serving image's answers by tens of ms). Only where it can be
+    // given its class back: it must never serve in SCHED_IDLE.
+    if (opts.idle && child.pid && sys.mayLeaveIdle()) {
+      try {
+        sys.setThreadsPolicy(child.pid, sys.SCHED_IDLE);
+        next.#idle = true;
+        next.#idleUntil = Date.now() + IDLE_MAX_MS;
+        trace('successor: preparing in SCHED_IDLE');
+      } catch { /* gone already, or refused: it prepares in the normal class */ }
+    }
+    return next;
+  }
+
+  /**
+   * A successor that prepared in SCHED_IDLE gets the normal class back, before the freeze
+   * (it serves from the handover on). EPERM, having killed it, when that is refused.
+   */
+  restorePriority(): void {
+    if (!this.#idle || !this.child.pid) return;
+    this.#idle = false;
+    try {
+      sys.setThreadsPolicy(this.child.pid, sys.SCHED_OTHER);
+    } catch (e) {
+      this.abort();
+      throw fail('EPERM', `the successor's scheduling class could not be given back (${(e as Error).message}); it was killed`);
+    }
   }
 
   get pid(): number | undefined {
@@ -187,6 +225,35 @@ export class Successor {
   /** The successor keeps the update a transaction until its FINISH (commit-v1). */
   get acceptsCommit(): boolean {
     return this.#accepts.includes(COMMIT);
+  }
+
+  /** The successor reads preserved memory before the freeze, and tables that name it (ahead-v1). */
+  get acceptsAhead(): boolean {
+    return this.#accepts.includes(AHEAD);
+  }
+
+  /**
+   * Still serving, before the freeze: have the successor read these preserved regions now
+   * ([address, size] each: memory written for the handover, never changed again). Resolves
+   * with how many it read. EPROTO if it does not accept ahead-v1 or answers nonsense; any
+   * failure kills it (it held only copies: nothing is lost).
+   */
+  async ahead(regions: Array<[number, number]>, timeoutMs: number): Promise<number> {
+    if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
+    if (!this.acceptsAhead) throw fail('EPROTO', 'the successor does not read memory before the freeze');
+    try {
+      sys.sendPacket(this.#fd, json({ luo: AHEAD, regions }));
+    } catch (e) {
+      this.abort();
+      throw fail('EIO', `asking the successor to read memory ahead failed: ${(e as Error).message}`);
+    }
+    const m = await this.#next(timeoutMs, 'while reading memory ahead');
+    const n = m.read;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > regions.length) {
+      this.abort();
+      throw fail('EPROTO', `the successor answered ${JSON.stringify(m).slice(0, 80)} to ${regions.length} regions to read ahead`);
+    }
+    return n;
   }
 
   /** Its exit, reaped here when the event loop could not (this image blocks after the handover). */
@@ -278,6 +345,9 @@ export class Successor {
       }
       if (Date.now() - checked >= 50) {
         checked = Date.now();
+        // A machine with no idle CPU time would starve it: past IDLE_MAX_MS it prepares in
+        // the normal class.
+        if (this.#idle && checked >= this.#idleUntil) this.restorePriority();
         if (this.#stopped()) {
           this.abort();
           throw fail('ETIMEDOUT', `the successor was stopped (SIGSTOP) ${what}; it was killed`);
@@ -362,6 +432,8 @@ export class Successor {
       this.abort();
       throw fail('EPROTO', `the successor holds ${String(m.presented)} of the ${fds.length} fds sent early`);
     }
+    // It has prepared: from here on it waits, then serves.
+    this.restorePriority();
     this.#early = early;
     this.#earlyCount = fds.length;
     let max = 0;
@@ -377,6 +449,7 @@ export class Successor {
    */
   handover(entry: string, refs: FdRef[], timeoutMs: number, flat: Flat | null = null): void {
     if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
+    this.restorePriority();
     let head: Record<string, unknown>;
     let send: number[];
     const commit = this.acceptsCommit;
@@ -595,6 +668,9 @@ export interface SuccessorHooks {
   /** fds sent early: the arena's new fd (or -1), the regions preserved so far, every other
    *  fd's new number. Runs before the successor confirms them; throwing is fatal. */
   presend?: (p: { arena: number; regions: Array<[number, number]>; fds: number[]; streams: number[] }) => void;
+  /** Preserved regions ([address, size]) the running image wrote for the handover: read them
+   *  now, before the freeze. How many were read (a throw counts as none). */
+  ahead?: (regions: Array<[number, number]>) => number;
 }
 
 export interface Received {
@@ -689,7 +765,7 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
   try {
     hooks.beforeHello?.();
     try {
-      sys.sendPacket(fd, encodeMessage({ luo: HELLO, pid: process.pid, accepts: [PRESEND, COMMIT] }));
+      sys.sendPacket(fd, encodeMessage({ luo: HELLO, pid: process.pid, accepts: [PRESEND, COMMIT, ...(hooks.ahead ? [AHEAD] : [])] }));
     } catch (e) {
       throw new HandoverError(`the handover link (fd ${fd}) is unusable: ${(e as Error).message}`);
     }
@@ -712,6 +788,14 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
         hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions: h.regions, fds: fds.filter((_, i) => i !== ai), streams: h.streams.filter((i) => i !== ai).map((i) => fds[i]!) });
         early = { old: h.fds, fds, map };
         sys.sendPacket(fd, encodeMessage({ presented: fds.length }));
+        continue;
+      }
+      if (h.luo === AHEAD) {
+        let n = 0;
+        try {
+          n = hooks.ahead?.(h.regions) ?? 0;
+        } catch { /* none read: the tables read them at boot */ }
+        sys.sendPacket(fd, encodeMessage({ read: n }));
         continue;
       }
       const got = takeChunks(h.chunks, h.fds.length, 'handover');

@@ -10,9 +10,10 @@
  *   prepare({token, file, data})     PREPARE: may return the u64 payload
  *   early({…}) → FdRef[] (or a promise) successor mode, PREPARED, still serving: fds that can go
  *                                    to the successor before the freeze, each with a key
- *   afterEarly({…})                  successor mode, once the successor holds them, still
+ *   afterEarly({…, ahead})           successor mode, once the successor holds them, still
  *                                    serving, right before FREEZE: get ready for it (a server
- *                                    takes the baseline of its idle connections)
+ *                                    takes the baseline of its idle connections, and names
+ *                                    their counters for the successor to read ahead)
  *   freeze({…})                      FREEZE: quiesce (stop reading, drain); may return a payload
  *   snapshot({…}) → Frozen           the end of FREEZE, after every file's freeze, synchronous:
  *                                    the final payload, the fds the next image inherits (the
@@ -61,6 +62,13 @@ export interface FileArgs<H = unknown> {
   /** cancel only: the file was handed over, and the next version failed before FINISH; this
    *  image resumes it. A connection the next version touched must not be resumed. */
   handedOver?: boolean;
+  /**
+   * afterEarly only, when the successor reads memory ahead (ahead-v1): name preserved memory
+   * this handler wrote for the handover and will not change again, so that the successor
+   * reads it now, while this image serves, not in the pause. Its payload may then refer to
+   * it in a format only such a successor reads (a server's base block: uapi/connections.ts).
+   */
+  ahead?: (addr: number, size: number) => void;
 }
 
 /** What a cancel after a handover may report: connections resumed, and those closed because

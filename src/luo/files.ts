@@ -397,12 +397,15 @@ export class Files {
     return out;
   }
 
-  /** Successor mode, PREPARED, the fds sent early: each handler gets ready for the freeze. */
-  async afterEarly(): Promise<void> {
+  /**
+   * Successor mode, PREPARED, the fds sent early: each handler gets ready for the freeze.
+   * `ahead`: the successor reads memory ahead; a handler may name regions for it (FileArgs).
+   */
+  async afterEarly(ahead: ((addr: number, size: number) => void) | null = null): Promise<void> {
     for (const f of this.#sortedOut()) {
       if (f.state !== State.PREPARED || !f.handler.afterEarly) continue;
       try {
-        await f.handler.afterEarly(this.#args(f));
+        await f.handler.afterEarly(ahead ? { ...this.#args(f), ahead } : this.#args(f));
       } catch (e) {
         throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) afterEarly`);
       }

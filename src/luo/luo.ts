@@ -123,6 +123,10 @@ export interface LuoOptions extends Partial<LuoConfig> {
   /** Successor mode: the connections among the fds sent early (this process's numbers), to
    *  build their sockets before the freeze (index.ts: handlers/prebuilt.ts). */
   prebuild?: (fds: number[]) => void;
+  /** Successor mode, before the freeze: memory of the handover the running image named for
+   *  reading ahead (ahead-v1), its arena address and bytes (index.ts: a server's base block,
+   *  handlers/connection.ts). True when it was read. Without it, nothing is read ahead. */
+  ahead?: (addr: number, bytes: Uint8Array) => boolean;
   /** The running image, after it sent `n` fds early to a successor and before it freezes:
    *  run the freeze's code once on made-up input (index.ts: warm.ts). */
   warm?: (n: number) => Promise<void>;
@@ -189,6 +193,15 @@ export class Luo extends EventEmitter {
         },
         settle: opts.settle,
         prebuild: opts.prebuild,
+        ahead: opts.ahead ? (regions) => {
+          let n = 0;
+          for (const [addr, size] of regions) {
+            try {
+              if (premapped && opts.ahead!(addr, (premapped as Arena).view(addr, size))) n++;
+            } catch { /* not in the arena: read at boot, or refused there */ }
+          }
+          return n;
+        } : undefined,
       });
       kho = incoming ? Kho.adopt(incoming.entry, { ...khoOpts, premapped, private: incoming.transactional }) : Kho.create(khoOpts);
     } catch (e) {
@@ -442,6 +455,7 @@ export class Luo extends EventEmitter {
         freezeTimeoutMs: opts.takeoverTimeoutMs ?? this.timeouts.takeover,
         commitTimeoutMs: opts.commitTimeoutMs ?? this.timeouts.commit,
         ...(opts.upTimeoutMs ? { upTimeoutMs: opts.upTimeoutMs } : {}),
+        successorIdle: this.config.successorIdle,
       });
     } catch (err) {
       if (this.state === State.PREPARED) await this.#life.exclusive('CANCEL', () => this.#rollback());
@@ -457,10 +471,16 @@ export class Luo extends EventEmitter {
           return { arena: this.#arenaRef(), regions: this.kho.preservedRegions, refs };
         });
         // The handlers get ready for the freeze (a server's baseline of its idle connections:
-        // as late as it can be, so that few move before the freeze).
+        // as late as it can be, so that few move before the freeze), and what they name of
+        // their handover is read by the successor now, not in the pause.
         if (early && this.state === State.PREPARED) {
-          await this.files.afterEarly();
+          const ahead: Array<[number, number]> = [];
+          await this.files.afterEarly(transport.readsAhead ? (addr, size) => void ahead.push([addr, size]) : null);
           trace('successor: handlers ready for the freeze');
+          if (ahead.length) {
+            const n = await transport.ahead(ahead);
+            trace(`successor: read ahead ${n} of ${ahead.length} regions`);
+          }
         }
         if (early && this.#warm) {
           await this.#warm(early);

@@ -283,6 +283,52 @@ export function idleAllThreads(): number {
   return n;
 }
 
+/** Linux's normal scheduling class (SCHED_OTHER). */
+export const SCHED_OTHER = 0;
+
+/**
+ * Put every thread of process `pid` (this process, or one of this user's) in the scheduling
+ * class `policy` (SCHED_IDLE, SCHED_OTHER), keeping each one's nice value; how many threads
+ * were moved. Threads it starts later inherit the class of the thread that starts them.
+ * SysError when none was moved (ESRCH: gone; EPERM: not permitted).
+ */
+export function setThreadsPolicy(pid: number, policy: number): number {
+  let tids: number[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
+  } catch {
+    tids = [pid];
+  }
+  const param = new Int32Array([0]);
+  let n = 0;
+  let err = 0;
+  for (const tid of tids) {
+    if ((libc().sched_setscheduler(tid, policy, param) as number) === 0) n++;
+    else if (koffi().errno() !== ESRCH) err = koffi().errno(); // ESRCH: the thread has exited
+  }
+  if (n === 0 || err) throw new SysError('sched_setscheduler', err || ESRCH, `pid ${pid}`);
+  return n;
+}
+const ESRCH = 3;
+
+const RLIMIT_NICE = 13;
+const CAP_SYS_NICE = 23;
+
+/**
+ * Whether a thread of this user's, at this thread's nice value, may be moved out of
+ * SCHED_IDLE back to the normal class (sched(7)): with CAP_SYS_NICE, or when RLIMIT_NICE
+ * allows that nice value (20 - nice at most). Unprivileged processes usually may not.
+ */
+export function mayLeaveIdle(): boolean {
+  try {
+    const cap = /^CapEff:\s*([0-9a-f]+)/m.exec(fs.readFileSync('/proc/self/status', 'latin1'))?.[1];
+    if (cap && ((BigInt(`0x${cap}`) >> BigInt(CAP_SYS_NICE)) & 1n) === 1n) return true;
+  } catch { /* no /proc: ask the limit */ }
+  const r = new BigUint64Array(2);
+  if ((libc().getrlimit(RLIMIT_NICE, r) as number) < 0) return false;
+  return r[0]! >= BigInt(20 - os.getPriority());
+}
+
 const RLIMIT_NOFILE = 7;
 const RLIM_INFINITY = 2 ** 53 - 1; // as a number: larger than any fd
 

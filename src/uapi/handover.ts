@@ -20,6 +20,15 @@
  *                                    that are connections (the successor may build their
  *                                    sockets now)
  *   successor → current  presented  {"presented":n}
+ *   ahead-v1 (only when the successor accepts it; after the presend, still serving):
+ *   current → successor  ahead      {"luo":"ahead-v1","regions":[[addr,size],…]}: preserved
+ *                                    memory the current image wrote for the handover and
+ *                                    will not change again (a server's base block of idle
+ *                                    connections): the successor reads it now, not in the
+ *                                    pause. A successor that accepts ahead-v1 reads tables
+ *                                    that name such a block (connections table v3)
+ *   successor → current  read       {"read":n}            n of the regions read (a region it
+ *                                    could not read is read at boot, and refused there if bad)
  *   at FREEZE, without a presend:
  *   current → successor  handover   {"luo":"handover-v1","entry":E,"fds":[…],"chunks":N}
  *   at FREEZE, after a presend:
@@ -105,12 +114,15 @@ export const PRESEND = 'presend-v1';
 export const HANDOVER_V1 = 'handover-v1';
 export const HANDOVER_V2 = 'handover-v2';
 export const COMMIT = 'commit-v1';
+export const AHEAD = 'ahead-v1';
 export const GUARD_ENV = 'LUO_GUARD';
 export const ROLLBACK_ENV = 'LUO_ROLLBACK';
 
 export interface Hello { luo: typeof HELLO; pid: number; accepts: string[] }
 /** `streams`: indices into `fds` of the connections among them. */
 export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; arena: number; regions: Array<[number, number]>; streams: number[] }
+/** Preserved regions, [address, size], for the successor to read before the freeze. */
+export interface Ahead { luo: typeof AHEAD; regions: Array<[number, number]> }
 export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[]; commit: boolean }
 export interface Chunk { chunk: number }
 export interface Presented { presented: number }
@@ -127,7 +139,7 @@ export interface Guard {
   nodeOptions: string | null;
 }
 /** What the current image can receive after a handover's header. */
-export type Header = Presend | HandoverMsg;
+export type Header = Presend | Ahead | HandoverMsg;
 
 const isFdNumber = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < MAX_FD_NUMBER;
 const isObject = (m: unknown): m is Record<string, unknown> => m !== null && typeof m === 'object' && !Array.isArray(m);
@@ -156,11 +168,16 @@ export function decodeHeader(m: Record<string, unknown>, raw: string): Header {
   const malformed = (): never => {
     throw new HandoverError(`the handover header is malformed: ${raw.slice(0, 120)}`);
   };
+  const regionsOf = (v: unknown): Array<[number, number]> => (Array.isArray(v)
+    ? (v as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
+    : []);
+  if (m.luo === AHEAD) {
+    if (!Array.isArray(m.regions)) throw new HandoverError('the ahead message has no "regions" list');
+    return { luo: AHEAD, regions: regionsOf(m.regions) };
+  }
   if (m.luo === PRESEND) {
     if (!Array.isArray(m.fds) || !m.fds.every(isFdNumber)) throw new HandoverError('the presend header has no valid fd list');
-    const regions = Array.isArray(m.regions)
-      ? (m.regions as unknown[]).filter((r): r is [number, number] => Array.isArray(r) && r.length === 2 && r.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
-      : [];
+    const regions = regionsOf(m.regions);
     const n = (m.fds as number[]).length;
     const streams = Array.isArray(m.streams) ? (m.streams as unknown[]).filter((i): i is number => Number.isInteger(i) && (i as number) >= 0 && (i as number) < n) : [];
     return { luo: PRESEND, fds: m.fds as number[], chunks: m.chunks as number, arena: Number.isInteger(m.arena) ? (m.arena as number) : -1, regions, streams };
