@@ -11,8 +11,9 @@
  * two-core machine may count as the service's. An update in
  * which the probes themselves stood still (fewer than a quarter of their pings sent) is
  * reported and left out of the medians. For each update:
- *   service pause    the longest time in which no probe got an echo: the last echo served by
- *                    the old image (any probe) → the first served by the new one (any probe)
+ *   service pause    the longest time after the signal in which no probe got an echo: the
+ *                    last echo served by the old image (any probe) → the first served by the
+ *                    new one (any probe); a silence that began before the signal counts from it
  *   connection gap   each probe's own longest silence across the update (p50 and max): what a
  *                    connection adopted in a later batch sees
  * Both modes: 'exec' (in place, same pid) and 'successor' (the next image pre-started, the

@@ -89,19 +89,23 @@ process.on('message', (m: { op: string; port?: number; pid?: number }) => {
 });
 
 /**
- * The service pause: the longest stretch, from the last echo before the signal on, in which
- * no probe got any echo (the last byte the old image served to the first the new one served).
- * Each probe's own longest silence is its connection gap. How many pings were sent in the
- * pause tells a stall of this process (none) from one of the service.
+ * The service pause: the longest stretch after the signal in which no probe got any echo (the
+ * last byte the old image served to the first the new one served). A silence that began
+ * before the signal counts from the signal on: the update cannot have caused what came
+ * before it (this process, stalled 20-45 ms right before it sent the signal, was seen to count
+ * that as the service's pause). Each probe's own longest silence is its connection gap. How
+ * many pings were sent in the pause tells a stall of this process (none) from one of the
+ * service.
  */
 function collect(): Record<string, unknown> {
   const all = probes.flatMap((p) => p.rx).sort((a, b) => a - b);
   let pause = 0;
   let at = 0;
   for (let i = Math.max(1, all.findLastIndex((t) => t < t0)); i < all.length; i++) {
-    if (all[i]! - all[i - 1]! > pause) {
-      pause = all[i]! - all[i - 1]!;
-      at = all[i - 1]!;
+    const from = Math.max(all[i - 1]!, t0);
+    if (all[i]! - from > pause) {
+      pause = all[i]! - from;
+      at = from;
     }
   }
   const gaps = probes.map((p) => {

@@ -93,8 +93,8 @@ export class Baseline {
    *  (big-endian cells). */
   words: Uint32Array | null = null;
   /** Or their counters in a base block in preserved memory (writeBlock: for a successor that
-   *  reads it ahead, before the freeze): its address, size and checksum. */
-  block: { addr: number; size: number; checksum: number } | null = null;
+   *  reads it ahead, before the freeze): its address and checksum. */
+  block: { addr: number; checksum: number } | null = null;
   fds: Int32Array = new Int32Array(0);
   cells: Uint8Array = new Uint8Array(0);
   readonly watch: QuietWatch;
@@ -176,8 +176,7 @@ export class Baseline {
    *  reserved by the caller: KHO preserves nothing new between PREPARE and FREEZE). The table
    *  at the freeze then names the block instead of carrying these entries (v3). */
   writeBlock(mem: HandlerMemory, addr: number): void {
-    const size = this.blockSize;
-    this.block = { addr, size, checksum: encodeBaseBlock(mem.view(addr, size), this.rx, this.tx, this.count) };
+    this.block = { addr, checksum: encodeBaseBlock(mem.view(addr, this.blockSize), this.rx, this.tx, this.count) };
   }
 
   /** Stop watching (the update was cancelled, or a new baseline replaces this one). */

@@ -204,7 +204,10 @@ export const serverHandler: FileHandler<PreservedServer> = {
     // to spare). Untouched pages cost nothing; the snapshot frees it when it went unused.
     const n = connectionsOf(ps.server).size;
     releaseReserve(ps, memory);
-    if (n) ps.reserve = { addr: memory.alloc(baseBlockSize(n + (n >> 3) + 64)), size: baseBlockSize(n + (n >> 3) + 64) };
+    if (n) {
+      const size = baseBlockSize(n + (n >> 3) + 64);
+      ps.reserve = { addr: memory.alloc(size), size };
+    }
   },
   async early({ file: ps }) {
     // The listener and every connection as they are now, each keyed by its handle, which

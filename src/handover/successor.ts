@@ -25,7 +25,6 @@
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
  * a successor without its handover must not serve). A malformed message is fatal too.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { HandoverError, LuoError, fail } from '../errors.js';
@@ -138,7 +137,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export const IDLE_MAX_MS = 2000;
 
 export class Successor {
-  readonly child: ChildProcess;
+  /** Its pid (started with posix_spawn: Node does not know it; #reap waits for it). */
+  readonly #pid: number;
   #fd: number;
   #exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   #accepts: string[] = [];
@@ -154,10 +154,9 @@ export class Successor {
   #idle = false;
   #idleUntil = 0;
 
-  private constructor(child: ChildProcess, fd: number) {
-    this.child = child;
+  private constructor(pid: number, fd: number) {
+    this.#pid = pid;
     this.#fd = fd;
-    child.once('exit', (code, signal) => (this.#exit ??= { code, signal }));
   }
 
   /** Start the next image as a successor (stdio inherited, the link as fd 3). */
@@ -167,29 +166,28 @@ export class Successor {
     // asynchronously, and the update would wait for a successor that never comes).
     const file = resolveExecutable(image.file, (image.env ?? process.env).PATH);
     const [mine, theirs] = sys.seqpacketPair();
-    let child: ChildProcess;
+    let pid: number;
     try {
       const env: NodeJS.ProcessEnv = { ...(image.env ?? process.env), [HANDOVER_ENV]: `${SUCCESSOR_PREFIX}${SUCCESSOR_FD}` };
       if (opts.guard) Object.assign(env, guardEnv(env, { mode: 'successor', deadline: opts.guard.deadline, upBy: opts.guard.deadline, entry: null }, opts.guard.url));
-      child = spawn(file, image.argv.slice(1), {
-        argv0: image.argv[0], cwd: image.cwd, env, stdio: ['inherit', 'inherit', 'inherit', theirs],
-      });
+      // posix_spawn, not Node's spawn (a fork of this image: its page tables copied, then
+      // torn down at the child's exec, 10-20 ms of this event loop here).
+      pid = sys.spawnProcess(file, { argv: image.argv, env, cwd: image.cwd, fds: [[theirs, SUCCESSOR_FD]] });
     } catch (e) {
       sys.close(mine);
       throw fail('EINVAL', `cannot start the successor ${image.file}: ${(e as Error).message}`);
     } finally {
       sys.close(theirs);
     }
-    child.on('error', () => {}); // reported through exit / ready()
-    child.unref();
-    const next = new Successor(child, mine);
+    const next = new Successor(pid, mine);
     // Its start-up, the early fds and their sockets take it a core for a second or more at
     // 10 000 connections: on CPU time the serving image does not want (a two-core machine
-    // otherwise delays the serving image's answers by tens of ms). Only where it can be
-    // given its class back: it must never serve in SCHED_IDLE.
-    if (opts.idle && child.pid && sys.mayLeaveIdle()) {
+    // otherwise delays the serving image's answers by tens of ms). It has just exec'd:
+    // threads it starts later inherit the class. Only where it can be given its class back:
+    // it must never serve in SCHED_IDLE. (posix_spawn sets SCHED_OTHER, FIFO or RR only.)
+    if (opts.idle && sys.mayLeaveIdle()) {
       try {
-        sys.setThreadsPolicy(child.pid, sys.SCHED_IDLE);
+        sys.setThreadsPolicy(pid, sys.SCHED_IDLE);
         next.#idle = true;
         next.#idleUntil = Date.now() + IDLE_MAX_MS;
         trace('successor: preparing in SCHED_IDLE');
@@ -203,10 +201,10 @@ export class Successor {
    * (it serves from the handover on). EPERM, having killed it, when that is refused.
    */
   restorePriority(): void {
-    if (!this.#idle || !this.child.pid) return;
+    if (!this.#idle || !this.#pid) return;
     this.#idle = false;
     try {
-      sys.setThreadsPolicy(this.child.pid, sys.SCHED_OTHER);
+      sys.setThreadsPolicy(this.#pid, sys.SCHED_OTHER);
     } catch (e) {
       this.abort();
       throw fail('EPERM', `the successor's scheduling class could not be given back (${(e as Error).message}); it was killed`);
@@ -214,7 +212,7 @@ export class Successor {
   }
 
   get pid(): number | undefined {
-    return this.child.pid;
+    return this.#pid;
   }
 
   /** The successor takes fds before the freeze (it said so in its hello). */
@@ -256,13 +254,13 @@ export class Successor {
     return n;
   }
 
-  /** Its exit, reaped here when the event loop could not (this image blocks after the handover). */
+  /** Its exit, if it has exited (only this object reaps it: Node does not know it). */
   #reap(): void {
-    if (this.#exit || !this.child.pid) return;
+    if (this.#exit || !this.#pid) return;
     try {
-      const w = sys.waitpid(this.child.pid, sys.WNOHANG);
-      if (w.pid === this.child.pid) this.#exit = { code: w.code, signal: w.signal !== null ? signalName(w.signal) : null };
-    } catch { /* reaped by Node already */ }
+      const w = sys.waitpid(this.#pid, sys.WNOHANG);
+      if (w.pid === this.#pid) this.#exit = { code: w.code, signal: w.signal !== null ? signalName(w.signal) : null };
+    } catch { /* not our child any more: nothing to reap */ }
   }
 
   #exitText(): string {
@@ -272,7 +270,7 @@ export class Successor {
 
   /** "(SIGSTOP)" when it is stopped or traced: it will not answer, however long one waits. */
   #stopped(): boolean {
-    const st = this.child.pid ? sys.processState(this.child.pid) : null;
+    const st = this.#pid ? sys.processState(this.#pid) : null;
     return st === 'T' || st === 't';
   }
 
@@ -334,10 +332,11 @@ export class Successor {
         }
         // EOF: it closed the link (usually by exiting); wait for its exit status below.
         const until = Date.now() + 1000;
-        while (!this.#exit && Date.now() < until) await sleep(5);
+        for (this.#reap(); !this.#exit && Date.now() < until; this.#reap()) await sleep(5);
         this.abort();
         throw fail('ECHILD', `the successor crashed ${what}: it ${this.#exit ? this.#exitText() : 'closed the handover link'}${this.#why()}`);
       }
+      this.#reap();
       if (this.#exit) {
         this.#drain();
         this.abort();
@@ -564,7 +563,7 @@ export class Successor {
     this.#reap();
     if (!this.#exit) {
       try {
-        this.child.kill('SIGKILL');
+        process.kill(this.#pid, 'SIGKILL');
       } catch { /* gone */ }
       const until = Date.now() + 2000;
       while (!this.#exit && Date.now() < until) {
@@ -614,8 +613,16 @@ export class Successor {
     }
     if (!this.#exit && !this.#handedOver) {
       try {
-        this.child.kill('SIGKILL');
+        process.kill(this.#pid, 'SIGKILL');
       } catch { /* gone */ }
+      // Reap it once it is gone (off the event loop's way: a killed process exits within
+      // milliseconds, but not at once).
+      const giveUp = Date.now() + 10_000;
+      const reaper = setInterval(() => {
+        this.#reap();
+        if (this.#exit || Date.now() > giveUp) clearInterval(reaper);
+      }, 10);
+      reaper.unref();
     }
   }
 }

@@ -444,9 +444,9 @@ export class Luo extends EventEmitter {
   async #reboot(image: Image, opts: RebootOpts): Promise<never> {
     const kind = opts.successor ? 'successor' : 'exec';
     if (kind === 'successor' && this.state !== State.PREPARED) throw fail('EINVAL', `a successor reboot needs state prepared, not ${this.stateName}`);
-    // PREPARE and the successor's start (a fork of this process: ~1 µs per open fd, ~10 ms
-    // at 10 000 connections) each hold the event loop: serve between them (a loop turn with
-    // a poll), so that clients wait for the longer of the two, not for both.
+    // PREPARE and the successor's start (a posix_spawn: a few ms) each hold the event loop:
+    // serve between them (a loop turn with a poll), so that clients wait for the longer of
+    // the two, not for both.
     if (kind === 'successor') await new Promise((r) => setImmediate(() => setImmediate(r)));
     let transport: Transport;
     try {
