@@ -30,6 +30,7 @@ function handedOver(regions: Array<{ addr: number; bytes: Uint8Array }>, tableAd
     fdRange: (from: number, count: number) => Int32Array.from(fds.slice(from, from + count)),
     fdCount: fds.length,
     ready: (f: ArrayLike<number>) => new Uint8Array(f.length),
+    readySince: () => null,
     previousFds: fds,
     rollback: false,
     lost: () => {},

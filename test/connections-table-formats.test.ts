@@ -25,6 +25,7 @@ function token(mem: Uint8Array, data: number, previousFds: number[], mine: numbe
     fdRange: (from: number, count: number) => Int32Array.from(mine.slice(from, from + count)),
     fdCount: mine.length,
     ready: (fds: ArrayLike<number>) => new Uint8Array(fds.length),
+    readySince: () => null,
     previousFds,
     rollback: false,
     lost: () => {},

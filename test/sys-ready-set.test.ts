@@ -45,3 +45,45 @@ test('a readiness set reports exactly the fds with input or hung up, skips what 
   assert.throws(() => set.ready(), { code: 'EBADF' });
   assert.throws(() => set.add([0]), { code: 'EBADF' });
 });
+
+test('a one-shot readiness set reports each fd once, whatever comes on it afterwards', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted: net.Socket[] = [];
+  server.on('connection', (s) => {
+    stopReading(s);
+    accepted.push(s);
+  });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => new Promise<net.Socket>((r) => {
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
+  })));
+  while (accepted.length < 8) await new Promise((r) => setTimeout(r, 5));
+  const copies = accepted.map((s) => sys.dup((s as unknown as { _handle: { fd: number } })._handle.fd));
+  const set = new sys.ReadySet();
+  /** Ask until `fd` is reported (loopback delivers within the writer's call; the loop is a guard). */
+  const until = async (fd: number): Promise<number[]> => {
+    const seen: number[] = [];
+    for (let i = 0; i < 500 && !seen.includes(fd); i++) {
+      seen.push(...set.ready());
+      if (!seen.includes(fd)) await new Promise((r) => setTimeout(r, 2));
+    }
+    return seen;
+  };
+  try {
+    set.add(copies, { oneShot: true });
+    assert.deepEqual(set.ready(), []);
+    clients[3]!.write('x');
+    assert.deepEqual(await until(copies[3]!), [copies[3]!]);
+    assert.deepEqual(set.ready(), [], 'reported once: not again, though its input is still there');
+    // More on it, then something on another: the other is reported, it is not.
+    clients[3]!.write('more');
+    clients[5]!.write('y');
+    assert.deepEqual(await until(copies[5]!), [copies[5]!]);
+  } finally {
+    set.close();
+    copies.forEach((fd) => sys.close(fd));
+    clients.forEach((c) => c.destroy());
+    server.close();
+    accepted.forEach((s) => s.destroy());
+  }
+});

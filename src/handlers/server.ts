@@ -178,6 +178,9 @@ export interface RestoredServer {
   http: boolean;
   /** For each connection: input waiting (or hung up) now, a hint for serving it first. */
   ready(): Uint8Array;
+  /** Retrieve.readySince: the fds (this token's and others') that have had input since the
+   *  handover, each once, from the `from`-th on, in O(ready). */
+  readySince(from: number): { fds: number[]; next: number } | null;
 }
 
 export const serverHandler: FileHandler<PreservedServer> = {
@@ -374,7 +377,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
   },
   retrieve(a): RestoredServer {
     const table = readTable(a);
-    return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.fds) };
+    return { listenerFd: a.fd(0), connections: table, http: table.http, ready: () => a.ready(table.fds), readySince: (from) => a.readySince(from) };
   },
 };
 

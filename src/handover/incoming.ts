@@ -75,6 +75,8 @@ export class Incoming {
   /** Successor: the previous image's fd number → this process's (-1: not handed over). */
   readonly #map: Int32Array | null;
   #readiness: Readiness | null;
+  /** fds the readiness set reported (each once), in order. */
+  readonly #reported: number[] = [];
   #link: number;
   readonly #guard: GuardHandle | null;
   readonly #commit: boolean;
@@ -158,12 +160,31 @@ export class Incoming {
     return v;
   }
 
+  /** Every watched fd the set has reported ready, each once (it watches each one-shot). */
+  #drain(r: Readiness): void {
+    for (const fd of r.set.ready()) if (fd < r.watched.length && r.watched[fd] === 1) this.#reported.push(fd);
+  }
+
+  /**
+   * The watched fds that have had input waiting (hung up, in error) since the handover, from
+   * the `from`-th reported on, in O(ready), and where the next call should start: a
+   * successor's, until release(); null otherwise. Each fd is reported once (a caller keeps
+   * what it did not handle yet).
+   */
+  readySince(from: number): { fds: number[]; next: number } | null {
+    const r = this.#readiness;
+    if (!r) return null;
+    this.#drain(r);
+    return { fds: this.#reported.slice(from), next: this.#reported.length };
+  }
+
   ready(fds: ArrayLike<number>): Uint8Array {
     const r = this.#readiness;
     if (!r) return sys.readyNow(Array.from(fds));
     // Ready fds marked in a bitmap over fd numbers, then one pass over `fds`.
+    this.#drain(r);
     const mark = new Uint8Array(r.watched.length);
-    for (const fd of r.set.ready()) if (fd < mark.length) mark[fd] = 1;
+    for (const fd of this.#reported) mark[fd] = 1;
     const out = readyMarks(fds, r.watched, mark);
     const rest: number[] = [];
     const restAt: number[] = [];

@@ -310,7 +310,7 @@ function watchForInput(fds: number[]): Readiness | null {
   let set: sys.ReadySet | null = null;
   try {
     set = new sys.ReadySet();
-    set.add(fds);
+    set.add(fds, { oneShot: true });
     let size = 0;
     for (const fd of fds) size = Math.max(size, fd + 1);
     const watched = new Uint8Array(size);

@@ -120,6 +120,11 @@ export interface Retrieve {
   /** For each of `fds` (numbers fd(i) gave): 1 when it has input waiting, has hung up or is
    *  in error now (a hint, to serve those first). */
   ready(fds: ArrayLike<number>): Uint8Array;
+  /** The handed-over fds (any token's, this process's numbers) that have had input waiting
+   *  (hung up, in error) since the handover, each once, from the `from`-th on, in O(ready) (a
+   *  successor watches them since before the freeze), and where the next call starts; null
+   *  when that cannot be known without asking about each (after an exec in place; after FINISH). */
+  readySince(from: number): { fds: number[]; next: number } | null;
   /** The fds as the previous image numbered them (payloads of older formats name fds so). */
   readonly previousFds: readonly number[];
   memory: IncomingMemory;

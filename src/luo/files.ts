@@ -617,6 +617,7 @@ export class Files {
       },
       fdCount: f.oldFds.length,
       ready: (fds) => (incoming ? incoming.ready(fds) : sys.readyNow(Array.from(fds))),
+      readySince: (from) => incoming?.readySince(from) ?? null,
       previousFds: f.oldFds,
       rollback: this.#host.rollback,
       lost: (n: number) => void (this.lostAtRollback += n),

@@ -14,10 +14,14 @@
  * FINISH), ECHO_COUNT_FDS=0 (the ready line's otherFds is -1: counting the fds takes ~20 ms at
  * 10 000 connections, which a bench would measure), ECHO_LAG=1 (diagnosis: a luo-trace line
  * on stderr whenever the event loop stood still for more than 5 ms), ECHO_NODE_ARGS (node flags
- * for the next images, space-separated).
+ * for the next images, space-separated), ECHO_ADOPT_BATCH (restoreServer's batch: how many
+ * idle connections a slice adopts at most), ECHO_RANK_FILE (a file holding a client port, read
+ * at the restore: the 'ready' line says how many connections had been adopted before it,
+ * rankOfPort).
  * The 'ready' line of an updated image says how many connections were adopted when the first
  * byte was read from one of them (adoptedAtFirstData).
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -57,10 +61,14 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
 
   let restored = 0;
   const firstPorts: number[] = [];
+  const rankPort = process.env.ECHO_RANK_FILE && fs.existsSync(process.env.ECHO_RANK_FILE) ? Number(fs.readFileSync(process.env.ECHO_RANK_FILE, 'utf8')) : -1;
+  let rankOfPort = -1;
   let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
     const r = await restoreServer(luo, 1, server, {
+      ...(process.env.ECHO_ADOPT_BATCH ? { batch: Number(process.env.ECHO_ADOPT_BATCH) } : {}),
       onConnection: (s) => {
+        if (s.remotePort === rankPort) rankOfPort = adopted;
         adopted++;
         if (marks.length < 4) mark('first connection adopted');
         if (firstPorts.length < 16) firstPorts.push(s.remotePort ?? 0);
@@ -140,7 +148,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
     const nt = performance.nodeTiming;
     const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
-    say({ event: 'ready', version, pid: process.pid, pending, restored, firstPorts, adoptedAtFirstData, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
+    say({ event: 'ready', version, pid: process.pid, pending, restored, firstPorts, adoptedAtFirstData, rankOfPort, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
   } else {
     say({ event: 'ready', version, pid: process.pid, pending, restored: 0, number: 0, otherFds: otherFds() });
   }
