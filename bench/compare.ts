@@ -228,8 +228,6 @@ async function capacity(port: number): Promise<number> {
 /** The long-lived connections' load may use at most this share of the measured capacity. */
 const LOAD_SHARE = 0.5;
 let measuredCapacity: number | null = null;
-/** Each long-lived connection's interval: a request a second, or slower when that many
- *  connections would ask more than LOAD_SHARE of the capacity. */
 /**
  * The busy clients' think time between an answer and their next request (ms). Back to back,
  * 4 clients alone kept the service at 92-96 % of a core before any update (38 000 requests/s
@@ -244,6 +242,8 @@ function cpuMs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
+/** Each long-lived connection's interval: a request a second, or slower when that many
+ *  connections would ask more than LOAD_SHARE of the capacity. */
 const intervalFor = (connections: number): number => (measuredCapacity === null ? 1000 : Math.max(1000, Math.ceil((connections * 1000) / (LOAD_SHARE * measuredCapacity))));
 
 async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]>; marks: Array<[number, MarkKind]> }> {
