@@ -14,6 +14,8 @@ const cases: Array<[string, 'cancelled' | 'rolled-back', RegExp, string[]?]> = [
   ['stop-at-ready', 'cancelled', /the successor was stopped \(SIGSTOP\) before it was ready/],
   ['kill-after-early', 'cancelled', /the successor crashed while taking the fds sent early: it was killed by SIGKILL/],
   ['stop-after-early', 'cancelled', /the successor was stopped \(SIGSTOP\) while taking the fds sent early/],
+  ['kill-at-ahead', 'cancelled', /the successor crashed while reading memory ahead: it was killed by SIGKILL/],
+  ['stop-at-ahead', 'cancelled', /the successor was stopped \(SIGSTOP\) while reading memory ahead/],
   ['throw-after-boot', 'rolled-back', /the successor crashed after it took over: it exited with status 1: it threw Error: txn: thrown after boot\(\)/],
   ['kill-after-boot', 'rolled-back', /the successor crashed after it took over: it was killed by SIGKILL/],
   ['stop-after-boot', 'rolled-back', /the successor was stopped \(SIGSTOP\) after it took over; it was killed/],

@@ -76,7 +76,7 @@ test('ahead-v1: the successor reads the regions named before the freeze and says
   }
 });
 
-test('a successor prepares in SCHED_IDLE where it can be given its class back, and has it back once it has prepared', { timeout: 30_000 }, async () => {
+test('a successor prepares in SCHED_IDLE where it can be given its class back, and has it back by the handover', { timeout: 30_000 }, async () => {
   // Given back: CAP_SYS_NICE (root, as in CI) or an RLIMIT_NICE that allows it; otherwise it
   // is never put there (it must never serve in SCHED_IDLE).
   const idles = sys.mayLeaveIdle();

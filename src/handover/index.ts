@@ -68,6 +68,9 @@ export interface Transport {
    *  (each [address, size], written for the handover and not changed again). Resolves with
    *  how many it read; rejects, having given nothing up, when it fails (it is killed). */
   ahead(regions: Array<[number, number]>): Promise<number>;
+  /** Right before the freeze: the next image gets ready to serve (a successor that prepared
+   *  in SCHED_IDLE gets the normal class back). Throws, having given nothing up, if it cannot. */
+  beforeFreeze(): void;
   /** `flat`: refs' fds as flat arrays (Files.carriedFlat, aligned with refs), so that a
    *  successor's delta is found without reading each ref. */
   handOver(entry: string | null, refs: FdRef[], beforeExec?: () => void, flat?: Flat | null): HandedOver;
@@ -116,6 +119,7 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
     begin: async () => {},
     readsAhead: false,
     ahead: async () => 0,
+    beforeFreeze: () => {},
     handOver(entry, refs, beforeExec) {
       const url = entry ? guardUrl() : null;
       const now = Date.now();
@@ -139,9 +143,9 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
     async begin(early) {
       await next.ready(opts.readyTimeoutMs);
       trace('successor: ready');
-      if (!next.acceptsPresend) return next.restorePriority();
+      if (!next.acceptsPresend) return;
       const e = await early();
-      if (!e) return next.restorePriority();
+      if (!e) return;
       // Still serving: send the arena and every fd that will not change before the freeze, so
       // that only what did change crosses in the pause (and the successor maps the arena now).
       await next.presend([e.arena, ...e.refs], { arenaFd: e.arena.fd, regions: e.regions }, opts.readyTimeoutMs);
@@ -155,6 +159,7 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
       return next.acceptsAhead;
     },
     ahead: (regions) => next.ahead(regions, opts.readyTimeoutMs),
+    beforeFreeze: () => next.restorePriority(),
     handOver(entry, refs, beforeExec, flat) {
       if (entry === null) throw new HandoverError('a successor needs a handover');
       beforeExec?.();

@@ -197,8 +197,10 @@ export class Successor {
   }
 
   /**
-   * A successor that prepared in SCHED_IDLE gets the normal class back, before the freeze
-   * (it serves from the handover on). EPERM, having killed it, when that is refused.
+   * A successor that prepared in SCHED_IDLE gets the normal class back, right before the
+   * freeze (it serves from the handover on; until then its work, reading memory ahead and the
+   * collections that come with it, takes nothing from the serving image). EPERM, having
+   * killed it, when that is refused.
    */
   restorePriority(): void {
     if (!this.#idle || !this.#pid) return;
@@ -431,8 +433,6 @@ export class Successor {
       this.abort();
       throw fail('EPROTO', `the successor holds ${String(m.presented)} of the ${fds.length} fds sent early`);
     }
-    // It has prepared: from here on it waits, then serves.
-    this.restorePriority();
     this.#early = early;
     this.#earlyCount = fds.length;
     let max = 0;

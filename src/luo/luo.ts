@@ -489,6 +489,7 @@ export class Luo extends EventEmitter {
           await new Promise((r) => setImmediate(() => setImmediate(r)));
           trace('successor: the freeze warmed');
         }
+        transport.beforeFreeze();
       } catch (err) {
         transport.abort();
         if (this.state === State.PREPARED) await this.#life.exclusive('CANCEL', () => this.#rollback());

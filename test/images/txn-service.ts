@@ -11,6 +11,7 @@
  *                             before boot()
  *   stop-at-ready, kill-at-ready        right before it says it is ready (successor)
  *   stop-after-early, kill-after-early  once it holds the fds sent before the freeze (successor)
+ *   stop-at-ahead, kill-at-ahead        when asked to read memory ahead, before the freeze (successor)
  *   throw-after-boot, kill-after-boot, stop-after-boot   right after boot() returned
  *   exit-after-restore          restores the server, then exits 3
  *   hang-after-boot-alive       restores, never starts its device
@@ -56,6 +57,12 @@ const luo = boot({
     if (fault === 'stop-after-early') self('SIGSTOP');
     if (fault === 'kill-after-early') self('SIGKILL');
   },
+  ...(fault.endsWith('-at-ahead') ? {
+    ahead: () => {
+      self(fault === 'stop-at-ahead' ? 'SIGSTOP' : 'SIGKILL');
+      return false;
+    },
+  } : {}),
 });
 const next = luo.state === State.UPDATED;
 if (next && fault === 'throw-after-boot') throw new Error('txn: thrown after boot()');
