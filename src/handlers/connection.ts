@@ -32,7 +32,9 @@
  * peer), the carried unread bytes put in front of its read buffer, the carried unsent bytes
  * written before anything else.
  *
- * The table's layout is declared in uapi/connections.ts (connections table v2; v1 is read).
+ * The table's layout is declared in uapi/connections.ts: v3 for a successor that read the
+ * baseline's base block ahead (the table then carries only what moved, and names the block),
+ * v2 otherwise; v1 is read.
  */
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';

@@ -13,12 +13,14 @@
  * an object that lives exactly as long as the fd, such as a libuv handle), so it is not sent
  * again; anything else travels in the delta and the early copy is closed.
  *
- * Lifecycle, current image: start() → ready() (the loop keeps serving; rejects if the
- * successor exits or times out, and kills it) → presend() (optional; the loop keeps serving
- * between datagrams; rejects and kills the successor on any failure: nothing was given up,
- * the successor held copies) → handover() (synchronous: send, then block until "taken";
- * throws if the successor dies or does not answer in time, and kills it, so the caller can
- * cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
+ * Lifecycle, current image: start() (posix_spawn; in SCHED_IDLE where it can be given its
+ * class back) → ready() (the loop keeps serving; rejects if the successor exits or times out,
+ * and kills it) → presend() (optional; the loop keeps serving between datagrams; rejects and
+ * kills the successor on any failure: nothing was given up, the successor held copies) →
+ * ahead() (optional: it reads preserved memory now; the same on failure) → restorePriority()
+ * (right before the freeze, or 2 s after the start; EPERM kills it) → handover()
+ * (synchronous: send, then block until "taken"; throws if the successor dies or does not
+ * answer in time, and kills it, so the caller can cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
  * closes the link, bounded) → the caller exits. Before the handover, abort() kills the
  * successor and closes the link; the successor then exits with "the previous image cancelled
  * the handover".
@@ -120,8 +122,9 @@ const chunksOf = <T>(xs: T[], n: number): T[][] => {
 export interface SuccessorOptions {
   /** Preload luo's guard into it (a file URL; the successor then says why if it fails). */
   guard?: { url: string; deadline: number } | null;
-  /** Start it in SCHED_IDLE until it has prepared (restorePriority), where this process may
-   *  give it its class back: it then prepares on CPU time the serving image does not want. */
+  /** Start it in SCHED_IDLE until right before the freeze (restorePriority), where this
+   *  process may give it its class back: it then prepares on CPU time the serving image does
+   *  not want. */
   idle?: boolean;
 }
 
