@@ -23,6 +23,27 @@ export const median = (xs: number[]): number => {
 };
 export const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
+/**
+ * With LUO_TRACE=1, a bench process's own stalls (and, with `gc`, its collections of 1 ms or
+ * more) as luo-trace lines on the images' clock, tagged `who`: an answer this process handled
+ * late looks like a pause of the service, and the trace must tell the two apart.
+ */
+export function traceStalls(who: string, opts: { gc?: boolean } = {}): void {
+  if (process.env.LUO_TRACE !== '1') return;
+  const line = (at: number, what: string): void => void process.stderr.write(`luo-trace ${who} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 5) line(last, `LAG ${(now - last).toFixed(1)} ms`);
+    last = now;
+  }, 1).unref();
+  if (opts.gc) {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) if (e.duration >= 1) line(e.startTime, `GC ${e.duration.toFixed(1)} ms`);
+    }).observe({ entryTypes: ['gc'] });
+  }
+}
+
 export async function freePort(): Promise<number> {
   const s = net.createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));

@@ -48,7 +48,7 @@ import { HttpClient, IdleHttp, latencyPercentile, maxGapSpan, type Client } from
 import { KvStore } from '../examples/kv/store.js';
 import { latencyChart, type MarkKind } from './chart.js';
 import { wsMain } from './ws.js';
-import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, writeDocSection } from './common.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, traceStalls, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const kvDir = path.join(here, '..', 'examples', 'kv');
@@ -327,16 +327,7 @@ function floors(): { spawnMs: number; execInPlaceMs: number } {
   return { spawnMs: Math.round(median(spawnXs) * 10) / 10, execInPlaceMs: Math.round(median(execXs) * 10) / 10 };
 }
 
-// With LUO_TRACE, this process's own stalls too: a client's answer handled late looks like a
-// pause of the service.
-if (process.env.LUO_TRACE === '1') {
-  let last = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last > 5) process.stderr.write(`luo-trace bench ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
-    last = now;
-  }, 1).unref();
-}
+traceStalls('bench');
 
 async function main(): Promise<void> {
   const tStart = performance.now();

@@ -38,6 +38,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { traceStalls } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const builds: Array<{ name: string; echo: string }> = [{ name: 'this', echo: path.join(here, '..', 'test', 'images', 'echo-a.js') }];
@@ -254,16 +255,7 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
   return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), probeStalls: results.filter((r) => r.probeStalled).length, ...memory, runs: results };
 }
 
-// With LUO_TRACE, this process's own stalls too (a probe's echo handled late looks like a
-// pause of the service).
-if (process.env.LUO_TRACE === '1') {
-  let last = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last > 5) process.stderr.write(`luo-trace bench ${(performance.timeOrigin + last).toFixed(2)} LAG ${(now - last).toFixed(1)} ms\n`);
-    last = now;
-  }, 1).unref();
-}
+traceStalls('bench');
 
 const rows = [];
 const f = floor();

@@ -19,24 +19,13 @@
  */
 import net from 'node:net';
 import os from 'node:os';
+import { traceStalls } from './common.js';
 
 try {
   os.setPriority(-10);
 } catch { /* not permitted: the normal priority */ }
 
-// With LUO_TRACE, this process's own stalls and collections, on the images' clock.
-if (process.env.LUO_TRACE === '1') {
-  const line = (at: number, what: string): void => void process.stderr.write(`luo-trace probes ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
-  let last = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last > 5) line(last, `LAG ${(now - last).toFixed(1)} ms`);
-    last = now;
-  }, 1).unref();
-  new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) if (e.duration >= 1) line(e.startTime, `GC ${e.duration.toFixed(1)} ms`);
-  }).observe({ entryTypes: ['gc'] });
-}
+traceStalls('probes', { gc: true });
 
 interface Probe { sock: net.Socket; rx: number[] }
 const probes: Probe[] = [];

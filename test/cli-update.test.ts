@@ -44,7 +44,7 @@ async function assertStillServing(rundir: string, port: number): Promise<void> {
 async function updateTwiceWhileStreaming(port: number, rundir: string, flags: string[], check: (phases: Array<{ phase: string; ms: number; detail?: string }>) => void): Promise<void> {
   const clients = Array.from({ length: 50 }, (_, i) => new StreamClient(i, port));
   await Promise.all(clients.map((c) => c.connected()));
-  const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
+  const pump = setInterval(() => clients.forEach((c) => c.pump(512)), 5).unref();
   for (let u = 0; u < 2; u++) {
     await new Promise((r) => setTimeout(r, 300));
     const r = await runNode(cliPath, ['update', ...flags, '--rundir', rundir, '--json']);

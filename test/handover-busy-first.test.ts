@@ -20,7 +20,7 @@ for (const mode of ['exec', 'successor'] as const) {
       await Promise.all(idle.map((c) => c.settled()));
       const busy = Array.from({ length: 5 }, (_, i) => new StreamClient(1000 + i, port));
       await Promise.all(busy.map((c) => c.connected()));
-      const pumper = setInterval(() => busy.forEach((c) => c.pump(64)), 1);
+      const pumper = setInterval(() => busy.forEach((c) => c.pump(64)), 1).unref();
       await new Promise((r) => setTimeout(r, 200));
       const r = await svc.update();
       assert.equal(r.event, 'ready', JSON.stringify(r));

@@ -19,14 +19,14 @@ test('1 000 streaming connections and a stream of new ones survive five live upd
     // Everybody streams, all the time.
     const pumper = setInterval(() => {
       for (const c of clients) c.pump(256);
-    }, 10);
+    }, 10).unref();
     // New connections keep arriving, updates or not; each must be served.
     const late: StreamClient[] = [];
     const arrivals = setInterval(() => {
       const c = new StreamClient(10_000 + late.length, port);
       late.push(c);
       c.connected().then(() => c.pump(1024), () => {});
-    }, 15);
+    }, 15).unref();
 
     const readies = [];
     for (let u = 0; u < 5; u++) {

@@ -43,7 +43,7 @@ test('a connection keeps its peer and its bytes, a listener accepts what arrived
   ps.write('during-update');
   const u = dgram.createSocket('udp4');
   let sentDatagrams = 0;
-  const sender = setInterval(() => u.send(`d${++sentDatagrams}`, g1.udpPort, '127.0.0.1'), 5);
+  const sender = setInterval(() => u.send(`d${++sentDatagrams}`, g1.udpPort, '127.0.0.1'), 5).unref();
   const last1 = await gotLine(2);
   // Image 1 is exec'ing: a connection made now waits in the listener's backlog.
   const late = net.connect(g1.listenPort, '127.0.0.1');

@@ -55,7 +55,7 @@ test('10 000 connections; 1 000 close, 1 000 open and 1 000 turn busy between th
     await allSettled([...busy, ...fresh]); // answered by the old image
     clients.push(...fresh);
     // The busy ones keep sending through the freeze and the handover.
-    const pumper = setInterval(() => busy.forEach((c) => c.pump(97)), 3);
+    const pumper = setInterval(() => busy.forEach((c) => c.pump(97)), 3).unref();
     process.kill(freezing.pid as number, 'SIGUSR1');
     const r = await ready;
     assert.equal(r.event, 'ready', `${JSON.stringify(r)}; stderr: ${svc.stderr.slice(-3000)}`);

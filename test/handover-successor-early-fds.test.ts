@@ -14,7 +14,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     const port = await svc.start();
     const clients = Array.from({ length: 200 }, (_, i) => new StreamClient(i, port));
     await Promise.all(clients.map((c) => c.connected()));
-    const pumper = setInterval(() => clients.forEach((c) => c.pump(128)), 5);
+    const pumper = setInterval(() => clients.forEach((c) => c.pump(128)), 5).unref();
     await new Promise((r) => setTimeout(r, 200));
     const before = svc.lines.length;
     const ready = svc.update();

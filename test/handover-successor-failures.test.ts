@@ -17,11 +17,12 @@ const cases = [
 for (const [what, env, code] of cases) {
   test(`a successor that ${what}: ${code}, the old image cancels and keeps serving every byte`, { timeout: 60_000 }, async () => {
     const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_SUCCESSOR_TIMEOUT_MS: '1500', ...env });
+    let pumper: NodeJS.Timeout | undefined;
     try {
       const port = await svc.start();
       const clients = Array.from({ length: 20 }, (_, i) => new StreamClient(i, port));
       await Promise.all(clients.map((c) => c.connected()));
-      const pumper = setInterval(() => clients.forEach((c) => c.pump(512)), 5);
+      pumper = setInterval(() => clients.forEach((c) => c.pump(512)), 5).unref();
       const pid = svc.pid;
       const r = await svc.update();
       assert.equal(r.event, 'update-failed');
@@ -39,6 +40,8 @@ for (const [what, env, code] of cases) {
       }
       for (const c of clients) c.sock.destroy();
     } finally {
+      // A failed assertion must not leave the pump running: the file would never exit.
+      clearInterval(pumper);
       svc.stop();
     }
   });

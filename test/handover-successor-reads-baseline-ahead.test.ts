@@ -19,7 +19,7 @@ test('the idle connections\' counters are read ahead from a base block; all carr
     for (const c of clients) c.pump(64);
     await Promise.all(clients.map((c) => c.settled()));
     const busy = clients.slice(0, 30);
-    const pumper = setInterval(() => busy.forEach((c) => c.pump(128)), 5);
+    const pumper = setInterval(() => busy.forEach((c) => c.pump(128)), 5).unref();
     for (let u = 0; u < 2; u++) {
       const from = svc.stderr.length;
       const r = await svc.update();

@@ -13,13 +13,13 @@ test('300 streaming connections through three successor handovers: exactly once,
     const port = await svc.start();
     const clients = Array.from({ length: 300 }, (_, i) => new StreamClient(i, port));
     await Promise.all(clients.map((c) => c.connected()));
-    const pumper = setInterval(() => clients.forEach((c) => c.pump(256)), 10);
+    const pumper = setInterval(() => clients.forEach((c) => c.pump(256)), 10).unref();
     const late: StreamClient[] = [];
     const arrivals = setInterval(() => {
       const c = new StreamClient(10_000 + late.length, port);
       late.push(c);
       c.connected().then(() => c.pump(1024), () => {});
-    }, 20);
+    }, 20).unref();
     const pids = [svc.pid];
     const readies = [];
     for (let u = 0; u < 3; u++) {

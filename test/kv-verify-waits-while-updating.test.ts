@@ -15,7 +15,7 @@ test('the checksum scan waits while its gate is closed, then finishes exactly', 
     const now = performance.now();
     turns.push(now - last);
     last = now;
-  }, 0);
+  }, 0).unref();
   const done = store.verify(4096, 0, gate);
   let finished = false;
   void done.then(() => (finished = true));

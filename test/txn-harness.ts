@@ -26,7 +26,7 @@ export async function startTxn(args: string[] = [], clients = { streaming: 12, i
   // Every idle client says one thing first (so the service has accepted and tracked it).
   for (const c of idle) c.pump(16);
   await Promise.all(idle.map((c) => c.settled()));
-  const pump = setInterval(() => streaming.forEach((c) => c.pump(256)), 5);
+  const pump = setInterval(() => streaming.forEach((c) => c.pump(256)), 5).unref();
   await new Promise((r) => setTimeout(r, 200));
   return { svc, port, rundir, pid: ready.pid as number, streaming, idle, pump };
 }

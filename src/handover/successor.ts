@@ -136,8 +136,11 @@ export type Outcome =
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** How long a successor prepares in SCHED_IDLE at most: then in the normal class, so that a
- *  machine with no idle CPU time delays an update by this much, and never starves it. */
+ *  machine with no idle CPU time delays an update by this much, and never starves it. A wait
+ *  for it leaves it there for at most IDLE_SHARE of that wait's timeout too: a shorter
+ *  timeout (luo update --timeout) must not expire while it starves. */
 export const IDLE_MAX_MS = 2000;
+export const IDLE_SHARE = 0.25;
 
 export class Successor {
   /** Its pid (started with posix_spawn: Node does not know it; #reap waits for it). */
@@ -319,6 +322,7 @@ export class Successor {
   async #next(timeoutMs: number, what: string): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
     let checked = Date.now();
+    const idleUntil = Math.min(this.#idleUntil, checked + timeoutMs * IDLE_SHARE);
     for (;;) {
       if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
       const [rev] = sys.poll([this.#fd], 0);
@@ -349,9 +353,9 @@ export class Successor {
       }
       if (Date.now() - checked >= 50) {
         checked = Date.now();
-        // A machine with no idle CPU time would starve it: past IDLE_MAX_MS it prepares in
-        // the normal class.
-        if (this.#idle && checked >= this.#idleUntil) this.restorePriority();
+        // A machine with no idle CPU time would starve it: past IDLE_MAX_MS, or a quarter of
+        // this wait, it prepares in the normal class.
+        if (this.#idle && checked >= idleUntil) this.restorePriority();
         if (this.#stopped()) {
           this.abort();
           throw fail('ETIMEDOUT', `the successor was stopped (SIGSTOP) ${what}; it was killed`);

@@ -231,9 +231,18 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   let since = st.readySince(0)?.next ?? 0;
   let waiting: number[] = [];
   let head = 0;
+  let inSlice = 0;
+  /** Adopt connection `k` in this slice, unless it was already. */
+  const adoptOnce = (k: number): void => {
+    if (done[k]) return;
+    done[k] = 1;
+    left--;
+    adopt(k);
+    inSlice++;
+  };
   while (left > 0) {
     const sliceStart = performance.now();
-    let inSlice = 0;
+    inSlice = 0;
     const more = (): boolean => inSlice < batch && performance.now() - sliceStart < sliceMs;
     const now = st.readySince(since);
     if (now) {
@@ -246,26 +255,12 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
         }
       }
     }
-    while (head < waiting.length && more()) {
-      const k = waiting[head++]!;
-      if (done[k]) continue;
-      done[k] = 1;
-      left--;
-      adopt(k);
-      inSlice++;
-    }
+    while (head < waiting.length && more()) adoptOnce(waiting[head++]!);
     if (head === waiting.length) {
       waiting = [];
       head = 0;
     }
-    while (cursor < order.length && more()) {
-      const k = order[cursor++]!;
-      if (done[k]) continue;
-      done[k] = 1;
-      left--;
-      adopt(k);
-      inSlice++;
-    }
+    while (cursor < order.length && more()) adoptOnce(order[cursor++]!);
     if (first) trace('restoreServer: first adopted');
     first = false;
     if (left === 0) break;

@@ -1,0 +1,45 @@
+// A successor prepares in SCHED_IDLE, on CPU time the serving image does not want. On a CPU
+// with no idle time it would get none: it is given the normal class after a quarter of the
+// wait's timeout at the latest, so an update with a short timeout (1.8 s here, less than
+// IDLE_MAX_MS) still succeeds on a busy machine. The service, its successor and a busy loop
+// share one CPU (taskset), so the other CPUs stay free for whatever else runs.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import test from 'node:test';
+import { Service, StreamClient } from './echo-harness.js';
+import { hasTool, tmpDir } from './helpers.js';
+
+const canIdle = process.getuid?.() === 0 || process.env.LUO_TEST_CAN_IDLE === '1';
+
+test('a successor preparing in SCHED_IDLE on a CPU with no idle time still gets ready within a short timeout, and the update succeeds', {
+  timeout: 60_000,
+  skip: !hasTool('taskset') ? 'needs taskset (util-linux)' : !canIdle ? 'needs CAP_SYS_NICE to give a successor its class back (root)' : false,
+}, async () => {
+  const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_SUCCESSOR_TIMEOUT_MS: '1800' });
+  let hog: ReturnType<typeof spawn> | null = null;
+  try {
+    const port = await svc.start();
+    // Every thread of the service on CPU 0; the successor it starts inherits that.
+    const pinned = spawnSync('taskset', ['-a', '-p', '-c', '0', String(svc.child.pid)], { encoding: 'utf8' });
+    assert.equal(pinned.status, 0, pinned.stderr);
+    hog = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
+    const clients = Array.from({ length: 5 }, (_, i) => new StreamClient(i, port));
+    await Promise.all(clients.map((c) => c.connected()));
+    clients.forEach((c) => c.pump(4096));
+    const pid = svc.pid;
+    const r = await svc.update();
+    assert.equal(r.event, 'ready', JSON.stringify(r));
+    assert.notEqual(svc.pid, pid);
+    clients.forEach((c) => c.pump(4096));
+    await Promise.all(clients.map((c) => c.settled()));
+    for (const c of clients) {
+      assert.equal(c.error, null);
+      assert.equal(c.closed, false);
+      assert.equal(c.received, c.sent);
+    }
+    for (const c of clients) c.sock.destroy();
+  } finally {
+    hog?.kill('SIGKILL');
+    svc.stop();
+  }
+});
