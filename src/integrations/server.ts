@@ -220,7 +220,11 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // The others, in slices. Each slice first adopts those that have input now (a request that
   // came after the handover must not wait for its connection's turn in table order: at 10 000
   // connections that was up to 1.5 s under load), found in O(ready) among the fds watched
-  // since before the freeze, then the next ones in table order.
+  // since before the freeze, then the next ones in table order. A connection adopted for its
+  // input is served at the loop's next poll, so a slice that adopted one ends soon after (a
+  // few more in table order, so that adoption always moves on), and one that gets input in
+  // the middle of a slice ends that slice: a request waits for a few adoptions, not for a
+  // whole slice (4 ms, and a collection) of idle ones.
   const done = new Uint8Array(table.count);
   for (let i = 0; i < nBusy; i++) done[order[i]!] = 1;
   let left = table.count - nBusy;
@@ -240,27 +244,40 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     adopt(k);
     inSlice++;
   };
+  /** Queue the connections reported ready since the last look; true when there are any. */
+  const lookForInput = (): boolean => {
+    const now = st.readySince(since);
+    if (!now) return false;
+    since = now.next;
+    if (!now.fds.length) return false;
+    indexOfFd ??= indexByFd(table.fds);
+    const before = waiting.length;
+    for (const fd of now.fds) {
+      const k = fd < indexOfFd.length ? indexOfFd[fd]! : -1;
+      if (k >= 0 && !done[k]) waiting.push(k);
+    }
+    return waiting.length > before;
+  };
   while (left > 0) {
     const sliceStart = performance.now();
     inSlice = 0;
     const more = (): boolean => inSlice < batch && performance.now() - sliceStart < sliceMs;
-    const now = st.readySince(since);
-    if (now) {
-      since = now.next;
-      if (now.fds.length) {
-        indexOfFd ??= indexByFd(table.fds);
-        for (const fd of now.fds) {
-          const k = fd < indexOfFd.length ? indexOfFd[fd]! : -1;
-          if (k >= 0 && !done[k]) waiting.push(k);
-        }
+    /** Adopt the queued ones with input (as the slice allows); true when it adopted any. */
+    const adoptWaiting = (): boolean => {
+      const from = inSlice;
+      while (head < waiting.length && more()) adoptOnce(waiting[head++]!);
+      if (head === waiting.length) {
+        waiting = [];
+        head = 0;
       }
+      return inSlice > from;
+    };
+    lookForInput();
+    let served = adoptWaiting();
+    for (let n = 0; cursor < order.length && more() && !(served && n >= INPUT_CHECK_EVERY); n++) {
+      adoptOnce(order[cursor++]!);
+      if ((n + 1) % INPUT_CHECK_EVERY === 0 && !served && lookForInput()) served = adoptWaiting() || served;
     }
-    while (head < waiting.length && more()) adoptOnce(waiting[head++]!);
-    if (head === waiting.length) {
-      waiting = [];
-      head = 0;
-    }
-    while (cursor < order.length && more()) adoptOnce(order[cursor++]!);
     if (first) trace('restoreServer: first adopted');
     first = false;
     if (left === 0) break;
@@ -276,6 +293,10 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   luo.files.noteRestored(BigInt(token), { connections: counts.connections, upgraded: counts.upgraded, taken: counts.taken, refused: counts.refused, unclaimed: counts.unclaimed });
   return counts;
 }
+
+/** How many idle connections a slice adopts between two looks for input (each an epoll_wait
+ *  on the readiness set: a few µs), and at most after adopting connections for their input. */
+const INPUT_CHECK_EVERY = 16;
 
 /** Each fd's index in `fds` (-1: not one of them). */
 function indexByFd(fds: Int32Array): Int32Array {

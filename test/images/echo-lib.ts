@@ -15,7 +15,9 @@
  * 10 000 connections, which a bench would measure), ECHO_LAG=1 (diagnosis: a luo-trace line
  * on stderr whenever the event loop stood still for more than 5 ms), ECHO_NODE_ARGS (node flags
  * for the next images, space-separated), ECHO_ADOPT_BATCH (restoreServer's batch: how many
- * idle connections a slice adopts at most), ECHO_RANK_FILE (a file holding a client port, read
+ * idle connections a slice adopts at most), ECHO_ADOPT_SLICE_MS (restoreServer's sliceMs),
+ * ECHO_ADOPT_COST_US (each adopted connection's handler runs this long: a heavy one),
+ * ECHO_RANK_FILE (a file holding a client port, read
  * at the restore: the 'ready' line says how many connections had been adopted before it,
  * rankOfPort).
  * The 'ready' line of an updated image says how many connections were adopted when the first
@@ -63,11 +65,14 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const firstPorts: number[] = [];
   const rankPort = process.env.ECHO_RANK_FILE && fs.existsSync(process.env.ECHO_RANK_FILE) ? Number(fs.readFileSync(process.env.ECHO_RANK_FILE, 'utf8')) : -1;
   let rankOfPort = -1;
+  const adoptCostMs = Number(process.env.ECHO_ADOPT_COST_US ?? 0) / 1000;
   let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
     const r = await restoreServer(luo, 1, server, {
       ...(process.env.ECHO_ADOPT_BATCH ? { batch: Number(process.env.ECHO_ADOPT_BATCH) } : {}),
+      ...(process.env.ECHO_ADOPT_SLICE_MS ? { sliceMs: Number(process.env.ECHO_ADOPT_SLICE_MS) } : {}),
       onConnection: (s) => {
+        for (const until = performance.now() + adoptCostMs; performance.now() < until;);
         if (s.remotePort === rankPort) rankOfPort = adopted;
         adopted++;
         if (marks.length < 4) mark('first connection adopted');
