@@ -83,7 +83,7 @@ const ALLOWED: Record<string, string[]> = {
   state: ['errors', 'uapi'],
   luo: ['errors', 'config', 'panic', 'fdt', 'sys', 'uapi', 'kho', 'handover', 'state', 'util'],
   handlers: ['errors', 'config', 'sys', 'uapi', 'luo', 'util'],
-  device: ['errors', 'config', 'sys', 'uapi', 'luo', 'handover'],
+  device: ['errors', 'config', 'sys', 'uapi', 'luo', 'handover', 'util'],
   integrations: ['errors', 'config', 'sys', 'uapi', 'luo', 'handlers', 'handover'],
   cli: ['errors', 'config', 'sys', 'fdt', 'uapi', 'luo', 'device'],
   index: ['*'],

@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { INTERNAL_WORKER } from '../util/workers.js';
 import { fail } from '../errors.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
@@ -33,6 +34,7 @@ function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: n
   const sab = new SharedArrayBuffer(20);
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(new URL('./worker.js', import.meta.url), {
+    ...INTERNAL_WORKER,
     workerData: { ...init, sab, port: port2, uid: process.getuid?.() ?? 0 },
     transferList: [port2],
   });

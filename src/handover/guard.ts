@@ -20,6 +20,7 @@
 import { createRequire } from 'node:module';
 import util from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { INTERNAL_WORKER } from '../util/workers.js';
 import {
   GUARD_ENV, GUARD_KEY, HANDOVER_ENV, SUCCESSOR_PREFIX, decodeGuard, type Failure, type Guard, type GuardHandle,
 } from '../uapi/handover.js';
@@ -86,6 +87,7 @@ function install(g: Guard): void {
   };
   if (g.mode === 'exec' && g.entry) {
     watchdog = new Worker(new URL('./watchdog.cjs', here), {
+      ...INTERNAL_WORKER,
       workerData: { flag: flag.buffer, ring, deadline: g.deadline, upBy: g.upBy, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
     });
     watchdog.unref();

@@ -168,6 +168,10 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // are adopted before idle ones, and served before any idle one is adopted. Idle ones
   // follow in slices, those that get input meanwhile first.
   const table = st.connections;
+  // Where the idle loop starts reading the readiness log: taken before ready() drains it, so
+  // that a connection reported between the two is not lost (reported twice at worst: a busy
+  // one adopted below is skipped there).
+  let since = st.readySince(0)?.next ?? 0;
   const ready = st.ready();
   // The order of adoption: busy ones (ready, or with bytes carried) first.
   for (const i of table.bytes.keys()) ready[i] = 1;
@@ -231,8 +235,6 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   let cursor = nBusy;
   let indexOfFd: Int32Array | null = null;
   let first = nBusy === 0;
-  // The fds reported ready so far were the busy ones (st.ready above): from here on, the new.
-  let since = st.readySince(0)?.next ?? 0;
   let waiting: number[] = [];
   let head = 0;
   let inSlice = 0;
