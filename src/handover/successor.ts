@@ -18,9 +18,10 @@
  * and kills it) → presend() (optional; the loop keeps serving between datagrams; rejects and
  * kills the successor on any failure: nothing was given up, the successor held copies) →
  * ahead() (optional: it reads preserved memory now; the same on failure) → restorePriority()
- * (right before the freeze, or 2 s after the start; EPERM kills it) → handover()
- * (synchronous: send, then block until "taken"; throws if the successor dies or does not
- * answer in time, and kills it, so the caller can cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
+ * (right before the freeze, or 2 s after the start, or a quarter into a wait for it if that
+ * comes first; EPERM kills it) → handover() (synchronous: send, then block until "taken";
+ * throws if the successor dies or does not answer in time, and kills it, so the caller can
+ * cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
  * closes the link, bounded) → the caller exits. Before the handover, abort() kills the
  * successor and closes the link; the successor then exits with "the previous image cancelled
  * the handover".
