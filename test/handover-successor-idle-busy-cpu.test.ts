@@ -1,8 +1,9 @@
 // A successor prepares in SCHED_IDLE, on CPU time the serving image does not want. On a CPU
-// with no idle time it would get none: it is given the normal class after a quarter of the
-// wait's timeout at the latest, so an update with a short timeout (1.8 s here, less than
+// with no idle time it would get none: seen starving there (runnable, and not running), it is
+// given the normal class, so an update with a short timeout (1.8 s here, less than
 // IDLE_MAX_MS) still succeeds on a busy machine. The service, its successor and a busy loop
-// share one CPU (taskset), so the other CPUs stay free for whatever else runs.
+// (at nice 5: a normal-class task, which SCHED_IDLE yields to) share one CPU (taskset), so
+// the other CPUs stay free for whatever else runs.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import test from 'node:test';
@@ -22,7 +23,7 @@ test('a successor preparing in SCHED_IDLE on a CPU with no idle time still gets 
     // Every thread of the service on CPU 0; the successor it starts inherits that.
     const pinned = spawnSync('taskset', ['-a', '-p', '-c', '0', String(svc.child.pid)], { encoding: 'utf8' });
     assert.equal(pinned.status, 0, pinned.stderr);
-    hog = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
+    hog = spawn('taskset', ['-c', '0', 'nice', '-n', '5', process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
     const clients = Array.from({ length: 5 }, (_, i) => new StreamClient(i, port));
     await Promise.all(clients.map((c) => c.connected()));
     clients.forEach((c) => c.pump(4096));

@@ -18,8 +18,8 @@
  * and kills it) → presend() (optional; the loop keeps serving between datagrams; rejects and
  * kills the successor on any failure: nothing was given up, the successor held copies) →
  * ahead() (optional: it reads preserved memory now; the same on failure) → restorePriority()
- * (right before the freeze, or 2 s after the start, or a quarter into a wait for it if that
- * comes first; EPERM kills it) → handover() (synchronous: send, then block until "taken";
+ * (right before the freeze, or once seen starving in SCHED_IDLE, or 2 s after the start, or
+ * a quarter into a wait for it, whichever comes first; EPERM kills it) → handover() (synchronous: send, then block until "taken";
  * throws if the successor dies or does not answer in time, and kills it, so the caller can
  * cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
  * closes the link, bounded) → the caller exits. Before the handover, abort() kills the
@@ -137,11 +137,14 @@ export type Outcome =
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** How long a successor prepares in SCHED_IDLE at most: then in the normal class, so that a
- *  machine with no idle CPU time delays an update by this much, and never starves it. A wait
- *  for it leaves it there for at most IDLE_SHARE of that wait's timeout too: a shorter
- *  timeout (luo update --timeout) must not expire while it starves. */
+ *  machine with no idle CPU time never starves an update. It leaves SCHED_IDLE sooner when
+ *  it is seen starving there (runnable at two looks STARVED_LOOK_MS apart or more, and on a
+ *  CPU for under STARVED_SHARE of the time between them), and a wait for it leaves it there
+ *  for at most IDLE_SHARE of that wait's timeout (luo update --timeout may be short). */
 export const IDLE_MAX_MS = 2000;
 export const IDLE_SHARE = 0.25;
+export const STARVED_SHARE = 0.1;
+const STARVED_LOOK_MS = 50;
 
 export class Successor {
   /** Its pid (started with posix_spawn: Node does not know it; #reap waits for it). */
@@ -160,6 +163,8 @@ export class Successor {
   /** It prepares in SCHED_IDLE until then at the latest (restorePriority gives it its class back). */
   #idle = false;
   #idleUntil = 0;
+  /** Its main thread at the last look, while in SCHED_IDLE (#starving). */
+  #look: { at: number; cpuNs: number; runnable: boolean } | null = null;
 
   private constructor(pid: number, fd: number) {
     this.#pid = pid;
@@ -201,6 +206,18 @@ export class Successor {
       } catch { /* gone already, or refused: it prepares in the normal class */ }
     }
     return next;
+  }
+
+  /** True when, in SCHED_IDLE, it wants a CPU and does not get one: runnable at this look
+   *  and the last (STARVED_LOOK_MS or more before), having run for under STARVED_SHARE of the
+   *  time between them. A successor that sleeps (waits for this image, reads a file) is not. */
+  #starving(now: number): boolean {
+    const prev = this.#look;
+    if (prev && now - prev.at < STARVED_LOOK_MS) return false;
+    const t = sys.taskSched(this.#pid);
+    this.#look = t ? { at: now, cpuNs: t.cpuNs, runnable: t.state === 'R' } : null;
+    if (!t || !prev) return false;
+    return prev.runnable && t.state === 'R' && t.cpuNs - prev.cpuNs < (now - prev.at) * 1e6 * STARVED_SHARE;
   }
 
   /**
@@ -354,9 +371,12 @@ export class Successor {
       }
       if (Date.now() - checked >= 50) {
         checked = Date.now();
-        // A machine with no idle CPU time would starve it: past IDLE_MAX_MS, or a quarter of
-        // this wait, it prepares in the normal class.
-        if (this.#idle && checked >= idleUntil) this.restorePriority();
+        // A machine with no idle CPU time would starve it: seen starving, or past IDLE_MAX_MS
+        // or a quarter of this wait, it prepares in the normal class.
+        if (this.#idle && (checked >= idleUntil || this.#starving(checked))) {
+          trace(`successor: the normal class after ${checked >= idleUntil ? 'its time in SCHED_IDLE' : 'starving in SCHED_IDLE'}`);
+          this.restorePriority();
+        }
         if (this.#stopped()) {
           this.abort();
           throw fail('ETIMEDOUT', `the successor was stopped (SIGSTOP) ${what}; it was killed`);

@@ -262,6 +262,22 @@ export function otherThreadsCpuNs(): number {
 }
 
 /**
+ * Another process's main thread as the scheduler sees it: its state ('R' runnable, 'S'
+ * sleeping, ...; /proc/<pid>/stat) and the CPU time it has run (ns; /proc/<pid>/schedstat).
+ * Null when it is gone or /proc does not say.
+ */
+export function taskSched(pid: number): { state: string; cpuNs: number } | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    const cpuNs = Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'latin1').split(' ', 1)[0]);
+    return state && Number.isFinite(cpuNs) ? { state, cpuNs } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * Set the nice value of every thread of this process. Linux keeps a nice value per thread:
  * setpriority(PRIO_PROCESS, 0) (os.setPriority) changes only the calling one. Threads that
  * refuse (gone, not permitted) are skipped. Returns how many were changed.
