@@ -88,7 +88,14 @@ test('a successor prepares in SCHED_IDLE where it can be given its class back, a
       if (kind === 'v2') await next.presend(f.map((fd) => ({ fd, key: {} })), { arenaFd: f[0]!, regions: [] }, 10_000);
       next.handover(`kho-v1:${f[0]}:0x1000:64`, f.map((fd) => ({ fd, key: {} })), 10_000);
       const r = await report();
-      assert.deepEqual(r.policies.atHello, idles ? [sys.SCHED_IDLE] : [sys.SCHED_OTHER], `${kind}: every thread while it started`);
+      if (!idles) assert.deepEqual(r.policies.atHello, [sys.SCHED_OTHER], `${kind}: never put in SCHED_IDLE`);
+      else if (next.leftIdle === 'freeze') assert.deepEqual(r.policies.atHello, [sys.SCHED_IDLE], `${kind}: every thread while it started`);
+      else {
+        // A machine busy enough to starve it there (CI running other tests): it got the normal
+        // class back early, before or after its hello.
+        assert.ok(next.leftIdle === 'starving' || next.leftIdle === 'time', `${kind}: put in SCHED_IDLE and taken out (${String(next.leftIdle)})`);
+        for (const p of r.policies.atHello as number[]) assert.ok(p === sys.SCHED_IDLE || p === sys.SCHED_OTHER, `${kind}: policy ${p} at its hello`);
+      }
       assert.deepEqual(r.policies.atHandover, [sys.SCHED_OTHER], `${kind}: every thread once it took the handover`);
     } finally {
       next.abort();

@@ -163,6 +163,7 @@ export class Successor {
   /** It prepares in SCHED_IDLE until then at the latest (restorePriority gives it its class back). */
   #idle = false;
   #idleUntil = 0;
+  #leftIdle: 'freeze' | 'starving' | 'time' | null = null;
   /** Its main thread at the last look, while in SCHED_IDLE (#starving). */
   #look: { at: number; cpuNs: number; runnable: boolean } | null = null;
 
@@ -226,15 +227,22 @@ export class Successor {
    * collections that come with it, takes nothing from the serving image). EPERM, having
    * killed it, when that is refused.
    */
-  restorePriority(): void {
+  restorePriority(why: 'freeze' | 'starving' | 'time' = 'freeze'): void {
     if (!this.#idle || !this.#pid) return;
     this.#idle = false;
+    this.#leftIdle = why;
     try {
       sys.setThreadsPolicy(this.#pid, sys.SCHED_OTHER);
     } catch (e) {
       this.abort();
       throw fail('EPERM', `the successor's scheduling class could not be given back (${(e as Error).message}); it was killed`);
     }
+  }
+
+  /** Why it left SCHED_IDLE: right before the freeze, seen starving there, or its time
+   *  there was up (IDLE_MAX_MS, a quarter of a wait); null while there, or never put there. */
+  get leftIdle(): 'freeze' | 'starving' | 'time' | null {
+    return this.#leftIdle;
   }
 
   get pid(): number | undefined {
@@ -374,8 +382,9 @@ export class Successor {
         // A machine with no idle CPU time would starve it: seen starving, or past IDLE_MAX_MS
         // or a quarter of this wait, it prepares in the normal class.
         if (this.#idle && (checked >= idleUntil || this.#starving(checked))) {
-          trace(`successor: the normal class after ${checked >= idleUntil ? 'its time in SCHED_IDLE' : 'starving in SCHED_IDLE'}`);
-          this.restorePriority();
+          const why = checked >= idleUntil ? 'time' : 'starving';
+          trace(`successor: the normal class after ${why === 'time' ? 'its time in SCHED_IDLE' : 'starving in SCHED_IDLE'}`);
+          this.restorePriority(why);
         }
         if (this.#stopped()) {
           this.abort();
