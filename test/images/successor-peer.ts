@@ -13,7 +13,13 @@ import fs from 'node:fs';
 import { receiveHandover } from '../../src/handover/successor.js';
 import * as sys from '../../src/sys/index.js';
 
-const say = (o: unknown): void => fs.writeFileSync(process.env.SUCCESSOR_PEER_OUT!, JSON.stringify(o));
+/** The report, whole or not at all (written aside, then renamed: the test reads it as soon as
+ *  the file exists). */
+const say = (o: unknown): void => {
+  const out = process.env.SUCCESSOR_PEER_OUT!;
+  fs.writeFileSync(`${out}.part`, JSON.stringify(o));
+  fs.renameSync(`${out}.part`, out);
+};
 const ino = (fd: number): number => sys.fstat(fd).ino;
 /** The scheduling classes of this process's threads, each once, ascending. */
 const policies = (): number[] => [...new Set(fs.readdirSync('/proc/self/task').map((t) => {
