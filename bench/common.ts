@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { watchStalls } from '../src/config.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, '..', '..');
@@ -30,18 +31,7 @@ export const log = (s: string): void => void process.stderr.write(`${s}\n`);
  */
 export function traceStalls(who: string, opts: { gc?: boolean } = {}): void {
   if (process.env.LUO_TRACE !== '1') return;
-  const line = (at: number, what: string): void => void process.stderr.write(`luo-trace ${who} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
-  let last = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last > 5) line(last, `LAG ${(now - last).toFixed(1)} ms`);
-    last = now;
-  }, 1).unref();
-  if (opts.gc) {
-    new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) if (e.duration >= 1) line(e.startTime, `GC ${e.duration.toFixed(1)} ms`);
-    }).observe({ entryTypes: ['gc'] });
-  }
+  watchStalls((at, what) => void process.stderr.write(`luo-trace ${who} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`), opts);
 }
 
 export async function freePort(): Promise<number> {

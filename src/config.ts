@@ -114,21 +114,20 @@ let traceOn: boolean | undefined;
 let monoOn = false;
 let faultsOn = false;
 
-/** LUO_TRACE_LAG (with LUO_TRACE): a "LAG <ms>" line whenever this process's event loop stood
- *  still for more than 5 ms (a 1 ms timer, unref'd), at the time it stopped; and a "GC <kind>
- *  <ms>" line for each collection of 1 ms or more, at the time it started (what stood still). */
-function traceLag(): void {
-  const line = (at: number, what: string): void => {
-    try {
-      process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
-    } catch { /* stderr closed */ }
-  };
+/**
+ * Call `line(at, what)` whenever this process's event loop stood still for more than 5 ms
+ * ("LAG <ms> ms", `at` the time it stopped: a 1 ms timer, unref'd), and, with `gc`, for each
+ * collection of 1 ms or more ("GC <kind> <ms> ms", at the time it started: what stood still).
+ * `at` is performance.now()'s clock.
+ */
+export function watchStalls(line: (at: number, what: string) => void, opts: { gc?: boolean } = {}): void {
   let last = performance.now();
   setInterval(() => {
     const now = performance.now();
     if (now - last > 5) line(last, `LAG ${(now - last).toFixed(1)} ms`);
     last = now;
   }, 1).unref();
+  if (!opts.gc) return;
   const kinds: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
   try {
     new PerformanceObserver((list) => {
@@ -139,6 +138,15 @@ function traceLag(): void {
       }
     }).observe({ entryTypes: ['gc'] });
   } catch { /* no gc entries on this Node: the LAG lines alone */ }
+}
+
+/** LUO_TRACE_LAG (with LUO_TRACE): this process's stalls and collections as trace lines. */
+function traceLag(): void {
+  watchStalls((at, what) => {
+    try {
+      process.stderr.write(`luo-trace ${process.pid} ${(performance.timeOrigin + at).toFixed(2)} ${what}\n`);
+    } catch { /* stderr closed */ }
+  }, { gc: true });
 }
 
 /**
