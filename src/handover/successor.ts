@@ -19,10 +19,11 @@
  * kills the successor on any failure: nothing was given up, the successor held copies) →
  * ahead() (optional: it reads preserved memory now; the same on failure) → restorePriority()
  * (right before the freeze, or once seen starving in SCHED_IDLE, or 2 s after the start, or
- * a quarter into a wait for it, whichever comes first; EPERM kills it) → handover() (synchronous: send, then block until "taken";
- * throws if the successor dies or does not answer in time, and kills it, so the caller can
- * cancel and keep serving) → retire() → awaitRelease() (blocks until the successor's FINISH
- * closes the link, bounded) → the caller exits. Before the handover, abort() kills the
+ * a quarter into a wait for it, whichever comes first; EPERM kills it) → handover()
+ * (synchronous: send, then block until "taken"; throws if the successor dies or does not
+ * answer in time, and kills it, so the caller can cancel and keep serving) → retire() →
+ * awaitRelease() (blocks until the successor's FINISH closes the link, bounded) → the caller
+ * exits. Before the handover, abort() kills the
  * successor and closes the link; the successor then exits with "the previous image cancelled
  * the handover".
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
@@ -349,6 +350,7 @@ export class Successor {
     const deadline = Date.now() + timeoutMs;
     let checked = Date.now();
     const idleUntil = Math.min(this.#idleUntil, checked + timeoutMs * IDLE_SHARE);
+    this.#look = null; // starving is judged from two looks within one wait
     for (;;) {
       if (this.#fd < 0) throw fail('ECANCELED', 'the successor was aborted');
       const [rev] = sys.poll([this.#fd], 0);
