@@ -23,9 +23,8 @@
  * (synchronous: send, then block until "taken"; throws if the successor dies or does not
  * answer in time, and kills it, so the caller can cancel and keep serving) → retire() →
  * awaitRelease() (blocks until the successor's FINISH closes the link, bounded) → the caller
- * exits. Before the handover, abort() kills the
- * successor and closes the link; the successor then exits with "the previous image cancelled
- * the handover".
+ * exits. Before the handover, abort() kills the successor and closes the link; the successor
+ * then exits with "the previous image cancelled the handover".
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
  * a successor without its handover must not serve). A malformed message is fatal too.
  */
