@@ -212,13 +212,13 @@ export class Successor {
   /** True when, in SCHED_IDLE, it wants a CPU and does not get one: runnable at this look
    *  and the last (STARVED_LOOK_MS or more before), having run for under STARVED_SHARE of the
    *  time between them. A successor that sleeps (waits for this image, reads a file) is not. */
-  #starving(now: number): boolean {
+  #starving(now: number, state: string | null): boolean {
     const prev = this.#look;
     if (prev && now - prev.at < STARVED_LOOK_MS) return false;
-    const t = sys.taskSched(this.#pid);
-    this.#look = t ? { at: now, cpuNs: t.cpuNs, runnable: t.state === 'R' } : null;
-    if (!t || !prev) return false;
-    return prev.runnable && t.state === 'R' && t.cpuNs - prev.cpuNs < (now - prev.at) * 1e6 * STARVED_SHARE;
+    const cpuNs = state === null ? null : sys.processCpuNs(this.#pid);
+    this.#look = cpuNs === null ? null : { at: now, cpuNs, runnable: state === 'R' };
+    if (cpuNs === null || !prev) return false;
+    return prev.runnable && state === 'R' && cpuNs - prev.cpuNs < (now - prev.at) * 1e6 * STARVED_SHARE;
   }
 
   /**
@@ -303,8 +303,7 @@ export class Successor {
   }
 
   /** "(SIGSTOP)" when it is stopped or traced: it will not answer, however long one waits. */
-  #stopped(): boolean {
-    const st = this.#pid ? sys.processState(this.#pid) : null;
+  #stopped(st: string | null = sys.processState(this.#pid)): boolean {
     return st === 'T' || st === 't';
   }
 
@@ -380,14 +379,17 @@ export class Successor {
       }
       if (Date.now() - checked >= 50) {
         checked = Date.now();
+        const state = sys.processState(this.#pid);
         // A machine with no idle CPU time would starve it: seen starving, or past IDLE_MAX_MS
         // or a quarter of this wait, it prepares in the normal class.
-        if (this.#idle && (checked >= idleUntil || this.#starving(checked))) {
-          const why = checked >= idleUntil ? 'time' : 'starving';
-          trace(`successor: the normal class after ${why === 'time' ? 'its time in SCHED_IDLE' : 'starving in SCHED_IDLE'}`);
-          this.restorePriority(why);
+        if (this.#idle) {
+          const why = checked >= idleUntil ? 'time' : this.#starving(checked, state) ? 'starving' : null;
+          if (why) {
+            trace(`successor: the normal class after ${why === 'time' ? 'its time in SCHED_IDLE' : 'starving in SCHED_IDLE'}`);
+            this.restorePriority(why);
+          }
         }
-        if (this.#stopped()) {
+        if (this.#stopped(state)) {
           this.abort();
           throw fail('ETIMEDOUT', `the successor was stopped (SIGSTOP) ${what}; it was killed`);
         }

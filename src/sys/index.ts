@@ -6,6 +6,6 @@ export * from './libc.js';
 export { Mapping, MAX_VIEW } from './mapping.js';
 export * from './unix.js';
 export { ReadySet } from './epoll.js';
-export { pidfdOpen, processState, lockFile, writtenPages } from './proc.js';
+export { pidfdOpen, processCpuNs, processState, lockFile, writtenPages } from './proc.js';
 export { tcpCounters, type StreamCounters } from './tcp.js';
 export { own, disown, closeFd } from './owners.js';

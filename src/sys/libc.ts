@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { SysError } from '../errors.js';
 import { koffi, koffiLib } from './ffi.js';
+import { processCpuNs } from './proc.js';
 
 type Fn = (...args: unknown[]) => unknown;
 interface Libc {
@@ -247,34 +248,16 @@ function threadIds(): number[] {
 
 /**
  * CPU time (ns) this process's threads other than the main one have run, from
- * /proc/self/task/<tid>/schedstat (its first field: time on a CPU); 0 where that is missing.
+ * /proc/<tid>/schedstat (processCpuNs); 0 where that is missing.
  * Those threads are V8's (compiling, collecting), libuv's and workers'.
  */
 export function otherThreadsCpuNs(): number {
   let ns = 0;
   for (const tid of threadIds()) {
     if (tid === process.pid) continue;
-    try {
-      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'latin1').split(' ', 1)[0]);
-    } catch { /* exited */ }
+    ns += processCpuNs(tid) ?? 0; // null: it exited
   }
   return Number.isFinite(ns) ? ns : 0;
-}
-
-/**
- * Another process's main thread as the scheduler sees it: its state ('R' runnable, 'S'
- * sleeping, ...; /proc/<pid>/stat) and the CPU time it has run (ns; /proc/<pid>/schedstat).
- * Null when it is gone or /proc does not say.
- */
-export function taskSched(pid: number): { state: string; cpuNs: number } | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    const cpuNs = Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'latin1').split(' ', 1)[0]);
-    return state && Number.isFinite(cpuNs) ? { state, cpuNs } : null;
-  } catch {
-    return null;
-  }
 }
 
 /**

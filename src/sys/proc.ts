@@ -1,6 +1,7 @@
 /*
  * sys/proc: other processes and this one's memory as the kernel reports them: pidfds (a
- * process's exit as a readable fd), a process's scheduling state, advisory file locks, and
+ * process's exit as a readable fd), a process's scheduling state and CPU time, advisory file
+ * locks, and
  * /proc/self/pagemap (which pages of a private mapping this process has written).
  *
  * Lifecycle: pidfdOpen() returns a close-on-exec fd the caller owns (poll it: readable once
@@ -39,6 +40,17 @@ export function processState(pid: number): string | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** The CPU time (ns) a process's main thread (or the thread `pid` names) has run, from
+ *  /proc/<pid>/schedstat (its first field), or null when it is gone. */
+export function processCpuNs(pid: number): number | null {
+  try {
+    const ns = Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'latin1').split(' ', 1)[0]);
+    return Number.isFinite(ns) ? ns : null;
   } catch {
     return null;
   }
