@@ -129,7 +129,10 @@ export interface RestoredCounts {
 export interface RestoreOptions {
   /** At most this many connections adopted per event-loop turn (default 256)... */
   batch?: number;
-  /** ...and for at most this long (default 4 ms), so requests keep being served meanwhile. */
+  /** ...and for at most this long, so requests keep being served meanwhile (default: 1 ms in a
+   *  successor, where a connection that gets input is adopted at the next slice, so the
+   *  slice bounds its wait; 4 ms after an exec, where it waits for its turn in table order,
+   *  so the adoption's throughput does). */
   sliceMs?: number;
   /** Called for each adopted connection before the server sees it. */
   onConnection?: (s: net.Socket) => void;
@@ -171,7 +174,8 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // Where the idle loop starts reading the readiness log: taken before ready() drains it, so
   // that a connection reported between the two is not lost (reported twice at worst: a busy
   // one adopted below is skipped there).
-  let since = st.readySince(0)?.next ?? 0;
+  const log = st.readySince(0);
+  let since = log?.next ?? 0;
   const ready = st.ready();
   // The order of adoption: busy ones (ready, or with bytes carried) first.
   for (const i of table.bytes.keys()) ready[i] = 1;
@@ -183,7 +187,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // Adopt in slices of at most `sliceMs` (and `batch` connections), yielding to the event
   // loop in between: whatever is already adopted is served while the rest waits its turn.
   const batch = opts.batch ?? 256;
-  const sliceMs = opts.sliceMs ?? 4;
+  const sliceMs = opts.sliceMs ?? (log ? 1 : 4);
   const allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen;
   const counts: RestoredCounts = { connections: table.count, unread: table.unread, unsent: table.unsent, upgraded: 0, taken: 0, refused: 0, unclaimed: 0 };
   const replays: Array<Promise<Outcome>> = [];
@@ -228,7 +232,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   // input is served at the loop's next poll, so a slice that adopted one ends soon after (a
   // few more in table order, so that adoption always moves on), and one that gets input in
   // the middle of a slice ends that slice: a request waits for a few adoptions, not for a
-  // whole slice (4 ms, and a collection) of idle ones.
+  // whole slice of idle ones.
   const done = new Uint8Array(table.count);
   for (let i = 0; i < nBusy; i++) done[order[i]!] = 1;
   let left = table.count - nBusy;
@@ -238,6 +242,7 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   let waiting: number[] = [];
   let head = 0;
   let inSlice = 0;
+  let young = 0;
   /** Adopt connection `k` in this slice, unless it was already. */
   const adoptOnce = (k: number): void => {
     if (done[k]) return;
@@ -283,10 +288,15 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
     if (first) trace('restoreServer: first adopted');
     first = false;
     if (left === 0) break;
-    // A scavenge now copies what this slice allocated (the adopted sockets' state, all of
-    // which survives): well under a millisecond, where one V8 starts on its own with its
-    // young generation full of it stood still for 20-30 ms at 10 000 connections.
-    collectYoung();
+    // Every YOUNG_EVERY adoptions a scavenge copies what they allocated (the adopted sockets'
+    // state, all of which survives): a few milliseconds, where one V8 starts on its own
+    // with its young generation full of it stood still for 20-30 ms at 10 000 connections.
+    // (After every slice, it cost as much as the slice's adoptions: 3-4 ms each time.)
+    young += inSlice;
+    if (young >= YOUNG_EVERY) {
+      young = 0;
+      collectYoung();
+    }
     await new Promise((r) => setImmediate(r));
   }
   trace('restoreServer: all adopted');
@@ -295,6 +305,9 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   luo.files.noteRestored(BigInt(token), { connections: counts.connections, upgraded: counts.upgraded, taken: counts.taken, refused: counts.refused, unclaimed: counts.unclaimed });
   return counts;
 }
+
+/** Adoptions between two young-generation collections of restoreServer's own. */
+const YOUNG_EVERY = 256;
 
 /** How many idle connections a slice adopts between two looks for input (each an epoll_wait
  *  on the readiness set: a few µs), and at most after adopting connections for their input. */
