@@ -4,6 +4,7 @@
  * deterministic pattern (byte i of connection c is (i * 31 + c * 7) & 255), so a lost,
  * repeated or reordered byte is caught at the byte where it happens.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -138,6 +139,20 @@ export class StreamClient {
       if (Date.now() > end) throw new Error(`connection ${this.id}: ${this.received}/${this.sent} bytes echoed after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 10));
     }
+  }
+}
+
+/**
+ * After an update: each client sends `n` more bytes, and every byte any of them ever sent
+ * came back exactly once, in order, on a connection that stayed open.
+ */
+export async function assertEveryByteOnce(clients: StreamClient[], n = 32): Promise<void> {
+  for (const c of clients) c.pump(n);
+  await Promise.all(clients.map((c) => c.settled()));
+  for (const c of clients) {
+    assert.equal(c.error, null);
+    assert.equal(c.closed, false, `connection ${c.id} was closed`);
+    assert.equal(c.received, c.sent, `connection ${c.id}`);
   }
 }
 
