@@ -12,15 +12,18 @@
  *   floor     `node -e 0` (spawned), and an exec in place into `node -e` (bench/kho-image.js)
  *
  * Load, for each update: `connections` long-lived keep-alive connections each sending a
- * request a second (fewer when that is more than half of the service's capacity, measured
- * once before the connections sweep: then the rate is half of it), plus 4 busy clients, each
+ * request a second (fewer when that is more than 40 % of the service's capacity at that many
+ * connections, measured once per count from its CPU time: then the rate is 40 % of it; see
+ * capacityAt), plus 4 busy clients, each
  * issuing its next request 1 ms after the previous answer (PUT then GET of their own keys, so
  * a lost write is seen). Measured per update: the service's CPU use and p99 latency in the
  * second before it (its headroom), the longest time a busy client went
  * without an answer (the pause), p50/p99 latency of requests answered during the update,
  * connections dropped, requests failed, and whether the state was kept (every key a client
  * wrote reads back, and the store did not shrink). Two sweeps: state size (10 MB, 100 MB,
- * 1 GB at 100 connections) and connections (1, 1 000, 10 000 at 10 MB).
+ * 1 GB at 100 connections) and connections (1, 1 000, 10 000 at 10 MB). luo's points are all
+ * up at once and updated in turn, round after round, so that a ratio between two of them is
+ * measured over the same minutes; the other contenders run point after point.
  *
  * Output: bench/results/<date>.json, the table in docs/benchmarks.md (between the
  * bench:compare markers) and docs/bench-latency.svg (request latency over time across one
@@ -29,7 +32,8 @@
  * (bench/ws.ts): a `ws` app under luo's drop-in mode beside pm2 reload.
  *
  * Options: --sizes 10e6,100e6,1e9  --connections 1,1000,10000  --reps 3 (luo --successor:
- *          --luo-reps 15 in the size sweep; pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
+ *          --luo-reps 15 in the size sweep, --luo-conn-reps 7 in the connections sweep;
+ *          pm2 and json: reps - 1)  --contenders luo,luo-exec,pm2,json  --out FILE
  *          --no-docs  --no-ws (skip the WebSocket service; its options: bench/ws.ts)
  *          LUO_TRACE=1: the images' phase lines on stderr, with this process's own stalls and
  *          the busiest client's longest wait (pause-start, pause-end) on the same clock;
@@ -68,6 +72,9 @@ const REPS = Number(opt('reps', '3'));
 // so luo --successor gets more updates there (in-place updates grow by tens of ms with the
 // size, which three show).
 const LUO_SIZE_REPS = Number(opt('luo-reps', '15'));
+/** luo --successor's updates per point of the connections sweep: its median at 10 000 is
+ *  what issue 14 checks, and three updates on this noisy machine moved it by 1.5×. */
+const LUO_CONN_REPS = Number(opt('luo-conn-reps', '7'));
 const COMPARE = opt('compare', '');
 const CONTENDERS = opt('contenders', 'luo,luo-exec,pm2,json').split(',').flatMap((c) => (COMPARE && (c === 'luo' || c === 'luo-exec') ? [c, `${c}-before`] : [c])) as Contender[];
 const WRITE_DOCS = !argv.includes('--no-docs');
@@ -85,6 +92,8 @@ const distOf = (c: Contender): string => (c.endsWith('-before') ? path.resolve(C
 interface Trial {
   contender: Contender; stateBytes: number; entries: number; connections: number; rep: number;
   pauseMs: number; p50Ms: number; p99Ms: number; steadyP99Ms: number; updateMs: number; dropped: number; failed: number;
+  /** The long-lived connections' p99 latency over the same span as p99Ms. */
+  idleP99Ms?: number;
   /** The serving process's CPU use (all its threads, % of one core) in the second before the update. */
   steadyCpuPct?: number;
   /** The long-lived connections' load, requests per second (scaled to the capacity). */
@@ -208,26 +217,35 @@ async function startPm2(tmp: string, args: string[]): Promise<Runner> {
   };
 }
 
-/** One update under load; returns the trial and the busy clients' latency series. */
 /**
- * What the service can serve: 8 clients issuing requests back to back for 2 s (after a
- * second of warm-up), in requests per second. Measured once, on the first service the
- * connections sweep starts, and used for every contender.
+ * What the service can serve with `connections` long-lived connections open: they send a
+ * request a second each for a second (after 0.7 s to settle), alone, and the service's CPU
+ * time over that second gives the cost of one request at this many connections; the
+ * capacity is one core's worth (Node serves on one thread). Measured once per connection
+ * count, on the first service the sweep starts there, and used for every contender. (It
+ * was 8 clients back to back, once: hot connections cost less per request than 10 000 cold
+ * ones, so a load of a quarter of that capacity kept the service at 60-90 % of a core at
+ * 10 000 connections, and the updates measured saturation.)
  */
-async function capacity(port: number): Promise<number> {
-  const cs = Array.from({ length: 8 }, (_, i) => new HttpClient(port, 900 + i));
-  await Promise.all(cs.map((c) => c.start()));
-  await sleep(1000);
-  const t0 = performance.now();
-  await sleep(2000);
-  const t1 = performance.now();
-  await Promise.all(cs.map((c) => c.stop()));
-  const n = cs.reduce((k, c) => k + c.lat.filter(([e]) => e >= t0 && e <= t1).length, 0);
-  return (n * 1000) / (t1 - t0);
+async function capacityAt(port: number, pid: number, connections: number): Promise<{ rps: number; cpuPct: number }> {
+  const idle = new IdleHttp(port, connections, 1000);
+  await idle.start();
+  try {
+    await sleep(700);
+    const c0 = cpuMs(pid);
+    const t0 = performance.now();
+    await sleep(1000);
+    const cpu = (cpuMs(pid) - c0) / (performance.now() - t0);
+    // At least one clock tick of CPU time (10 ms): a service this idle is far from saturation.
+    return { rps: connections / Math.max(cpu, 0.01), cpuPct: Math.round(100 * cpu) };
+  } finally {
+    await idle.stop();
+  }
 }
-/** The long-lived connections' load may use at most this share of the measured capacity. */
-const LOAD_SHARE = 0.5;
-let measuredCapacity: number | null = null;
+/** The long-lived connections' load may use at most this share of the capacity at their
+ *  count: the rest is the busy clients' (a fifth of a core or so) and the service's headroom. */
+const LOAD_SHARE = 0.4;
+const capacities = new Map<number, { rps: number; cpuPct: number }>();
 /**
  * The busy clients' think time between an answer and their next request (ms). Back to back,
  * 4 clients alone kept the service at 92-96 % of a core before any update (38 000 requests/s
@@ -243,8 +261,11 @@ function cpuMs(pid: number): number {
 }
 
 /** Each long-lived connection's interval: a request a second, or slower when that many
- *  connections would ask more than LOAD_SHARE of the capacity. */
-const intervalFor = (connections: number): number => (measuredCapacity === null ? 1000 : Math.max(1000, Math.ceil((connections * 1000) / (LOAD_SHARE * measuredCapacity))));
+ *  connections would ask more than LOAD_SHARE of the capacity at their count. */
+const intervalFor = (connections: number): number => {
+  const c = capacities.get(connections);
+  return c === undefined ? 1000 : Math.max(1000, Math.ceil((connections * 1000) / (LOAD_SHARE * c.rps)));
+};
 
 async function trial(contender: Contender, r: Runner, stateBytes: number, entries: number, connections: number, rep: number): Promise<{ t: Trial; series: Array<[number, number]>; marks: Array<[number, MarkKind]> }> {
   const everyMs = intervalFor(connections);
@@ -300,6 +321,7 @@ async function trial(contender: Contender, r: Runner, stateBytes: number, entrie
     // The same clients in the second before the update: the service's steady state at this
     // load (a figure near the pause means the load saturates it, and the pause measures that).
     steadyP99Ms: Math.round(latencyPercentile(busy, t0 - 1000, t0, 99) * 100) / 100,
+    idleP99Ms: Math.round(latencyPercentile([idle], t0, t1 + 1000, 99) * 100) / 100,
     loadRps: Math.round((connections * 1000) / everyMs),
     ...(steadyCpuPct !== undefined ? { steadyCpuPct } : {}),
     updateMs: Math.round(t1 - t0),
@@ -371,24 +393,41 @@ async function main(): Promise<void> {
       series[contender] = s;
       marks[contender] = mk;
     }
-    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections (${t.loadRps} req/s), update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms, ${t.steadyCpuPct ?? '?'} % CPU), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
+    log(`  ${(pt.size / 1e6).toFixed(0)} MB, ${pt.conns} connections (${t.loadRps} req/s), update ${rep + 1}: pause ${t.pauseMs} ms, p99 ${t.p99Ms} ms (steady ${t.steadyP99Ms} ms, ${t.steadyCpuPct ?? '?'} % CPU; the long-lived connections' p99 ${t.idleP99Ms} ms), dropped ${t.dropped}, failed ${t.failed}, state ${t.stateKept ? 'kept' : 'LOST'} (${t.updateMs} ms)`);
   };
   for (const contender of CONTENDERS) {
     const isLuo = contender.startsWith('luo');
     let rest = points;
     try {
+      const measureCapacity = async (x: { r: Runner }, pt: (typeof points)[number]): Promise<void> => {
+        if (capacities.has(pt.conns) || pt.conns === SIZE_SWEEP_CONNS) return;
+        const c = await capacityAt(x.r.port, Number((await stats(x.r.port)).pid), pt.conns);
+        capacities.set(pt.conns, c);
+        log(`capacity at ${pt.conns} connections: ${c.cpuPct < 1 ? 'not measured (a request a second on each: under 1 % of a core)' : `${Math.round(c.rps)} requests/s (a request a second on each: ${c.cpuPct} % of a core)`}; they use at most ${LOAD_SHARE * 100} % of it: ${Math.round((pt.conns * 1000) / intervalFor(pt.conns))} requests/s`);
+      };
       if (isLuo) {
-        const sizeReps = contender === 'luo' || contender === 'luo-before' ? Math.max(REPS, LUO_SIZE_REPS) : REPS;
-        // luo's size sweep, the services of every size up at once and their updates taken in
-        // turn (10 MB, 100 MB, 1 GB, 10 MB, …): the machine's noise drifts over minutes, and
-        // the comparison between sizes must not measure that drift.
-        const sizePts = points.filter((p) => p.conns === SIZE_SWEEP_CONNS);
-        rest = points.filter((p) => p.conns !== SIZE_SWEEP_CONNS);
+        // luo's services of every point up at once (each size at 100 connections, each
+        // connection count at 10 MB) and their updates taken in turn (10 MB, 100 MB, 1 GB,
+        // 1 connection, 1 000, 10 000, 10 MB, …): the machine's noise drifts over minutes, and
+        // the comparison between points (10 000 connections against 100: issue 14's check)
+        // must not measure that drift. A point with fewer updates than others takes its
+        // turns spread evenly over the rounds.
+        const mine = contender === 'luo' || contender === 'luo-before';
+        const repsOf = (pt: (typeof points)[number]): number => (pt.conns === SIZE_SWEEP_CONNS ? (mine ? Math.max(REPS, LUO_SIZE_REPS) : REPS) : mine ? Math.max(REPS, LUO_CONN_REPS) : REPS);
+        const rounds = Math.max(...points.map(repsOf));
+        rest = [];
         const up: Array<{ r: Runner; tmp: string; entries: number }> = [];
         try {
-          for (const pt of sizePts) up.push(await launch(contender, pt));
-          for (let rep = 0; rep < sizeReps; rep++) {
-            for (let k = 0; k < sizePts.length; k++) await record(contender, sizePts[k]!, up[k]!, rep);
+          for (const pt of points) {
+            up.push(await launch(contender, pt));
+            await measureCapacity(up.at(-1)!, pt);
+          }
+          const done = points.map(() => 0);
+          for (let round = 0; round < rounds; round++) {
+            for (let k = 0; k < points.length; k++) {
+              const n = repsOf(points[k]!);
+              if (done[k]! < n && Math.floor((done[k]! * rounds) / n) <= round) await record(contender, points[k]!, up[k]!, done[k]!++);
+            }
           }
         } finally {
           for (const x of up) await stop(x);
@@ -397,11 +436,8 @@ async function main(): Promise<void> {
       for (const pt of rest) {
         const x = await launch(contender, pt);
         try {
-          if (measuredCapacity === null) {
-            measuredCapacity = await capacity(x.r.port);
-            log(`capacity: ${Math.round(measuredCapacity)} requests/s (8 clients back to back); the long-lived connections use at most ${LOAD_SHARE * 100} % of it`);
-          }
-          for (let rep = 0; rep < (isLuo ? REPS : Math.max(1, REPS - 1)); rep++) await record(contender, pt, x, rep);
+          await measureCapacity(x, pt);
+          for (let rep = 0; rep < Math.max(1, REPS - 1); rep++) await record(contender, pt, x, rep);
         } finally {
           await stop(x);
         }
@@ -413,7 +449,7 @@ async function main(): Promise<void> {
   }
   const result = {
     date: today, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`, machine: m, floor,
-    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), busyClients: 4, pm2: PM2_VERSION, capacityRps: measuredCapacity === null ? null : Math.round(measuredCapacity), loadShare: LOAD_SHARE },
+    settings: { sizes: SIZES, connections: CONNS, sizeSweepConnections: SIZE_SWEEP_CONNS, reps: REPS, luoSuccessorSizeReps: Math.max(REPS, LUO_SIZE_REPS), luoSuccessorConnectionReps: Math.max(REPS, LUO_CONN_REPS), busyClients: 4, pm2: PM2_VERSION, capacityAt: Object.fromEntries([...capacities].map(([n, c]) => [n, { rps: Math.round(c.rps), cpuPct: c.cpuPct }])), loadShare: LOAD_SHARE },
     durationS: Math.round((performance.now() - tStart) / 1000), skipped, trials, marks, series,
     seriesAt: { stateBytes: seriesPoint.size, connections: seriesPoint.conns },
   };
@@ -436,13 +472,13 @@ const NAMES: Record<Contender, string> = {
 
 /** A markdown table: one row per contender and point (of `trials`), medians over the updates. */
 export function table(res: Result, trials = res.trials): string {
-  const rows: string[] = ['| contender | state | connections (load req/s) | pause (max gap) ms | p50 / p99 ms | steady p99 ms | steady CPU % | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|---|'];
+  const rows: string[] = ['| contender | state | connections (load req/s) | pause (max gap) ms | p50 / p99 ms | idle p99 ms | steady p99 ms | steady CPU % | dropped | failed | state | state restore ms |', '|---|---|---|---|---|---|---|---|---|---|---|---|'];
   const keys = [...new Set(trials.map((t) => `${t.contender}|${t.stateBytes}|${t.connections}`))];
   for (const k of keys) {
     const ts = trials.filter((t) => `${t.contender}|${t.stateBytes}|${t.connections}` === k);
     const t = ts[0]!;
     const sum = (f: (t: Trial) => number): number => ts.reduce((n, x) => n + f(x), 0);
-    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')}${t.loadRps !== undefined ? ` (${t.loadRps.toLocaleString('en')})` : ''} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${ts[0]!.steadyCpuPct !== undefined ? median(ts.map((x) => x.steadyCpuPct!)).toFixed(0) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
+    rows.push(`| ${NAMES[t.contender]} | ${fmtBytes(t.stateBytes)} | ${t.connections.toLocaleString('en')}${t.loadRps !== undefined ? ` (${t.loadRps.toLocaleString('en')})` : ''} | ${median(ts.map((x) => x.pauseMs)).toFixed(1)} | ${median(ts.map((x) => x.p50Ms)).toFixed(1)} / ${median(ts.map((x) => x.p99Ms)).toFixed(1)} | ${ts[0]!.idleP99Ms !== undefined ? median(ts.map((x) => x.idleP99Ms!)).toFixed(1) : '—'} | ${ts[0]!.steadyP99Ms !== undefined ? median(ts.map((x) => x.steadyP99Ms)).toFixed(1) : '—'} | ${ts[0]!.steadyCpuPct !== undefined ? median(ts.map((x) => x.steadyCpuPct!)).toFixed(0) : '—'} | ${sum((x) => x.dropped)} of ${t.connections * ts.length + 4 * ts.length} | ${sum((x) => x.failed)} | ${ts.every((x) => x.stateKept) ? 'kept' : `lost (${sum((x) => x.lostWrites)} writes)`} | ${ts[0]!.stateRestoreMs !== undefined ? median(ts.map((x) => x.stateRestoreMs!)).toFixed(3) : '—'} |`);
   }
   return rows.join('\n');
 }
@@ -473,7 +509,7 @@ function writeDocs(res: Result): void {
     '',
     table(res, res.trials.filter((t) => t.stateBytes === (res.settings.sizes as number[])[0])),
     '',
-    `pause: the longest a busy client (4 of them, each request ${BUSY_THINK_MS} ms after the previous answer) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load); steady CPU: the serving process\'s CPU use in that second (all its threads, % of one core). load: the long-lived connections\' requests per second, a request a second each unless that would ask more than half of what the service can serve (measured first: 8 clients back to back), then slower for each. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).`,
+    `pause: the longest a busy client (4 of them, each request ${BUSY_THINK_MS} ms after the previous answer) waited for an answer while the update ran. p50/p99: latency of requests answered from the update\'s start to 1 s after its end. steady p99: the same clients in the second before the update (the service\'s steady state at that load); steady CPU: the serving process\'s CPU use in that second (all its threads, % of one core). load: the long-lived connections\' requests per second, a request a second each unless that would ask more than 40 % of what the service can serve at that many connections (measured once per count: the service\'s CPU time for a second of a request a second on each, alone), then slower for each. idle p99: the long-lived connections\' p99 over the same span as p99. dropped: connections closed under the clients (long-lived ones plus the 4 busy ones, over all updates). failed: requests that got an error and had to be retried. state: every key a client wrote reads back after the update and no entry vanished. state restore: the new image reopening the store in place (luo only).`,
     '',
     ...Object.entries(res.skipped).map(([k, v]) => `Skipped: ${k}: ${v}`),
     '![request latency across one update](bench-latency.svg)',
