@@ -5,7 +5,7 @@
 // are carried, every byte of the others comes back exactly once, and no fd leaks.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Service, StreamClient, socketCount as sockets } from './echo-harness.js';
+import { assertEveryByteOnce, Service, socketCount as sockets, StreamClient } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
 test('connections closed and opened after the successor got its fds early: dropped and carried, exactly once, no leak', { timeout: 120_000 }, async () => {
@@ -32,13 +32,7 @@ test('connections closed and opened after the successor got its fds early: dropp
     assert.equal(r.event, 'ready', `${JSON.stringify(r)}; stderr: ${svc.stderr.slice(-3000)}`);
     await new Promise((res) => setTimeout(res, 300));
     clearInterval(pumper);
-    for (const c of clients) c.pump(256); // and by the new one
-    await Promise.all(clients.map((c) => c.settled()));
-    for (const c of clients) {
-      assert.equal(c.error, null);
-      assert.equal(c.closed, false, `connection ${c.id} was closed`);
-      assert.equal(c.received, c.sent, `connection ${c.id}`);
-    }
+    await assertEveryByteOnce(clients, 256); // and by the new one
     assert.equal(r.restored, 180, 'the 140 that stayed and the 40 opened late; not the 60 closed');
     // Every socket the successor holds is a live connection or its listener: the early copies
     // of the closed connections were closed.
