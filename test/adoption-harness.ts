@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Service, StreamClient } from './echo-harness.js';
+import { connectClients, Service } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
 export async function rankOfLateSender(n: number, env: NodeJS.ProcessEnv): Promise<number> {
@@ -15,14 +15,7 @@ export async function rankOfLateSender(n: number, env: NodeJS.ProcessEnv): Promi
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_RANK_FILE: rankFile, LUO_TRACE: '1', ...env });
   try {
     const port = await svc.start();
-    const clients: StreamClient[] = [];
-    for (let i = 0; i < n; i += 250) {
-      const batch = Array.from({ length: Math.min(250, n - i) }, (_, k) => new StreamClient(i + k, port));
-      await Promise.all(batch.map((c) => c.connected()));
-      clients.push(...batch);
-    }
-    for (const c of clients) c.pump(8);
-    await Promise.all(clients.map((c) => c.settled()));
+    const clients = await connectClients(port, n, { echo: 8 });
     const last = clients.at(-1)!;
     fs.writeFileSync(rankFile, String(last.sock.localPort));
     const from = svc.stderr.length;

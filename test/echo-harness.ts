@@ -143,6 +143,25 @@ export class StreamClient {
 }
 
 /**
+ * `n` streaming clients (ids firstId, firstId + 1, …), connected in batches of 250 (a
+ * listen backlog's worth); with `echo`, each has then sent that many bytes and had them all
+ * back (the service has accepted and served every one).
+ */
+export async function connectClients(port: number, n: number, opts: { firstId?: number; echo?: number } = {}): Promise<StreamClient[]> {
+  const clients: StreamClient[] = [];
+  for (let i = 0; i < n; i += 250) {
+    const batch = Array.from({ length: Math.min(250, n - i) }, (_, k) => new StreamClient((opts.firstId ?? 0) + i + k, port));
+    await Promise.all(batch.map((c) => c.connected()));
+    clients.push(...batch);
+  }
+  if (opts.echo) {
+    for (const c of clients) c.pump(opts.echo);
+    await Promise.all(clients.map((c) => c.settled()));
+  }
+  return clients;
+}
+
+/**
  * After an update: each client sends `n` more bytes, and every byte any of them ever sent
  * came back exactly once, in order, on a connection that stayed open.
  */

@@ -7,17 +7,14 @@
 // every byte once.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { assertEveryByteOnce, Service, StreamClient } from './echo-harness.js';
+import { assertEveryByteOnce, connectClients, Service } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
 test('the baseline of the idle connections is taken after the warm-up, right before the freeze', { timeout: 120_000 }, async () => {
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', LUO_TRACE: '1' });
   try {
     const port = await svc.start();
-    const clients = Array.from({ length: 300 }, (_, i) => new StreamClient(i, port));
-    await Promise.all(clients.map((c) => c.connected()));
-    for (const c of clients) c.pump(64);
-    await Promise.all(clients.map((c) => c.settled()));
+    const clients = await connectClients(port, 300, { echo: 64 });
     const from = svc.stderr.length;
     const r = await svc.update();
     assert.equal(r.event, 'ready', `${JSON.stringify(r)}; stderr: ${svc.stderr.slice(-3000)}`);

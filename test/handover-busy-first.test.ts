@@ -6,7 +6,7 @@
 // successor (readiness from the epoll set it registered before the freeze).
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Service, StreamClient } from './echo-harness.js';
+import { connectClients, Service } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
 for (const mode of ['exec', 'successor'] as const) {
@@ -14,12 +14,8 @@ for (const mode of ['exec', 'successor'] as const) {
     const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: mode === 'successor' ? '1' : '0' });
     try {
       const port = await svc.start();
-      const idle = Array.from({ length: 400 }, (_, i) => new StreamClient(i, port));
-      await Promise.all(idle.map((c) => c.connected()));
-      for (const c of idle) c.pump(16);
-      await Promise.all(idle.map((c) => c.settled()));
-      const busy = Array.from({ length: 5 }, (_, i) => new StreamClient(1000 + i, port));
-      await Promise.all(busy.map((c) => c.connected()));
+      const idle = await connectClients(port, 400, { echo: 16 });
+      const busy = await connectClients(port, 5, { firstId: 1000 });
       const pumper = setInterval(() => busy.forEach((c) => c.pump(64)), 1).unref();
       await new Promise((r) => setTimeout(r, 200));
       const r = await svc.update();

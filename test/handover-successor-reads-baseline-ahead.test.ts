@@ -7,17 +7,14 @@
 // version could tell whether a failed one touched them).
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { assertEveryByteOnce, Service, StreamClient } from './echo-harness.js';
+import { assertEveryByteOnce, connectClients, Service } from './echo-harness.js';
 import { tmpDir } from './helpers.js';
 
 test('the idle connections\' counters are read ahead from a base block; all carried exactly once, twice', { timeout: 120_000 }, async () => {
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', LUO_TRACE: '1' });
   try {
     const port = await svc.start();
-    const clients = Array.from({ length: 300 }, (_, i) => new StreamClient(i, port));
-    await Promise.all(clients.map((c) => c.connected()));
-    for (const c of clients) c.pump(64);
-    await Promise.all(clients.map((c) => c.settled()));
+    const clients = await connectClients(port, 300, { echo: 64 });
     const busy = clients.slice(0, 30);
     const pumper = setInterval(() => busy.forEach((c) => c.pump(128)), 5).unref();
     for (let u = 0; u < 2; u++) {
