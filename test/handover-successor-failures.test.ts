@@ -1,27 +1,32 @@
 // Successor mode when the successor fails before it has taken the handover: it crashes while
 // loading (ECHILD), never gets to luo's boot (ETIMEDOUT, and it is killed), or dies once it
-// holds the fds sent before the freeze (ECHILD: it had copies only). Each time the current
+// holds the fds sent before the freeze, or once the current image took its baseline of idle
+// connections and asks it to read their base block ahead (ECHILD: it had copies only; the
+// baseline's connections are watched, then released). Each time the current
 // image cancels back to NORMAL and keeps serving every connection, nothing lost, and the
 // successor is gone.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Service, StreamClient } from './echo-harness.js';
+import { assertEveryByteOnce, connectClients, Service } from './echo-harness.js';
 import { imagePath, tmpDir } from './helpers.js';
 
+// [what it does, its env, the error, idle connections beside the 20 streaming ones (a baseline
+// with idle connections in it is what the successor is asked to read ahead)]
 const cases = [
-  ['crashes while loading', { ECHO_NEXT: imagePath('dies-at-start') }, 'ECHILD'],
-  ['never gets to boot', { ECHO_NEXT: imagePath('never-ready') }, 'ETIMEDOUT'],
-  ['dies once it holds the fds sent early', { ECHO_DIE_AT_SETTLE: '1' }, 'ECHILD'],
+  ['crashes while loading', { ECHO_NEXT: imagePath('dies-at-start') }, 'ECHILD', 0],
+  ['never gets to boot', { ECHO_NEXT: imagePath('never-ready') }, 'ETIMEDOUT', 0],
+  ['dies once it holds the fds sent early', { ECHO_DIE_AT_SETTLE: '1' }, 'ECHILD', 0],
+  ['dies when asked to read ahead, after the old image took its baseline', { ECHO_DIE_AT_AHEAD: '1' }, 'ECHILD', 300],
 ] as const;
 
-for (const [what, env, code] of cases) {
+for (const [what, env, code, idleCount] of cases) {
   test(`a successor that ${what}: ${code}, the old image cancels and keeps serving every byte`, { timeout: 60_000 }, async () => {
     const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_SUCCESSOR: '1', ECHO_SUCCESSOR_TIMEOUT_MS: '1500', ...env });
     let pumper: NodeJS.Timeout | undefined;
     try {
       const port = await svc.start();
-      const clients = Array.from({ length: 20 }, (_, i) => new StreamClient(i, port));
-      await Promise.all(clients.map((c) => c.connected()));
+      const idle = await connectClients(port, idleCount, { firstId: 100, echo: 8 });
+      const clients = await connectClients(port, 20);
       pumper = setInterval(() => clients.forEach((c) => c.pump(512)), 5).unref();
       const pid = svc.pid;
       const r = await svc.update();
@@ -38,7 +43,8 @@ for (const [what, env, code] of cases) {
         assert.equal(c.received, c.sent);
         assert.ok(c.sent > 0);
       }
-      for (const c of clients) c.sock.destroy();
+      await assertEveryByteOnce(idle, 8);
+      for (const c of [...clients, ...idle]) c.sock.destroy();
     } finally {
       // A failed assertion must not leave the pump running: the file would never exit.
       clearInterval(pumper);

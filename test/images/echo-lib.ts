@@ -10,6 +10,8 @@
  * ECHO_FREEZE_HOLD=1 (a subsystem whose freeze says {event:'freezing'} and waits for SIGUSR1,
  * at most 30 s, while the server still serves: after a successor got its fds early, before
  * the server freezes), ECHO_DIE_AT_SETTLE=1 (a successor that exits once it has the fds sent early),
+ * ECHO_DIE_AT_AHEAD=1 (a successor that exits when asked to read memory ahead: after the
+ * running image took its baseline, right before its freeze),
  * ECHO_FINISH_DELAY_MS (an updated image says {event:'restored'} and waits that long before
  * FINISH), ECHO_COUNT_FDS=0 (the ready line's otherFds is -1: counting the fds takes ~20 ms at
  * 10 000 connections, which a bench would measure), ECHO_LAG=1 (diagnosis: a luo-trace line
@@ -41,6 +43,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const luo = boot({
     arenaSize: 2 ** 30,
     ...(process.env.ECHO_DIE_AT_SETTLE === '1' ? { settle: () => process.exit(3) } : {}),
+    ...(process.env.ECHO_DIE_AT_AHEAD === '1' ? { ahead: () => process.exit(3) } : {}),
   });
   mark('luo booted');
   const isHttp = process.env.ECHO_HTTP === '1';
