@@ -87,3 +87,49 @@ test('a one-shot readiness set reports each fd once, whatever comes on it afterw
     accepted.forEach((s) => s.destroy());
   }
 });
+
+test('a readiness set made over copies reports each under the key given for it, and works where it is passed to (adopt: an epoll instance only)', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted: net.Socket[] = [];
+  server.on('connection', (s) => {
+    stopReading(s);
+    accepted.push(s);
+  });
+  const clients = await Promise.all(Array.from({ length: 6 }, () => new Promise<net.Socket>((r) => {
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
+  })));
+  while (accepted.length < 6) await new Promise((r) => setTimeout(r, 5));
+  const mine = accepted.map((s) => (s as unknown as { _handle: { fd: number } })._handle.fd);
+  // A successor's copies (other numbers), registered under this process's numbers.
+  const copies = mine.map((fd) => sys.dup(fd));
+  const made = new sys.ReadySet();
+  const memfd = sys.memfdCreate('not-an-epoll');
+  let adopted: sys.ReadySet | null = null;
+  try {
+    assert.equal(made.add(copies, { keys: mine }), 0);
+    // What the receiving side gets: another fd for the same epoll instance; the maker lets go
+    // of its own (closing a copy of a registered fd does not drop its registration).
+    adopted = sys.ReadySet.adopt(sys.dup(made.fd), 6);
+    made.close();
+    copies.forEach((fd) => sys.close(fd));
+    assert.deepEqual(adopted.ready(), []);
+    clients[1]!.write('x');
+    clients[4]!.end();
+    const seen = new Set<number>();
+    for (let i = 0; i < 500 && seen.size < 2; i++) {
+      for (const fd of adopted.ready()) seen.add(fd);
+      if (seen.size < 2) await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.deepEqual([...seen].sort((a, b) => a - b), [mine[1]!, mine[4]!].sort((a, b) => a - b), 'reported under the keys: this process\'s numbers');
+    assert.throws(() => sys.ReadySet.adopt(memfd, 1), (e: Error & { code?: string }) => e.code === 'EINVAL' && /not an epoll instance/.test(e.message));
+    assert.throws(() => sys.ReadySet.adopt(999_999, 1), { code: 'EBADF' });
+  } finally {
+    made.close();
+    adopted?.close();
+    sys.close(memfd);
+    clients.forEach((c) => c.destroy());
+    server.close();
+    accepted.forEach((s) => s.destroy());
+  }
+});

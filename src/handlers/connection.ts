@@ -38,7 +38,7 @@
  */
 import net from 'node:net';
 import { HandoverError, fail } from '../errors.js';
-import type { HandlerMemory, IncomingMemory, Retrieve } from '../luo/file-handler.js';
+import type { HandlerMemory, IncomingMemory, Retrieve, WakeSet } from '../luo/file-handler.js';
 import {
   READ_ENDED as TABLE_READ_ENDED, TABLE_HEADER, UPGRADED, WRITE_ENDED as TABLE_WRITE_ENDED, baseBlockSize, decodeBaseBlock, decodeTable, encodeBaseBlock, encodeEntries, encodeTable,
   gapsOf, nthKept, tableSize, tableSizeAt, type BaseBlock, type CarriedBytes, type DecodedTable, type TableSource,
@@ -48,7 +48,7 @@ import { take } from './prebuilt.js';
 import { slicer } from '../util/slicer.js';
 import {
   QuietWatch, READ_ENDED, WRITE_ENDED, bytesConsumed, isIdle, leftHttp, unwatchQuiet, watchQuiet, bytesWrittenToKernel, endHold, NO_FIRST_READ, fdOf, finHandedOver, firstChanged, handleFd, markHold, newHoldEpoch, pendingWriteBytes, queuedBytes, startHold,
-  readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
+  readBuffered, refreshTimeout, resumeReading, scanSockets, stillStopped, stopAll, stopReading, trackWrites, unsentBytes, untrackWrites, type StreamHandle,
 } from './node-internals.js';
 import { FIN_SENT, UNKNOWN } from '../uapi/connections.js';
 
@@ -104,6 +104,8 @@ export class Baseline {
   readonly epoch = newHoldEpoch();
   /** The connections that were not idle (they go through the snapshot). */
   readonly others: net.Socket[] = [];
+  /** HTTP: the idle ones parked (not read until they get input), or null when they read. */
+  parking: Parking | null = null;
 
   private constructor(count: number) {
     this.watch = new QuietWatch(count);
@@ -114,13 +116,32 @@ export class Baseline {
    * them (a pass over 10 000 connections takes ~10 ms here). A connection that moves once
    * taken counts as moved; one accepted meanwhile is the caller's (it is not in `sockets`).
    */
-  static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number; sentEarly?: ReadonlySet<object> }): Promise<Baseline> {
+  static async take(sockets: Iterable<net.Socket>, opts: { http: boolean; sliceMs?: number; sentEarly?: ReadonlySet<object>; wake?: WakeSet | null }): Promise<Baseline> {
     const all = [...sockets];
     const b = new Baseline(all.length);
     const rx = new Float64Array(all.length);
     const tx = new Float64Array(all.length);
     const fds = new Int32Array(all.length);
     const due = slicer(opts.sliceMs);
+    // HTTP, with the successor's wake set: the idle ones are parked (only those sent early
+    // are idle here: their fds are in the set).
+    const parking = opts.http && opts.wake ? new Parking(opts.wake) : null;
+    try {
+      await b.#pass(all, opts, rx, tx, fds, due, parking);
+    } catch (e) {
+      parking?.abandon();
+      throw e;
+    }
+    b.parking = parking?.active ? parking : null;
+    const n = b.sockets.length;
+    b.rx = rx.subarray(0, n);
+    b.tx = tx.subarray(0, n);
+    b.fds = fds.subarray(0, n);
+    b.cells = bigEndianCells(b.fds);
+    return b;
+  }
+
+  async #pass(all: net.Socket[], opts: { http: boolean; sentEarly?: ReadonlySet<object> }, rx: Float64Array, tx: Float64Array, fds: Int32Array, due: (i: number) => Promise<void> | null, parking: Parking | null): Promise<void> {
     for (let i = 0; i < all.length; i++) {
       const turn = due(i);
       if (turn) await turn;
@@ -131,25 +152,20 @@ export class Baseline {
       // Not idle here: an upgraded HTTP connection (a WebSocket: its owner's state crosses
       // with it, taken at the snapshot), and one whose fd the successor did not get early
       // under its handle (only then is its fd the very one sent: the snapshot's `same`).
-      if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || (opts.sentEarly && !opts.sentEarly.has(h)) || !watchQuiet(s, b.watch, b.sockets.length)) {
-        b.others.push(s);
+      if (base === null || !isIdle(s) || finHandedOver(s) || (opts.http && leftHttp(s)) || (opts.sentEarly && !opts.sentEarly.has(h)) || !watchQuiet(s, this.watch, this.sockets.length)) {
+        this.others.push(s);
         continue;
       }
-      const k = b.sockets.length;
-      markHold(s, b.epoch);
-      b.sockets.push(s);
+      const k = this.sockets.length;
+      markHold(s, this.epoch);
+      this.sockets.push(s);
       const fd = handleFd(h);
       fds[k] = fd;
-      b.refs.push({ fd, key: h, stream: true });
+      this.refs.push({ fd, key: h, stream: true });
       rx[k] = (base?.rx ?? 0) + bytesConsumed(s);
       tx[k] = (base?.tx ?? 0) + bytesWrittenToKernel(s);
+      parking?.park(s, h, fd);
     }
-    const n = b.sockets.length;
-    b.rx = rx.subarray(0, n);
-    b.tx = tx.subarray(0, n);
-    b.fds = fds.subarray(0, n);
-    b.cells = bigEndianCells(b.fds);
-    return b;
   }
 
   get count(): number {
@@ -186,6 +202,126 @@ export class Baseline {
     this.watch.onMove = null;
     for (const s of this.sockets) unwatchQuiet(s);
     this.block = null;
+    this.parking?.close();
+    this.parking = null;
+  }
+}
+
+/**
+ * HTTP idle connections parked once the baseline has them (successor mode, right before the
+ * freeze): libuv stops reading them, so that their input waits in the kernel, and the
+ * successor's wake set (handover/successor.ts: every connection sent early, level-triggered,
+ * reported under this image's numbers; registering 10 000 fds here took 40-60 ms of this
+ * event loop, there it costs the successor in SCHED_IDLE) is polled every millisecond (or
+ * each loop turn, when turns are longer) instead. One that gets input or a FIN reads again at
+ * the next poll and is an ordinary connection from there (what it reads moves it:
+ * QuietWatch). At the freeze only those few are stopped: none of the thousands that stayed
+ * idle costs the pause anything (stopping 10 000 there took 5-9 ms, in code that runs once
+ * per process), and one whose input came too late for this image is read first by the next
+ * (it is ready there).
+ *
+ * Lifecycle: new Parking(wake) → park(s) for each idle one as the baseline is taken (polling
+ * starts with the first) → freeze(): no more polling; the ones resumed, for the freeze to
+ * stop → close() (CANCEL, or a new baseline): no more polling; whatever is still parked is the
+ * caller's to resume or not (after a handover only the connections the next version left
+ * alone may read again). The wake set is the transport's, never closed here.
+ * Unhappy paths: a poll fails (the set was closed under it: the successor was aborted): every
+ * parked connection reads again at once, `active` turns false, and the freeze stops them all
+ * as it would have. abandon(): the baseline failed; the same, at once. A report is a hint: a
+ * number this image does not know, a connection closed since or reading again already, is
+ * left as it is.
+ */
+export class Parking {
+  #wake: WakeSet | null;
+  #sockets: net.Socket[] = [];
+  #handles: StreamHandle[] = [];
+  /** fd → index + 1 among the parked (0: none). */
+  #index = new Int32Array(1024);
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #frozen = false;
+  /** Parked connections that got input since, and read again. */
+  readonly resumed: net.Socket[] = [];
+
+  constructor(wake: WakeSet) {
+    this.#wake = wake;
+  }
+
+  /** Still parking (false once it gave up: everything it parked reads again). */
+  get active(): boolean {
+    return this.#wake !== null;
+  }
+
+  /** How many it parked. */
+  get count(): number {
+    return this.#sockets.length;
+  }
+
+  /** Stop reading `s` (an idle connection, handle `h`, fd `fd`, one sent early: in the wake set). */
+  park(s: net.Socket, h: StreamHandle, fd: number): void {
+    if (!this.#wake || this.#frozen) return;
+    stopReading(s);
+    const k = this.#sockets.length;
+    this.#sockets.push(s);
+    this.#handles.push(h);
+    if (fd >= this.#index.length) {
+      const grown = new Int32Array(Math.max(2 * this.#index.length, fd + 1));
+      grown.set(this.#index);
+      this.#index = grown;
+    }
+    this.#index[fd] = k + 1;
+    this.#timer ??= setInterval(() => this.#poll(), 1).unref();
+  }
+
+  #poll(): void {
+    if (!this.#wake || this.#frozen) return;
+    let fds: number[];
+    try {
+      fds = this.#wake.ready();
+    } catch {
+      this.#giveUp();
+      return;
+    }
+    for (const fd of fds) {
+      const k = fd < this.#index.length ? this.#index[fd]! - 1 : -1;
+      if (k < 0) continue;
+      const s = this.#sockets[k]!;
+      if (!stillStopped(s, this.#handles[k]!)) continue;
+      resumeReading(s);
+      this.resumed.push(s);
+    }
+  }
+
+  /** The freeze: polling stops; the parked connections that read again since, to stop. */
+  freeze(): net.Socket[] {
+    this.#frozen = true;
+    this.#stopPolling();
+    return this.resumed;
+  }
+
+  /** The baseline failed: everything parked reads again. */
+  abandon(): void {
+    this.#giveUp();
+  }
+
+  #giveUp(): void {
+    if (!this.#frozen) {
+      for (let k = 0; k < this.#sockets.length; k++) {
+        const s = this.#sockets[k]!;
+        if (stillStopped(s, this.#handles[k]!)) resumeReading(s);
+      }
+    }
+    this.close();
+  }
+
+  #stopPolling(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** No more polling, nothing more parked (the set stays the transport's). */
+  close(): void {
+    this.#stopPolling();
+    this.#wake = null;
   }
 }
 

@@ -12,7 +12,10 @@
  *              changes until the snapshot (accepted, closed) is the delta of the handover.
  *   afterEarly (the successor holds them, still serving) the baseline: the idle connections,
  *              watched from now on (connection.ts); FREEZE, snapshot and verify then handle
- *              only the others, the moved ones and those accepted since.
+ *              only the others, the moved ones and those accepted since. http.Server, with
+ *              the successor's wake set: the idle ones are parked as well (connection.ts:
+ *              Parking): not read until input comes, then read again at once; the freeze
+ *              stops only those.
  *   PREPARE    http.Server: every upgraded connection (after 'upgrade'; the server no longer
  *              parses it) needs an owner that carries it (handlers/upgraded.ts: ws, socket.io,
  *              or the `upgraded` option): else EBUSY naming how many and what to do.
@@ -225,7 +228,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
     refs.unshift({ fd: fdOf(ps.server), key: handleOf(ps.server) });
     return refs;
   },
-  async afterEarly({ file: ps, memory, ahead }) {
+  async afterEarly({ file: ps, memory, ahead, wake }) {
     // The successor holds the fds: take the baseline of the idle connections now, as close
     // to the freeze as it can be (in slices, serving between them), and watch them from
     // now on. The pause then handles only what moves from here, and what is accepted from
@@ -239,7 +242,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
     t.pendingBase = pending;
     let base: Baseline;
     try {
-      base = await Baseline.take(t.conns, { http: isHttp(ps.server), sentEarly: sent });
+      base = await Baseline.take(t.conns, { http: isHttp(ps.server), sentEarly: sent, wake });
     } finally {
       t.pendingBase = null;
     }
@@ -250,7 +253,7 @@ export const serverHandler: FileHandler<PreservedServer> = {
       base.writeBlock(memory, ps.reserve.addr);
       ahead(ps.reserve.addr, base.blockSize);
     } else base.encodeWords();
-    trace(`server: baseline of ${base.count} idle connections${base.block ? ' (a base block)' : ''}, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
+    trace(`server: baseline of ${base.count} idle connections${base.block ? ' (a base block)' : ''}${base.parking ? ` (${base.parking.count} parked)` : ''}, ${base.others.length} others, ${t.after.length} accepted meanwhile`);
   },
   async freeze({ file: ps }) {
     const t = tracking(ps.server);
@@ -265,7 +268,13 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const base = t.base;
     if (base) base.watch.onMove = (s) => void (!s.destroyed && (s as { _handle?: unknown })._handle && stopReading(s));
     const active = (): Iterable<net.Socket> => (base ? [...base.others, ...t.after, ...base.movedSockets()] : t.conns);
-    if (base && http) stopAll(base.sockets);
+    if (base && http) {
+      // Parked at the baseline, the idle ones read nothing: only those that got input since
+      // and read again are stopped here (without parking: every one of them).
+      const stop = base.parking ? base.parking.freeze() : base.sockets;
+      stopAll(stop);
+      trace(`server: ${stop.length} idle connections stopped in the pause`);
+    }
     if (http) {
       // An upgrade since PREPARE may have brought one nobody can carry.
       const why = refusal(upgradedOf(ps.server, active()), unowned);

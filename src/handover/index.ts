@@ -64,6 +64,10 @@ export interface Transport {
   begin(early: () => Promise<EarlyFds | null>): Promise<void>;
   /** After begin: the next image reads memory of the handover before the freeze (ahead-v1). */
   readonly readsAhead: boolean;
+  /** After begin: a successor's wake set over the connections sent early (each reported as
+   *  this image's number for it), on which servers park their idle connections until the
+   *  freeze; null when there is none (in place; a successor of an older luo). abort() closes it. */
+  readonly wakeSet: sys.ReadySet | null;
   /** Still serving, before the freeze: have the next image read these preserved regions now
    *  (each [address, size], written for the handover and not changed again). Resolves with
    *  how many it read; rejects, having given nothing up, when it fails (it is killed). */
@@ -118,6 +122,7 @@ function execTransport(image: Image, opts: TransportOptions): Transport {
     pid: process.pid,
     begin: async () => {},
     readsAhead: false,
+    wakeSet: null,
     ahead: async () => 0,
     beforeFreeze: () => {},
     handOver(entry, refs, beforeExec) {
@@ -157,6 +162,9 @@ function successorTransport(image: Image, opts: TransportOptions): Transport {
     },
     get readsAhead() {
       return next.acceptsAhead;
+    },
+    get wakeSet() {
+      return next.wakeSet;
     },
     ahead: (regions) => next.ahead(regions, opts.readyTimeoutMs),
     beforeFreeze: () => next.restorePriority(),

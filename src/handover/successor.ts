@@ -16,7 +16,8 @@
  * Lifecycle, current image: start() (posix_spawn; in SCHED_IDLE where it can be given its
  * class back) → ready() (the loop keeps serving; rejects if the successor exits or times out,
  * and kills it) → presend() (optional; the loop keeps serving between datagrams; rejects and
- * kills the successor on any failure: nothing was given up, the successor held copies) →
+ * kills the successor on any failure: nothing was given up, the successor held copies; the
+ * successor's answer brings its wake set, kept until abort(): wakeSet) →
  * ahead() (optional: it reads preserved memory now; the same on failure) → restorePriority()
  * (right before the freeze, or once seen starving in SCHED_IDLE, or 10 s after the start, or
  * a quarter into a wait for it, whichever comes first; EPERM kills it) → handover()
@@ -26,7 +27,10 @@
  * exits. Before the handover, abort() kills the successor and closes the link; the successor
  * then exits with "the previous image cancelled the handover".
  * Successor: receiveHandover() blocks until everything has arrived or the link closes (fatal:
- * a successor without its handover must not serve). A malformed message is fatal too.
+ * a successor without its handover must not serve). A malformed message is fatal too. With
+ * the fds sent early it makes the wake set (an epoll instance over those connections, keyed
+ * by the current image's numbers) and sends it with its answer, then closes its own copy; if
+ * it cannot make one, it answers without (the current image then parks nothing).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -158,6 +162,7 @@ export class Successor {
   #accepts: string[] = [];
   /** Sent early: key → (fd, index in the presend). */
   #early: Map<object, { fd: number; index: number }> | null = null;
+  #wake: sys.ReadySet | null = null;
   #earlyCount = 0;
   /** Each early fd's index in the presend, by its number (-1: not sent). */
   #earlyIndexOfFd = new Int32Array(0);
@@ -348,7 +353,7 @@ export class Successor {
    * Wait, without blocking the loop, for one message from the successor. Rejects (having
    * killed it) when it exits, closes the link, is stopped or is not heard from within timeoutMs.
    */
-  async #next(timeoutMs: number, what: string): Promise<Record<string, unknown>> {
+  async #next(timeoutMs: number, what: string, keep?: (fds: number[]) => void): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
     let checked = Date.now();
     const idleUntil = Math.min(this.#idleUntil, checked + timeoutMs * IDLE_SHARE);
@@ -359,11 +364,16 @@ export class Successor {
       if (rev) {
         const p = sys.recvPacket(this.#fd, 65536, GROW);
         if (p && !p.eof) {
-          for (const fd of p.fds) sys.close(fd);
           let m: Record<string, unknown> | null = null;
           try {
             m = parseMessage(p.data, 'message');
           } catch { /* reported below */ }
+          // fds come only with the answer asked for (the wake set): any other is closed.
+          if (m && keep && !this.#tookFailure(m)) {
+            keep(p.fds);
+            return m;
+          }
+          for (const fd of p.fds) sys.close(fd);
           if (m && this.#tookFailure(m)) continue;
           if (m) return m;
           this.abort();
@@ -472,11 +482,14 @@ export class Successor {
     } finally {
       if (placeholder >= 0) fs.closeSync(placeholder);
     }
-    const m = await this.#next(timeoutMs, 'while taking the fds sent early');
+    let got: number[] = [];
+    const m = await this.#next(timeoutMs, 'while taking the fds sent early', (f) => void (got = f));
     if (m.presented !== fds.length) {
+      for (const f of got) sys.close(f);
       this.abort();
       throw fail('EPROTO', `the successor holds ${String(m.presented)} of the ${fds.length} fds sent early`);
     }
+    this.#adoptWake(m.wake, got, streams.length);
     this.#early = early;
     this.#earlyCount = fds.length;
     let max = 0;
@@ -649,8 +662,48 @@ export class Successor {
     this.#fd = -1;
   }
 
+  /**
+   * The wake set that came with the successor's answer to the fds sent early: an epoll
+   * instance it made over every connection sent early, level-triggered, each reported as this
+   * image's own number (its registrations cost the successor, in SCHED_IDLE, not this image's
+   * event loop: 10 000 of them took 40-60 ms of it). A server parks its idle connections on it
+   * (handlers/connection.ts: Parking). None (a successor of an older luo), or not an epoll
+   * instance, or a count that is not between 1 and the number of connections sent: no wake
+   * set, nothing parked; whatever came is closed.
+   */
+  #adoptWake(count: unknown, fds: number[], streams: number): void {
+    this.#closeWake();
+    if (count === undefined && fds.length === 0) return;
+    try {
+      if (fds.length !== 1 || !Number.isInteger(count) || (count as number) < 1 || (count as number) > streams) throw new Error(`${fds.length} fds for a wake set of ${String(count)} (${streams} connections were sent)`);
+      sys.setCloexec(fds[0]!, true);
+      this.#wake = sys.ReadySet.adopt(fds[0]!, streams);
+      trace(`successor: a wake set of ${streams} connections`);
+    } catch (e) {
+      for (const f of fds) {
+        try {
+          sys.close(f);
+        } catch { /* closed */ }
+      }
+      trace(`successor: its wake set is unusable (${(e as Error).message}): nothing parked`);
+    }
+  }
+
+  /** After presend: the successor's wake set over the connections sent early (null: none). */
+  get wakeSet(): sys.ReadySet | null {
+    return this.#wake;
+  }
+
+  /** Close the wake set (on libuv's thread pool: 10 000 entries are 5-10 ms of the kernel's). */
+  #closeWake(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    if (w) void w.closeInBackground();
+  }
+
   /** Kill the successor (if it still runs and has not taken over) and close the link. Idempotent. */
   abort(): void {
+    this.#closeWake();
     if (this.#fd >= 0) {
       sys.close(this.#fd);
       this.#fd = -1;
@@ -783,6 +836,30 @@ export function reportFailure(link: number, f: Failure): void {
   } catch { /* the link is gone */ }
 }
 
+/**
+ * Successor, the fds sent early: a wake set for the previous image, which parks its idle HTTP
+ * connections on it until the freeze. Every connection sent early, level-triggered, each
+ * registered under the previous image's number for it. Made here, in SCHED_IDLE, so that the
+ * serving image registers nothing. Null when there are none, or when it cannot be made (the
+ * previous image then parks nothing).
+ */
+function wakeSet(old: number[], mine: number[], streams: number[]): sys.ReadySet | null {
+  if (streams.length === 0) return null;
+  let set: sys.ReadySet | null = null;
+  try {
+    set = new sys.ReadySet();
+    // (One that closed before its datagram went came as a placeholder, /dev/null: skipped.)
+    const at = streams.filter((i) => Number.isInteger(i) && i >= 0 && i < mine.length && i < old.length);
+    set.add(at.map((i) => mine[i]!), { keys: at.map((i) => old[i]!) });
+    if (set.size === 0) throw new Error('none of them can be polled');
+    return set;
+  } catch (e) {
+    set?.close();
+    trace(`successor: no wake set for the previous image (${(e as Error).message})`);
+    return null;
+  }
+}
+
 export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Received {
   const all: number[] = []; // every fd received, closed if the handover fails
   const dropped = new Set<number>(); // ...except those closed already
@@ -838,7 +915,12 @@ export function receiveHandover(fd: number, hooks: SuccessorHooks = {}): Receive
         const ai = h.fds.indexOf(h.arena);
         hooks.presend?.({ arena: ai >= 0 ? fds[ai]! : -1, regions: h.regions, fds: fds.filter((_, i) => i !== ai), streams: h.streams.filter((i) => i !== ai).map((i) => fds[i]!) });
         early = { old: h.fds, fds, map };
-        sys.sendPacket(fd, encodeMessage({ presented: fds.length }));
+        const wake = wakeSet(h.fds, fds, h.streams);
+        try {
+          sys.sendPacket(fd, encodeMessage({ presented: fds.length, ...(wake ? { wake: wake.size } : {}) }), wake ? [wake.fd] : undefined);
+        } finally {
+          wake?.close(); // the previous image holds it now (or never will)
+        }
         continue;
       }
       if (h.luo === AHEAD) {

@@ -69,6 +69,19 @@ export interface FileArgs<H = unknown> {
    * it in a format only such a successor reads (a server's base block: uapi/connections.ts).
    */
   ahead?: (addr: number, size: number) => void;
+  /**
+   * afterEarly only, when the successor made one: its wake set over the connections sent
+   * early, level-triggered, each reported as this image's own fd number (ready(): the ones
+   * with input, hung up or in error now; a hint: a number may have been closed and reused
+   * since). A server parks its idle connections on it (handlers/connection.ts). Not the
+   * handler's to close.
+   */
+  wake?: WakeSet;
+}
+
+/** A readiness set the handlers may poll, not own (sys/epoll.ts: ReadySet). */
+export interface WakeSet {
+  ready(): number[];
 }
 
 /** What a cancel after a handover may report: connections resumed, and those closed because

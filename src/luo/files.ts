@@ -38,7 +38,7 @@ import { PreservedTree, fdtChecksum, type Kho } from '../kho/index.js';
 import * as sys from '../sys/index.js';
 import { FILES_COMPATIBLE, State, COMPATIBLE_RE, parseTokenName, tokenName, stateName } from './abi.js';
 import { asLuoError, runCallback, runInfallible, toU64, type Timeouts } from './callbacks.js';
-import type { FdRef, FileArgs, FileHandler, FlatFds, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve } from './file-handler.js';
+import type { FdRef, FileArgs, FileHandler, FlatFds, Frozen, HandlerMemory, IncomingMemory, Resumed, Retrieve, WakeSet } from './file-handler.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { CarriedEntry } from '../uapi/protocol.js';
 import { slicer } from '../util/slicer.js';
@@ -400,12 +400,13 @@ export class Files {
   /**
    * Successor mode, PREPARED, the fds sent early: each handler gets ready for the freeze.
    * `ahead`: the successor reads memory ahead; a handler may name regions for it (FileArgs).
+   * `wake`: the successor's wake set (FileArgs).
    */
-  async afterEarly(ahead: ((addr: number, size: number) => void) | null = null): Promise<void> {
+  async afterEarly(ahead: ((addr: number, size: number) => void) | null = null, wake: WakeSet | null = null): Promise<void> {
     for (const f of this.#sortedOut()) {
       if (f.state !== State.PREPARED || !f.handler.afterEarly) continue;
       try {
-        await f.handler.afterEarly(ahead ? { ...this.#args(f), ahead } : this.#args(f));
+        await f.handler.afterEarly({ ...this.#args(f), ...(ahead ? { ahead } : {}), ...(wake ? { wake } : {}) });
       } catch (e) {
         throw asLuoError(e, `file ${tokenName(f.token)} (${f.handler.compatible}) afterEarly`);
       }

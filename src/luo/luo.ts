@@ -482,7 +482,7 @@ export class Luo extends EventEmitter {
         }
         if (early && this.state === State.PREPARED) {
           const ahead: Array<[number, number]> = [];
-          await this.files.afterEarly(transport.readsAhead ? (addr, size) => void ahead.push([addr, size]) : null);
+          await this.files.afterEarly(transport.readsAhead ? (addr, size) => void ahead.push([addr, size]) : null, transport.wakeSet);
           trace('successor: handlers ready for the freeze');
           if (ahead.length) {
             const n = await transport.ahead(ahead);
@@ -538,6 +538,7 @@ export class Luo extends EventEmitter {
       this.emit('handover', done.pid);
       const outcome = done.outcome();
       if (outcome.committed) return done.retire();
+      transport.abort(); // the successor is gone: close what is left of the link
       return this.#resume(outcome);
     });
   }

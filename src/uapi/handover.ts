@@ -11,7 +11,8 @@
  *                                                     image hands over on that socket
  *
  * The successor link: SOCK_SEQPACKET, one JSON object per datagram, fds as SCM_RIGHTS, at
- * most MAX_FDS per datagram, and only in {"chunk":i} datagrams. In order:
+ * most MAX_FDS per datagram, and only in {"chunk":i} datagrams (and the wake set, below).
+ * In order:
  *   successor → current  hello      {"luo":"successor-v1","pid":P,"accepts":["presend-v1"]}
  *   presend-v1 (only when the successor accepts it; the current image still serves):
  *   current → successor  presend    {"luo":"presend-v1","fds":[…],"chunks":N,"arena":A,
@@ -19,7 +20,15 @@
  *                                    chunks; `streams` (optional) lists, by index, the fds
  *                                    that are connections (the successor may build their
  *                                    sockets now)
- *   successor → current  presented  {"presented":n}
+ *   successor → current  presented  {"presented":n} or {"presented":n,"wake":w} with one
+ *                                    fd: the wake set, an epoll instance over w of the
+ *                                    connections sent early (1 <= w <= their count),
+ *                                    level-triggered, each registered with the current
+ *                                    image's number for it as its data; the current image
+ *                                    polls it while its idle connections are parked. An
+ *                                    image that does not know `wake` closes the fd; one that
+ *                                    gets anything else with `presented` closes it and
+ *                                    parks nothing
  *   ahead-v1 (only when the successor accepts it; after the presend, still serving):
  *   current → successor  ahead      {"luo":"ahead-v1","regions":[[addr,size],…]}: preserved
  *                                    memory the current image wrote for the handover and
@@ -125,7 +134,8 @@ export interface Presend { luo: typeof PRESEND; fds: number[]; chunks: number; a
 export interface Ahead { luo: typeof AHEAD; regions: Array<[number, number]> }
 export interface HandoverMsg { luo: typeof HANDOVER_V1 | typeof HANDOVER_V2; entry: string; fds: number[]; chunks: number; closed: number[]; commit: boolean }
 export interface Chunk { chunk: number }
-export interface Presented { presented: number }
+/** `wake`: how many connections the wake set sent with it covers (absent: none sent). */
+export interface Presented { presented: number; wake?: number }
 export interface Taken { taken: number }
 /** Why a next image gave up (its guard's last word), or why a previous one came back. */
 export interface Failure { reason: string; status: number | null; stderr: string[] }
