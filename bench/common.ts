@@ -1,10 +1,10 @@
 /*
  * bench/common: what the benches share: a free port, a child whose JSON lines are collected,
- * running a command with a timeout, pm2 installed on first use (into node_modules/.cache, so a
+ * running a command with a timeout (through a launcher process once startLauncher was called), pm2 installed on first use (into node_modules/.cache, so a
  * bench without network skips pm2 with the reason instead of failing), the machine's
  * description, medians and 10 ms latency buckets.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -79,7 +79,43 @@ export class Proc {
 }
 
 /** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
+let launcher: ChildProcess | null = null;
+let launched = 0;
+const waiting = new Map<number, (r: { code: number; out: string }) => void>();
+
+/**
+ * From here on, run() spawns through a small process forked now (bench/launcher.ts), not from
+ * this one: call it before the load starts. A fork of a process holding the load stalls it
+ * (see launcher.ts), and its clients' waits would count that stall as the service's.
+ */
+export function startLauncher(): void {
+  if (launcher) return;
+  const l = fork(path.join(here, 'launcher.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  l.on('message', (m: { id: number; code: number; out: string }) => {
+    waiting.get(m.id)?.({ code: m.code, out: m.out });
+    waiting.delete(m.id);
+    if (waiting.size === 0) l.channel?.unref();
+  });
+  l.on('exit', () => {
+    launcher = null;
+    for (const [, done] of waiting) done({ code: 1, out: 'the launcher exited' });
+    waiting.clear();
+  });
+  l.unref();
+  l.channel?.unref();
+  launcher = l;
+}
+
 export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
+  const l = launcher;
+  if (l) {
+    return new Promise((resolve) => {
+      const id = ++launched;
+      waiting.set(id, resolve);
+      l.channel?.ref();
+      l.send({ id, cmd, args, env: { ...process.env, ...env }, timeoutMs });
+    });
+  }
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -23,7 +23,9 @@
  * wrote reads back, and the store did not shrink). Two sweeps: state size (10 MB, 100 MB,
  * 1 GB at 100 connections) and connections (1, 1 000, 10 000 at 10 MB). luo's points are all
  * up at once and updated in turn, round after round, so that a ratio between two of them is
- * measured over the same minutes; the other contenders run point after point.
+ * measured over the same minutes; the other contenders run point after point. Updates
+ * (`luo update`, `pm2 reload`) are spawned by a small launcher process (launcher.ts), not by
+ * this one, which holds the load: its own fork stalled it 10-50 ms at every update's start.
  *
  * Output: bench/results/<date>.json, the table in docs/benchmarks.md (between the
  * bench:compare markers) and docs/bench-latency.svg (request latency over time across one
@@ -52,7 +54,7 @@ import { HttpClient, IdleHttp, latencyPercentile, maxGapSpan, type Client } from
 import { KvStore } from '../examples/kv/store.js';
 import { latencyChart, type MarkKind } from './chart.js';
 import { wsMain } from './ws.js';
-import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, traceStalls, writeDocSection } from './common.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, startLauncher, traceStalls, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const kvDir = path.join(here, '..', 'examples', 'kv');
@@ -357,6 +359,10 @@ async function main(): Promise<void> {
   log(`bench: ${JSON.stringify(m)}`);
   const floor = floors();
   log(`floor: node -e 0 spawned ${floor.spawnMs} ms, exec in place ${floor.execInPlaceMs} ms`);
+  // Updates (luo update, pm2 reload) are spawned from a process without the load: a fork of
+  // this one, holding 10 000 client sockets, stalled it 10-50 ms at each update's start, and
+  // its busiest client's wait counted that (launcher.ts).
+  startLauncher();
   const points: Array<{ size: number; conns: number; series: boolean }> = [
     ...SIZES.map((size) => ({ size, conns: SIZE_SWEEP_CONNS, series: size === SIZES[Math.min(1, SIZES.length - 1)] })),
     ...CONNS.filter((c) => !(c === SIZE_SWEEP_CONNS && SIZES.includes(SIZES[0]!))).map((conns) => ({ size: SIZES[0]!, conns, series: false })),

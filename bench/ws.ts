@@ -31,7 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { latencyChart, type MarkKind } from './chart.js';
-import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, writeDocSection } from './common.js';
+import { bucketMax, freePort, log, machine, median, pm2Binary, PM2_VERSION, Proc, resultJson, root, run, sleep, startLauncher, writeDocSection } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const APP = path.join(here, 'ws-app.js');
@@ -269,6 +269,7 @@ export async function runWsBench(argv: string[]): Promise<WsResult> {
   const CONNS = Number(opt('ws-connections', '1000'));
   const REPS = Number(opt('ws-reps', '3'));
   const CONTENDERS = opt('ws-contenders', 'luo,luo-exec,pm2').split(',') as WsContender[];
+  startLauncher(); // updates are spawned from a process without the load (launcher.ts)
   const tStart = now();
   const trials: WsTrial[] = [];
   const series: Record<string, Array<[number, number]>> = {};
