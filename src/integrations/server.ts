@@ -207,19 +207,25 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
       else server.emit('connection', s);
     }
   };
-  // The busy ones (input waiting at the handover, or bytes carried), in batches that double.
+  // The busy ones (input waiting at the handover, or bytes carried), in batches that double,
+  // up to BUSY_BATCH_MAX.
+  let busyBatch = 1;
   for (let i = 0; i < nBusy; i++) {
     adopt(order[i]!);
     if (i === 0) trace('restoreServer: first adopted');
     if (i + 1 === serveAt || i === nBusy - 1) {
       // Serve the busy ones adopted so far: let the loop poll (and read them) before adopting
-      // more, in batches that double (1, 2, 4, ...): the first is served after one adoption,
-      // not after all of them, and the last busy one before any idle one. One setImmediate
+      // more, in batches that double (1, 2, 4, ...) up to BUSY_BATCH_MAX: the first is served
+      // after one adoption, not after all of them, one adopted early is served again after at
+      // most that many more (1 500 busy ones piled up in a slow pause under load: batches of
+      // 512 and 1 024 held the busiest clients' next requests 150 ms), and the last busy one
+      // before any idle one. One setImmediate
       // is not enough: queued from outside the check phase (the restore runs from a module's
       // top-level await, an I/O callback, a timer) it runs in this iteration's check phase,
       // before any poll; queued from inside it, the next immediate runs only after the next
       // iteration's poll.
-      serveAt *= 2;
+      busyBatch = Math.min(busyBatch * 2, BUSY_BATCH_MAX);
+      serveAt += busyBatch;
       if (i === nBusy - 1) trace('restoreServer: busy ones adopted');
       await new Promise((r) => setImmediate(() => setImmediate(r)));
       if (i === nBusy - 1) trace('restoreServer: busy ones served');
@@ -305,6 +311,9 @@ export async function restoreServer(luo: Luo, token: bigint | number, server: ne
   luo.files.noteRestored(BigInt(token), { connections: counts.connections, upgraded: counts.upgraded, taken: counts.taken, refused: counts.refused, unclaimed: counts.unclaimed });
   return counts;
 }
+
+/** The most busy connections adopted between two polls (the batches double up to it). */
+const BUSY_BATCH_MAX = 64;
 
 /** Adoptions between two young-generation collections of restoreServer's own. */
 const YOUNG_EVERY = 256;
