@@ -51,9 +51,12 @@ export class ReadySet {
   #size = 0;
   #events: Buffer | null = null;
 
-  constructor(adopted?: number) {
-    if (adopted !== undefined) {
-      this.#fd = adopted;
+  /** adopt()'s fd while it constructs (-1: make a new instance). */
+  static #adopting = -1;
+
+  constructor() {
+    if (ReadySet.#adopting >= 0) {
+      this.#fd = ReadySet.#adopting;
       return;
     }
     const fd = epoll().create(EPOLL_CLOEXEC) as number;
@@ -86,7 +89,13 @@ export class ReadySet {
     }
     if (target !== 'anon_inode:[eventpoll]') throw fail('EINVAL', `fd ${fd} is ${target}, not an epoll instance`);
     if (!Number.isInteger(capacity) || capacity < 0) throw fail('EINVAL', `a readiness set's capacity must be a count, not ${capacity}`);
-    const set = new ReadySet(fd);
+    ReadySet.#adopting = fd;
+    let set: ReadySet;
+    try {
+      set = new ReadySet();
+    } finally {
+      ReadySet.#adopting = -1;
+    }
     set.#size = capacity;
     return set;
   }
