@@ -10,10 +10,11 @@
  *   prepare({token, file, data})     PREPARE: may return the u64 payload
  *   early({…}) → FdRef[] (or a promise) successor mode, PREPARED, still serving: fds that can go
  *                                    to the successor before the freeze, each with a key
- *   afterEarly({…, ahead})           successor mode, once the successor holds them, still
+ *   afterEarly({…, ahead, wake})     successor mode, once the successor holds them, still
  *                                    serving, right before FREEZE: get ready for it (a server
- *                                    takes the baseline of its idle connections, and names
- *                                    their counters for the successor to read ahead)
+ *                                    takes the baseline of its idle connections, names their
+ *                                    counters for the successor to read ahead, and parks the
+ *                                    idle HTTP ones on the successor's wake set)
  *   freeze({…})                      FREEZE: quiesce (stop reading, drain); may return a payload
  *   snapshot({…}) → Frozen           the end of FREEZE, after every file's freeze, synchronous:
  *                                    the final payload, the fds the next image inherits (the
