@@ -270,8 +270,9 @@ export const serverHandler: FileHandler<PreservedServer> = {
     const active = (): Iterable<net.Socket> => (base ? [...base.others, ...t.after, ...base.movedSockets()] : t.conns);
     if (base && http) {
       // Parked at the baseline, the idle ones read nothing: only those that got input since
-      // and read again are stopped here (without parking: every one of them).
-      const stop = base.parking ? base.parking.freeze() : base.sockets;
+      // and read again are stopped here (without parking, or if it gave up and every one reads
+      // again: every one of them).
+      const stop = base.parking?.active ? base.parking.freeze() : base.sockets;
       stopAll(stop);
       trace(`server: ${stop.length} idle connections stopped in the pause`);
     }
