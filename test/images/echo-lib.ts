@@ -19,6 +19,7 @@
  * for the next images, space-separated), ECHO_ADOPT_BATCH (restoreServer's batch: how many
  * idle connections a slice adopts at most), ECHO_ADOPT_SLICE_MS (restoreServer's sliceMs),
  * ECHO_ADOPT_COST_US (each adopted connection's handler runs this long: a heavy one),
+ * ECHO_RESTORE_DELAY_MS (an updated image waits that long before restoreServer),
  * ECHO_RANK_FILE (a file holding a client port, read
  * at the restore: the 'ready' line says how many connections had been adopted before it,
  * rankOfPort).
@@ -82,6 +83,10 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
   const adoptCostMs = Number(process.env.ECHO_ADOPT_COST_US ?? 0) / 1000;
   let carried = { unread: 0, unsent: 0 };
   if (luo.state === State.UPDATED) {
+    // Diagnosis and tests: the clients' bytes wait in the kernel meanwhile (every connection
+    // that sends is busy at the restore).
+    const delay = Number(process.env.ECHO_RESTORE_DELAY_MS ?? 0);
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const r = await restoreServer(luo, 1, server, {
       ...(process.env.ECHO_ADOPT_BATCH ? { batch: Number(process.env.ECHO_ADOPT_BATCH) } : {}),
       ...(process.env.ECHO_ADOPT_SLICE_MS ? { sliceMs: Number(process.env.ECHO_ADOPT_SLICE_MS) } : {}),
