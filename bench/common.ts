@@ -4,7 +4,7 @@
  * bench without network skips pm2 with the reason instead of failing), the machine's
  * description, medians and 10 ms latency buckets.
  */
-import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { watchStalls } from '../src/config.js';
+import { runCommand } from './run-command.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const root = path.resolve(here, '..', '..');
@@ -78,7 +79,6 @@ export class Proc {
   }
 }
 
-/** Run a command to completion; killed (and reported as failed) after `timeoutMs`. */
 let launcher: ChildProcess | null = null;
 let launched = 0;
 const waiting = new Map<number, (r: { code: number; out: string }) => void>();
@@ -106,6 +106,7 @@ export function startLauncher(): void {
   launcher = l;
 }
 
+/** Run a command to completion (run-command.ts), through the launcher once startLauncher was called. */
 export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<{ code: number; out: string }> {
   const l = launcher;
   if (l) {
@@ -116,20 +117,7 @@ export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeou
       l.send({ id, cmd, args, env: { ...process.env, ...env }, timeoutMs });
     });
   }
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    const t = setTimeout(() => {
-      out += `\n(killed after ${timeoutMs / 1000} s)`;
-      p.kill('SIGKILL');
-    }, timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? 1, out });
-    });
-  });
+  return runCommand(cmd, args, { ...process.env, ...env }, timeoutMs);
 }
 
 export async function pm2Binary(): Promise<string> {

@@ -7,44 +7,14 @@
  * process, forked once before the load starts, spawns them instead.
  *
  * Lifecycle: forked with an IPC channel (common.ts: startLauncher) → for each message
- * {id, cmd, args, env, timeoutMs}: spawn, collect stdout and stderr, SIGKILL at the timeout,
- * answer {id, code, out} → exits when the channel closes (the bench ended or died). A command
- * that cannot be spawned answers code 127 with the error as its output.
+ * {id, cmd, args, env, timeoutMs}: run-command.ts's runCommand, answered as {id, code, out}
+ * → exits when the channel closes (the bench ended or died).
  */
-import { spawn } from 'node:child_process';
+import { runCommand } from './run-command.js';
 
 interface Job { id: number; cmd: string; args: string[]; env: NodeJS.ProcessEnv; timeoutMs: number }
 
 process.on('message', (m: Job) => {
-  let out = '';
-  let answered = false;
-  const answer = (code: number): void => {
-    if (answered) return;
-    answered = true;
-    process.send?.({ id: m.id, code, out });
-  };
-  let p: ReturnType<typeof spawn>;
-  try {
-    p = spawn(m.cmd, m.args, { env: m.env, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    out = (e as Error).message;
-    answer(127);
-    return;
-  }
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
-  const t = setTimeout(() => {
-    out += `\n(killed after ${m.timeoutMs / 1000} s)`;
-    p.kill('SIGKILL');
-  }, m.timeoutMs);
-  p.on('error', (e) => {
-    clearTimeout(t);
-    out += e.message;
-    answer(127);
-  });
-  p.on('exit', (code) => {
-    clearTimeout(t);
-    answer(code ?? 1);
-  });
+  void runCommand(m.cmd, m.args, m.env, m.timeoutMs).then((r) => process.send?.({ id: m.id, ...r }));
 });
 process.on('disconnect', () => process.exit(0));

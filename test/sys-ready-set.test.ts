@@ -6,18 +6,34 @@ import test from 'node:test';
 import { stopReading } from '../src/handlers/node-internals.js';
 import * as sys from '../src/sys/index.js';
 
-test('a readiness set reports exactly the fds with input or hung up, skips what cannot be polled, and refuses use once closed', async () => {
+
+/** `n` loopback connections whose server side does not read (stopReading: input stays in the
+ *  kernel; pause() would not stop libuv reading), and how to close them all. */
+async function unreadConnections(n: number): Promise<{ accepted: net.Socket[]; clients: net.Socket[]; close(): void }> {
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const accepted: net.Socket[] = [];
-  server.on('connection', (s) => {
-    stopReading(s); // input stays in the kernel (pause() would not stop libuv reading)
-    accepted.push(s);
-  });
-  const clients = await Promise.all(Array.from({ length: 50 }, () => new Promise<net.Socket>((r) => {
+  const all = new Promise<void>((done) => server.on('connection', (s) => {
+    stopReading(s);
+    if (accepted.push(s) === n) done();
+  }));
+  const clients = await Promise.all(Array.from({ length: n }, () => new Promise<net.Socket>((r) => {
     const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
   })));
-  while (accepted.length < 50) await new Promise((r) => setTimeout(r, 5));
+  await all;
+  return {
+    accepted,
+    clients,
+    close() {
+      clients.forEach((c) => c.destroy());
+      server.close();
+      accepted.forEach((s) => s.destroy());
+    },
+  };
+}
+
+test('a readiness set reports exactly the fds with input or hung up, skips what cannot be polled, and refuses use once closed', async () => {
+  const { accepted, clients, close } = await unreadConnections(50);
   // The set watches copies of the server-side fds (as a successor does: other numbers, the
   // same connections), and a memfd, which epoll refuses.
   const copies = accepted.map((s) => sys.dup((s as unknown as { _handle: { fd: number } })._handle.fd));
@@ -38,26 +54,14 @@ test('a readiness set reports exactly the fds with input or hung up, skips what 
     set.close(); // idempotent
     copies.forEach((fd) => sys.close(fd));
     sys.close(memfd);
-    clients.forEach((c) => c.destroy());
-    server.close();
-    accepted.forEach((s) => s.destroy());
+    close();
   }
   assert.throws(() => set.ready(), { code: 'EBADF' });
   assert.throws(() => set.add([0]), { code: 'EBADF' });
 });
 
 test('a one-shot readiness set reports each fd once, whatever comes on it afterwards', async () => {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const accepted: net.Socket[] = [];
-  server.on('connection', (s) => {
-    stopReading(s);
-    accepted.push(s);
-  });
-  const clients = await Promise.all(Array.from({ length: 8 }, () => new Promise<net.Socket>((r) => {
-    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
-  })));
-  while (accepted.length < 8) await new Promise((r) => setTimeout(r, 5));
+  const { accepted, clients, close } = await unreadConnections(8);
   const copies = accepted.map((s) => sys.dup((s as unknown as { _handle: { fd: number } })._handle.fd));
   const set = new sys.ReadySet();
   /** Ask until `fd` is reported (loopback delivers within the writer's call; the loop is a guard). */
@@ -82,24 +86,12 @@ test('a one-shot readiness set reports each fd once, whatever comes on it afterw
   } finally {
     set.close();
     copies.forEach((fd) => sys.close(fd));
-    clients.forEach((c) => c.destroy());
-    server.close();
-    accepted.forEach((s) => s.destroy());
+    close();
   }
 });
 
 test('a readiness set made over copies reports each under the key given for it, and works where it is passed to (adopt: an epoll instance only)', async () => {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const accepted: net.Socket[] = [];
-  server.on('connection', (s) => {
-    stopReading(s);
-    accepted.push(s);
-  });
-  const clients = await Promise.all(Array.from({ length: 6 }, () => new Promise<net.Socket>((r) => {
-    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1', () => r(c));
-  })));
-  while (accepted.length < 6) await new Promise((r) => setTimeout(r, 5));
+  const { accepted, clients, close } = await unreadConnections(6);
   const mine = accepted.map((s) => (s as unknown as { _handle: { fd: number } })._handle.fd);
   // A successor's copies (other numbers), registered under this process's numbers.
   const copies = mine.map((fd) => sys.dup(fd));
@@ -128,8 +120,6 @@ test('a readiness set made over copies reports each under the key given for it, 
     made.close();
     adopted?.close();
     sys.close(memfd);
-    clients.forEach((c) => c.destroy());
-    server.close();
-    accepted.forEach((s) => s.destroy());
+    close();
   }
 });
