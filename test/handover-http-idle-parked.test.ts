@@ -7,56 +7,17 @@
 // (LUO_TRACE: "N idle connections stopped in the pause"), not the 1 000; and afterwards every
 // connection is answered by the new version, each request exactly once.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import test from 'node:test';
 import { Service } from './echo-harness.js';
+import { connectKeepAlive, type KeepAlive } from './keepalive-client.js';
 import { tmpDir } from './helpers.js';
-
-/** A keep-alive connection speaking HTTP/1.1 by hand: requests in order, one body per answer. */
-class KeepAlive {
-  readonly sock: net.Socket;
-  readonly bodies: string[] = [];
-  #buf = Buffer.alloc(0);
-  #waiters: Array<() => void> = [];
-  constructor(port: number) {
-    this.sock = net.connect(port, '127.0.0.1');
-    this.sock.on('data', (d) => {
-      this.#buf = Buffer.concat([this.#buf, d]);
-      for (;;) {
-        const end = this.#buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const head = this.#buf.subarray(0, end).toString('latin1');
-        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-        if (!Number.isFinite(len)) throw new Error(`no content-length in ${head}`);
-        if (this.#buf.length < end + 4 + len) return;
-        this.bodies.push(this.#buf.subarray(end + 4, end + 4 + len).toString());
-        this.#buf = this.#buf.subarray(end + 4 + len);
-        this.#waiters.shift()?.();
-      }
-    });
-  }
-  connected(): Promise<void> {
-    return new Promise((r) => this.sock.once('connect', () => r()));
-  }
-  /** Send a request for `url`; resolves with its answer's body. */
-  get(url: string): Promise<string> {
-    const at = this.bodies.length + this.#waiters.length;
-    const done = new Promise<string>((r) => this.#waiters.push(() => r(this.bodies[at]!)));
-    this.sock.write(`GET ${url} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    return done;
-  }
-}
 
 test('idle HTTP connections parked before the freeze: input read again by the old version, the pause stops only those, every request answered once', { timeout: 120_000 }, async () => {
   const svc = new Service({ LUO_RUNDIR: tmpDir(), ECHO_HTTP: '1', ECHO_SUCCESSOR: '1', ECHO_FREEZE_HOLD: '1', LUO_TRACE: '1' });
   const conns: KeepAlive[] = [];
   try {
     const port = await svc.start();
-    for (let i = 0; i < 1000; i += 250) {
-      const batch = Array.from({ length: 250 }, () => new KeepAlive(port));
-      await Promise.all(batch.map((c) => c.connected()));
-      conns.push(...batch);
-    }
+    conns.push(...await connectKeepAlive(port, 1000));
     // Each one served once by the old version: keep-alive connections, idle now.
     (await Promise.all(conns.map((c, i) => c.get(`/c${i}/0`)))).forEach((a, i) => assert.equal(a, `a:/c${i}/0`));
     const before = svc.lines.length;
