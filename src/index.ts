@@ -11,7 +11,7 @@ import { trace } from './config.js';
 import { Device, type DeviceOptions } from './device/server.js';
 import { pendingKind } from './handover/index.js';
 import { builtinHandlers } from './handlers/index.js';
-import { collectGarbage } from './handlers/node-internals.js';
+import { collectGarbage, hookSockets } from './handlers/node-internals.js';
 import { prebuild } from './handlers/prebuilt.js';
 import { readAhead } from './handlers/connection.js';
 import { loadBuiltins, settleThreads, warmRunning, warmSuccessor } from './warm.js';
@@ -37,6 +37,8 @@ export function boot(opts: LuoOptions = {}): Luo {
   // It must have started before the running image hears we are ready (and freezes).
   const successor = (opts.enabled ?? true) && pendingKind() === 'successor';
   if (successor) Device.prewarm();
+  // net.Socket's hooks, before the service compiles anything (not at the first update).
+  if (opts.enabled ?? true) hookSockets();
   return Luo.boot({
     ...opts,
     handlers: [...builtinHandlers(), ...(opts.handlers ?? [])],

@@ -46,8 +46,8 @@
  *                                         again in the next image (incomingRequest)
  *   v8 --expose-gc, set at run time       collectGarbage(): a synchronous full collection;
  *                                         collectYoung(): gc({type: 'minor'}), a scavenge
- *   net.Socket.prototype's write, end,    wrapped once per process (watchQuiet, successor
- *     push, unshift and destroy           mode): the first call for a watched idle
+ *   net.Socket.prototype's write, end,    wrapped once per process, at boot (hookSockets;
+ *     push, unshift and destroy           watchQuiet): the first call for a watched idle
  *                                         connection marks it moved
  *   require('_http_common').HTTPParser    an HTTP connection's parser reads its consumed
  *     .kOnExecute, parser[kOnExecute]     handle in C++ (never through push) and calls this
@@ -193,6 +193,9 @@ export function scanSockets(sockets: Iterable<net.Socket>, stop: boolean): Socke
 // the early send.
 
 const QUIET = Symbol('luo.quiet');
+/** A connection's hold epoch (0: none; newHoldEpoch's are 1 and up). */
+const HOLD = Symbol('luo.hold');
+const HELD_QUEUE = Symbol('luo.heldQueue');
 const QUIET_AT = Symbol('luo.quietAt');
 const ON_EXECUTE_WRAP = Symbol('luo.onExecute');
 
@@ -208,14 +211,16 @@ export class QuietWatch {
     this.moved = new Uint8Array(count);
   }
 }
+/** A connection's watch when none watches it (primeSocket; a watch that saw it move). */
+const UNWATCHED = new QuietWatch(0);
 
-type Watched = net.Socket & { [QUIET]?: QuietWatch | null; [QUIET_AT]?: number };
+type Watched = net.Socket & { [QUIET]?: QuietWatch; [QUIET_AT]?: number };
 let activityInstalled = false;
 
 function moved(s: Watched): void {
   const w = s[QUIET];
-  if (!w) return;
-  s[QUIET] = null;
+  if (w === undefined || w === UNWATCHED) return;
+  s[QUIET] = UNWATCHED;
   const i = s[QUIET_AT]!;
   if (w.moved[i]) return;
   w.moved[i] = 1;
@@ -233,7 +238,8 @@ function installActivity(): void {
   for (const name of ['write', 'end', 'push', 'unshift', 'destroy']) {
     const orig = proto[name] as (...a: unknown[]) => unknown;
     proto[name] = function (this: Watched, ...args: unknown[]): unknown {
-      if (this[QUIET]) moved(this);
+      const w = this[QUIET];
+      if (w !== undefined && w !== UNWATCHED) moved(this);
       return orig.apply(this, args);
     };
   }
@@ -283,7 +289,7 @@ export function watchQuiet(s: net.Socket, w: QuietWatch, i: number): boolean {
 /** Stop watching `s` (without counting it as moved). */
 export function unwatchQuiet(s: net.Socket): void {
   const x = s as Watched;
-  if (x[QUIET]) x[QUIET] = null;
+  if (x[QUIET] !== undefined) x[QUIET] = UNWATCHED;
 }
 
 /** An idle connection: nothing read and not consumed, nothing unsent, not ending, no HTTP
@@ -391,10 +397,26 @@ export function hasDecoder(s: net.Socket): boolean {
   return Boolean((s as unknown as { _readableState: { decoder: unknown } })._readableState.decoder);
 }
 
+/**
+ * Give `s` now, as it is tracked, every property luo stores on a preserved connection later
+ * (a watch, a hold epoch), each with a value of the kind it will hold: each connection then
+ * keeps one shape for its whole life. Added in the baseline's pass instead, they gave 10 000
+ * sockets a new shape under load, and each compiled function of Node's HTTP path that had
+ * seen only the old one was deoptimized ("wrong map") right before the freeze.
+ */
+function primeSocket(s: net.Socket): void {
+  const x = s as Watched & { [HOLD]?: number };
+  if (x[QUIET] !== undefined) return;
+  x[QUIET] = UNWATCHED;
+  x[QUIET_AT] = 0;
+  x[HOLD] = 0;
+}
+
 /** Remember each write handed to libuv until it completes, so its unsent tail can be carried. */
 export function trackWrites(s: net.Socket): void {
   const t = s as Tracked;
   if (TRACKED in t) return;
+  primeSocket(s);
   const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
   if (h) handleFd(h); // read the fd now, not in the freeze's pass over every connection
   const proto = Object.getPrototypeOf(s) as { _writeGeneric?: WriteGeneric };
@@ -443,8 +465,6 @@ export function unsentBytes(s: net.Socket): Buffer {
   return Buffer.concat(parts);
 }
 
-const HOLD = Symbol('luo.hold');
-const HELD_QUEUE = Symbol('luo.heldQueue');
 type Holdable = net.Socket & { [HOLD]?: number; [HELD_QUEUE]?: Array<() => void> };
 /** Hold epochs in force: a socket marked with one of them neither writes nor reads. */
 const holding = new Set<number>();
@@ -452,6 +472,23 @@ const holding = new Set<number>();
 const queued = new Map<number, Holdable[]>();
 let nextEpoch = 1;
 let holdInstalled = false;
+
+/**
+ * Wrap net.Socket.prototype's methods that a baseline (watchQuiet) and a hold (newHoldEpoch)
+ * need, now: at boot, before the service has compiled anything. Installed at an update's
+ * first baseline instead (under load, right before the freeze), the change to the prototype
+ * deoptimized at once every compiled function on Node's HTTP path that reads through it (35
+ * of them in the kv example: `--log-deopt`, "dependency-change"), and the service answered
+ * in interpreted code through the baseline, the read ahead and the freeze. Where this Node
+ * lacks one of them, nothing is wrapped here: the first baseline then fails with ENOTSUP,
+ * as it did.
+ */
+export function hookSockets(): void {
+  try {
+    installHold();
+    installActivity();
+  } catch { /* ENOTSUP: said by the first baseline or snapshot */ }
+}
 
 /**
  * A new hold epoch, for one snapshot of connections. markHold(s, epoch) in the snapshot's pass
@@ -489,7 +526,7 @@ export function endHold(epoch: number): void {
 /** Is `s` held now (startHold of its epoch)? */
 export function outputHeld(s: net.Socket): boolean {
   const e = (s as Holdable)[HOLD];
-  return e !== undefined && holding.has(e);
+  return e !== undefined && e !== 0 && holding.has(e);
 }
 
 /** Wrap net.Socket's write, final and read once per process (a Set lookup per call when no
