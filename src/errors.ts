@@ -67,6 +67,13 @@ export class LuoError extends Error {
   }
 }
 
+/** A service took the connection and answered nothing within the time asked (ETIMEDOUT). */
+export class NoAnswerError extends LuoError {
+  constructor(message: string) {
+    super('ETIMEDOUT', message);
+  }
+}
+
 export class SysError extends LuoError {
   readonly syscall: string;
   constructor(syscall: string, errno: number, detail?: string) {

@@ -4,6 +4,7 @@
 // boots UPDATED, restores everything (closing only the connections the failed image used),
 // finds its memory as it handed it over, and the agent says why and finishes the rollback
 // (test/txn-harness.ts checks all of it).
+import assert from 'node:assert/strict';
 import test from 'node:test';
 import { assertOldServes, startTxn, stopTxn, update } from './txn-harness.js';
 
@@ -15,6 +16,9 @@ const cases: Array<[string, RegExp, string[]?]> = [
   ['hang-before-boot-blocked', /the next version was not up \(its control device started\) within [\d.]+ s \(hung, its event loop blocked for the last [\d.]+ s\)/],
   ['hang-after-boot-alive', /the next version was not up \(its control device started\) within [\d.]+ s \(hung\)/],
   ['hang-after-boot-blocked', /the next version was not up \(its control device started\) within [\d.]+ s \(hung, its event loop blocked for the last [\d.]+ s\)/],
+  // Up, then stuck: the device's thread took the agent's request, the main thread never
+  // answers it. The agent asks again instead of waiting on it; the guard says where it stood.
+  ['hang-after-device-blocked', /the next version did not finish its update by the deadline \(hung, its event loop blocked for the last [\d.]+ s; its control device had waited [\d.]+ s for the main thread to answer a request \(0 answered before\)\)/],
   ['die-on-probation', /the next version exited during its probation \([\d.]+ s into 3 s\): the next version exited with status 4 before it finished its update/, ['--probation', '3s']],
 ];
 
@@ -24,6 +28,10 @@ for (const [fault, reason, flags] of cases) {
     try {
       const run = await update(t, ['--timeout', '3', ...(flags ?? [])], fault);
       await assertOldServes(t, run, 'rolled-back', reason, 'exec');
+      if (fault === 'hang-after-device-blocked') {
+        const up = (run.report.phases as Array<{ phase: string; detail?: string }>).find((p) => p.phase === 'next image up');
+        assert.match(up?.detail ?? '', /^not up within 3 s \(the service took the connection but did not answer GET_UPDATE within [\d.]+ s\)$/, JSON.stringify(run.report));
+      }
     } finally {
       stopTxn(t);
     }

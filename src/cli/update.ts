@@ -22,7 +22,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { DeviceClient } from '../device/client.js';
-import { LuoError, errnoName } from '../errors.js';
+import { LuoError, NoAnswerError, errnoName } from '../errors.js';
 import { Event, State, stateName, toToken } from '../luo/abi.js';
 import * as sys from '../sys/index.js';
 import { IOCTL, REBOOT_SUCCESSOR, decodeCarried, decodeUpdate, encodeLoadImage, encodeReboot, type CarriedEntry, type UpdateStatus } from '../uapi/protocol.js';
@@ -49,8 +49,8 @@ interface Phase { phase: string; ms: number; ok: boolean; detail?: string }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function getState(c: DeviceClient): number {
-  return c.request(IOCTL.GET_STATE, structs.u32()).struct.readUInt32LE(4);
+function getState(c: DeviceClient, timeoutMs?: number): number {
+  return c.request(IOCTL.GET_STATE, structs.u32(), [], { timeoutMs }).struct.readUInt32LE(4);
 }
 
 /** What the serving image was handed over and what became of it (null: an older luo). */
@@ -96,11 +96,16 @@ export function carriedSummary(entries: CarriedEntry[]): { line: string; warning
   return { line: parts.join('; '), warnings };
 }
 
-function getUpdate(c: DeviceClient): UpdateStatus {
+function getUpdate(c: DeviceClient, timeoutMs?: number): UpdateStatus {
   const b = Buffer.alloc(8192);
   b.writeUInt32LE(b.length, 0);
-  return decodeUpdate(c.request(IOCTL.GET_UPDATE, b).struct);
+  return decodeUpdate(c.request(IOCTL.GET_UPDATE, b, [], { timeoutMs }).struct);
 }
+
+/** How long the agent waits for one answer while it polls a version that should be coming up
+ *  or coming back: one that took the connection and answers nothing is asked again, and said
+ *  in the report, instead of holding the agent past its deadline. */
+const ASK_MS = 5000;
 
 /** The failed version's last stderr lines, for a report ("" when none). */
 const lastLines = (u: UpdateStatus): string => {
@@ -230,10 +235,10 @@ export async function update(a: UpdateArgs): Promise<number> {
         try {
           c = connect(a.rundir);
           const peer = sys.peerCred(c.fd).pid;
-          const u = getUpdate(c);
+          const u = getUpdate(c, ASK_MS);
           if (u.outcome === 'rolled-back' && (!a.successor || peer === oldPid)) {
             let note = '';
-            if (getState(c) === State.UPDATED) {
+            if (getState(c, ASK_MS) === State.UPDATED) {
               // In place: the previous image booted from the same handover; finishing it
               // makes the rollback final.
               c.request(IOCTL.SET_EVENT, structs.u32(Event.FINISH));
@@ -257,6 +262,8 @@ export async function update(a: UpdateArgs): Promise<number> {
 
     // Up: the next version's device answers, UPDATED.
     let killed = false;
+    /** The last poll's connection was taken and not answered (why, for the report). */
+    let silent: string | null = null;
     for (;;) {
       if (a.successor && nextGone()) {
         step('next image up', false, 'the successor exited after it took over');
@@ -267,23 +274,26 @@ export async function update(a: UpdateArgs): Promise<number> {
       try {
         c = connect(a.rundir);
         const peer = sys.peerCred(c.fd).pid;
-        const u = getUpdate(c);
+        const ask = Math.max(1000, Math.min(ASK_MS, deadline - performance.now()));
+        const u = getUpdate(c, ask);
         if (u.outcome === 'rolled-back') {
           c.close();
           step('next image up', false, `${u.reason}${lastLines(u)}`);
           throw await rolledBack(u.reason);
         }
-        const s = getState(c);
+        const s = getState(c, ask);
+        silent = null;
         if ((!a.successor || peer === nextPid) && s === State.UPDATED) up = true;
         else if (!a.successor && s === State.NORMAL) throw failed(`the next image booted ${stateName(s)}, not updated: the handover did not reach it`, 'EIO');
       } catch (e) {
-        if (e instanceof LuoError && (e.code === 'ERR_UPDATE_FAILED' || e.code === 'EIO' || e.code === 'ETIMEDOUT')) throw e;
+        if (e instanceof NoAnswerError) silent = e.message.replace(/^ETIMEDOUT: /, '');
+        else if (e instanceof LuoError && (e.code === 'ERR_UPDATE_FAILED' || e.code === 'EIO' || e.code === 'ETIMEDOUT')) throw e;
       }
       if (up) break;
       c?.close();
       if (performance.now() > deadline && !killed) {
         killed = true;
-        step('next image up', false, `not up within ${a.timeoutMs / 1000} s`);
+        step('next image up', false, `not up within ${a.timeoutMs / 1000} s${silent ? ` (${silent})` : ''}`);
         if (a.successor) {
           // Too slow: end it; its previous image resumes as soon as it is gone.
           try {

@@ -4,10 +4,11 @@
  * luo from another language.
  *
  * Lifecycle: connect(path) → request()… → close(). Each request is one datagram and waits for
- * its one reply (blocking: the agent is a command-line program). A reply of EBUSY or EPERM
+ * its one reply (blocking: the agent is a command-line program; for at most `timeoutMs` when
+ * given, then ETIMEDOUT and the connection is the caller's to close). A reply of EBUSY or EPERM
  * right after connecting means another agent holds the device or this user may not drive it.
  */
-import { LuoError, errnoName } from '../errors.js';
+import { LuoError, NoAnswerError, errnoName } from '../errors.js';
 import * as sys from '../sys/index.js';
 import { IOCTL } from '../uapi/protocol.js';
 
@@ -29,7 +30,7 @@ export class DeviceClient {
   }
 
   /** Send one request; resolve to its reply. Raises LuoError for a negative result. */
-  request(cmd: number, struct: Buffer, fds: number[] = [], opts: { allowFail?: boolean } = {}): { result: number; struct: Buffer; fds: number[] } {
+  request(cmd: number, struct: Buffer, fds: number[] = [], opts: { allowFail?: boolean; timeoutMs?: number } = {}): { result: number; struct: Buffer; fds: number[] } {
     const msg = Buffer.alloc(4 + struct.length);
     msg.writeUInt32LE(cmd, 0);
     struct.copy(msg, 4);
@@ -45,6 +46,11 @@ export class DeviceClient {
       if (r === -16) throw new LuoError('EBUSY', 'another agent is driving this service (one agent at a time)');
       if (r === -1) throw new LuoError('EPERM', 'this user may not drive this service (root, its own uid, or its allow-list only)');
       throw new LuoError(code, 'the service closed the connection');
+    }
+    // Bounded where asked: a service that took the connection but answers nothing (its device
+    // thread or its main thread stuck) is then an error the caller can report.
+    if (opts.timeoutMs !== undefined && !(sys.poll([this.fd], opts.timeoutMs)[0]! & (sys.POLLIN | sys.POLLHUP | sys.POLLERR))) {
+      throw new NoAnswerError(`the service took the connection but did not answer ${ioctlName(cmd)} within ${(opts.timeoutMs / 1000).toFixed(1)} s`);
     }
     let pk: sys.Packet | null;
     try {

@@ -3,8 +3,11 @@
  * (mode 0600, in a 0700 directory), speaking the protocol in src/uapi.
  *
  * Lifecycle: start() removes a stale socket (a previous image's), binds, listens and starts
- * the I/O worker (worker.ts), or hands the socket to one started early by prewarm(); requests arrive as messages and run on the main thread
- * (dispatch.ts), one at a time; replies go back through a MessagePort. When the agent hangs up,
+ * the I/O worker (worker.ts), or hands the socket to one started early by prewarm(); requests
+ * arrive as messages and run on the main thread (dispatch.ts), one at a time, in the order the
+ * worker saw them (an agent's session opens after the previous one's close has run); every
+ * request gets a reply through a MessagePort (EIO if its handling failed), and a failure on one
+ * message never stops the ones after it. A worker that exits unasked is said (a warning). When the agent hangs up,
  * the tokens it preserved are dropped (cancelled if prepared) and the global state stays as it
  * is (v3 §2.4). REBOOT sends its success reply right before execve; the exec then closes the
  * socket, and the next image's boot starts a new device on the same path. stop() ends the
@@ -20,6 +23,7 @@ import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
 import { guardOf } from '../uapi/handover.js';
 import { dispatch, encodeReply, type Reply, type Session } from './dispatch.js';
+import { DEVICE_WORDS_BYTES, W } from '../uapi/device-words.js';
 
 export interface DeviceOptions {
   /** Extra uids and gids allowed to drive updates (root and the service's uid always are). */
@@ -30,8 +34,14 @@ export interface DeviceOptions {
 interface Spare { worker: Worker; port: MessagePort; sab: SharedArrayBuffer }
 let spare: Spare | null = null;
 
+/** The guard's words for the first device of a guarded image (its watchdog reads them). */
+let guardWordsTaken = false;
+
 function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: number[] }): Spare {
-  const sab = new SharedArrayBuffer(20);
+  const g = guardOf();
+  const fromGuard = g?.deviceWords && !guardWordsTaken ? g.deviceWords : null;
+  if (fromGuard) guardWordsTaken = true;
+  const sab = fromGuard ?? new SharedArrayBuffer(DEVICE_WORDS_BYTES);
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(new URL('./worker.js', import.meta.url), {
     ...INTERNAL_WORKER,
@@ -50,7 +60,8 @@ export class Device {
   readonly #flag: Int32Array;
   readonly #port: MessagePort;
   #session: Session | null = null;
-  #chain: Promise<void> = Promise.resolve();
+  #chain: Promise<unknown> = Promise.resolve();
+  #stopping = false;
   /** Peers refused since start (for logs and tests). */
   readonly denied: Array<{ pid: number; uid: number; gid: number } | null> = [];
 
@@ -66,19 +77,24 @@ export class Device {
       spare = null;
       w.port.postMessage(init);
       const f = new Int32Array(w.sab);
-      Atomics.store(f, 3, 1);
-      Atomics.notify(f, 3);
+      Atomics.store(f, W.GIVEN, 1);
+      Atomics.notify(f, W.GIVEN);
     } else w = spawnWorker(init);
     this.#flag = new Int32Array(w.sab);
     this.#port = w.port;
     this.#worker = w.worker;
+    // In the order the I/O thread saw them: an agent's session opens after the previous one's
+    // close has run (a close still queued behind a request must not end the next session).
     this.#worker.on('message', (m: { type: string; data?: Uint8Array; fds?: number[]; agent?: number; cred?: { pid: number; uid: number; gid: number } | null }) => {
-      if (m.type === 'open') this.#session = { tokens: new Set(), image: null, sendNow: (r) => this.#sendDirect(m, r) };
+      if (m.type === 'open') this.#then(() => void (this.#session = { tokens: new Set(), image: null, sendNow: () => {} }));
       if (m.type === 'denied') this.denied.push(m.cred ?? null);
-      if (m.type === 'close') this.#chain = this.#chain.then(() => this.#closeSession());
-      if (m.type === 'req') this.#chain = this.#chain.then(() => this.#request(m.agent!, Buffer.from(m.data!), m.fds ?? []));
+      if (m.type === 'close') this.#then(() => this.#closeSession());
+      if (m.type === 'req') this.#then(() => this.#request(m.agent!, m.data, m.fds ?? []));
     });
     this.#worker.on('error', (e) => process.emitWarning(`luo: control device worker failed: ${e.message}`));
+    this.#worker.on('exit', (code) => {
+      if (!this.#stopping) process.emitWarning(`luo: the control device's thread exited (code ${code}); no agent can drive this service until it restarts`);
+    });
     // A successor that took over and then failed: this image serves again, and so does its
     // device (the successor's may have taken the path meanwhile).
     luo.on('resumed', () => this.#relisten());
@@ -92,7 +108,7 @@ export class Device {
       fs.chmodSync(this.path, 0o600);
       this.#listenFd = fd;
       this.#port.postMessage({ listenFd: fd });
-      Atomics.store(this.#flag, 4, 1);
+      Atomics.store(this.#flag, W.RELISTEN, 1);
     } catch (e) {
       process.emitWarning(`luo: the control device could not listen again at ${this.path}: ${(e as Error).message}`);
     }
@@ -117,10 +133,10 @@ export class Device {
     if (!spare) return true;
     const f = new Int32Array(spare.sab);
     const deadline = Date.now() + timeoutMs;
-    while (Atomics.load(f, 2) === 0) {
+    while (Atomics.load(f, W.STARTED) === 0) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
-      Atomics.wait(f, 2, 0, left);
+      Atomics.wait(f, W.STARTED, 0, left);
     }
     return true;
   }
@@ -144,34 +160,42 @@ export class Device {
     sys.sendPacket(m.agent!, encodeReply(r));
   }
 
-  async #request(agent: number, data: Buffer, fds: number[]): Promise<void> {
-    const session = this.#session ?? { tokens: new Set<bigint>(), image: null, sendNow: () => {} };
-    session.sendNow = (r) => this.#sendDirect({ agent }, r);
-    // After a successor handover this image waits (a few seconds at most) for the successor's
-    // FINISH: stop listening first, so an agent reconnecting is refused (and retries) instead
-    // of waiting in a backlog nobody accepts from, until the successor's device takes the
-    // path; then end this agent's connection. shutdown, not close: the fds stay the worker's.
-    session.hangUp = () => {
-      for (const [fd, stop] of [[this.#listenFd, sys.stopListening], [agent, sys.shutdownWrite]] as const) {
-        try {
-          stop(fd);
-        } catch { /* gone */ }
-      }
-    };
+  /** Run `fn` after everything the I/O thread sent before; a failure is said, and the
+   *  messages after it still run (a rejected chain would leave every later request, and the
+   *  agent waiting for it, unanswered). */
+  #then(fn: () => unknown): void {
+    this.#chain = this.#chain.then(fn).catch((e: unknown) => process.emitWarning(`luo: the control device failed on a message: ${(e as Error)?.message ?? e}`));
+  }
+
+  /** One request: its reply is posted to the I/O thread whatever happens (EIO at worst). */
+  async #request(agent: number, data: Uint8Array | undefined, fds: number[]): Promise<void> {
     let reply: Reply;
     try {
-      reply = await dispatch(this.#luo, session, data, fds);
+      const session = this.#session ?? { tokens: new Set<bigint>(), image: null, sendNow: () => {} };
+      session.sendNow = (r) => this.#sendDirect({ agent }, r);
+      // After a successor handover this image waits (a few seconds at most) for the successor's
+      // FINISH: stop listening first, so an agent reconnecting is refused (and retries) instead
+      // of waiting in a backlog nobody accepts from, until the successor's device takes the
+      // path; then end this agent's connection. shutdown, not close: the fds stay the worker's.
+      session.hangUp = () => {
+        for (const [fd, stop] of [[this.#listenFd, sys.stopListening], [agent, sys.shutdownWrite]] as const) {
+          try {
+            stop(fd);
+          } catch { /* gone */ }
+        }
+      };
+      reply = await dispatch(this.#luo, session, Buffer.from(data ?? new Uint8Array(0)), fds);
     } catch (e) {
       reply = { result: -5, struct: Buffer.alloc(0) };
       process.emitWarning(`luo: control request failed unexpectedly: ${(e as Error).message}`);
     }
     this.#port.postMessage({ data: encodeReply(reply), fd: reply.fd });
-    Atomics.store(this.#flag, 0, 1);
-    Atomics.notify(this.#flag, 0);
+    Atomics.store(this.#flag, W.REPLY, 1);
+    Atomics.notify(this.#flag, W.REPLY);
     if (reply.release) {
       // Wait (briefly, off the event loop's critical path) until the worker has sent the fd.
       const t0 = Date.now();
-      while (Atomics.load(this.#flag, 0) !== 2 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
+      while (Atomics.load(this.#flag, W.REPLY) !== 2 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
       reply.release();
     }
   }
@@ -184,7 +208,8 @@ export class Device {
 
   /** Stop serving: end the worker, close the socket, remove the path. */
   async stop(): Promise<void> {
-    Atomics.store(this.#flag, 1, 1);
+    this.#stopping = true;
+    Atomics.store(this.#flag, W.STOP, 1);
     await new Promise((r) => setTimeout(r, 300));
     await this.#worker.terminate();
     try {

@@ -11,26 +11,30 @@
  *     becomes the agent (the main thread is told, with its credentials);
  *   a datagram from the agent: posted to the main thread, which runs it and answers through
  *     the reply port; this thread sleeps in Atomics.wait until then, sends the reply (and the
- *     fd, if any), and polls again;
+ *     fd, if any), and polls again. It counts what it took and what it answered, and when
+ *     (uapi/device-words.ts): a guarded image's watchdog says from that where a hung image stood;
  *   the agent hangs up: the main thread is told (it drops what this agent preserved, v3 §2.4).
  * Failures on one connection close that connection; the loop goes on.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as sys from '../sys/index.js';
+import { W, deviceWords, noteAnswered, noteTaken } from '../uapi/device-words.js';
 
 interface Init { listenFd: number; sab: SharedArrayBuffer; port: MessagePort; uid: number; allowUids: number[]; allowGids: number[] }
 const init = workerData as Init;
-const flag = new Int32Array(init.sab); // [0]: reply ready, [1]: stop, [2]: started, [3]: socket given (prewarmed), [4]: a new listening socket
+const words = deviceWords(init.sab);
+const { flag } = words;
 // Loaded: say so (a successor waits for this before it lets the running image freeze).
-Atomics.store(flag, 2, 1);
-Atomics.notify(flag, 2);
+Atomics.store(flag, W.STARTED, 1);
+Atomics.notify(flag, W.STARTED);
 // Started early (Device.prewarm): wait for the socket and the allow-lists.
 while (init.listenFd < 0) {
-  Atomics.wait(flag, 3, 0);
+  Atomics.wait(flag, W.GIVEN, 0);
   const m = receiveMessageOnPort(init.port)?.message as { listenFd: number; allowUids: number[]; allowGids: number[] } | undefined;
   if (m) Object.assign(init, m);
 }
 const EPERM = -1;
+const EIO = -5;
 const EBUSY = -16;
 let agent = -1;
 
@@ -74,8 +78,9 @@ function takeMessages(): void {
   }
 }
 
-while (Atomics.load(flag, 1) === 0) {
-  if (Atomics.exchange(flag, 4, 0) === 1) takeMessages();
+while (Atomics.load(flag, W.STOP) === 0) {
+  if (Atomics.exchange(flag, W.RELISTEN, 0) === 1) takeMessages();
+  const polled = agent;
   const fds = agent >= 0 ? [init.listenFd, agent] : [init.listenFd];
   const rev = sys.poll(fds, 250);
   if (rev[0]! & sys.POLLIN) {
@@ -98,7 +103,8 @@ while (Atomics.load(flag, 1) === 0) {
       }
     }
   }
-  if (agent >= 0 && rev[1]) {
+  // rev[1] is the polled agent's: one taken in its place above is read at the next poll.
+  if (agent >= 0 && agent === polled && rev[1]) {
     let pk: sys.Packet | null;
     try {
       pk = sys.recvPacket(agent, 65536);
@@ -113,19 +119,21 @@ while (Atomics.load(flag, 1) === 0) {
       hangup();
       continue;
     }
-    Atomics.store(flag, 0, 0);
+    Atomics.store(flag, W.REPLY, 0);
     parentPort!.postMessage({ type: 'req', data: pk.data, fds: pk.fds, truncated: pk.truncated || pk.fdsTruncated, agent });
-    Atomics.wait(flag, 0, 0);
+    noteTaken(words);
+    Atomics.wait(flag, W.REPLY, 0);
     takeMessages();
-    const msg = reply as { data: Uint8Array; fd?: number } | null;
+    // Posted before the flag, so always here; an agent never waits for a reply that is not.
+    const msg = (reply as { data: Uint8Array; fd?: number } | null) ?? { data: new Uint8Array(new Int32Array([EIO]).buffer) };
     reply = null;
-    if (!msg) continue;
     try {
       sys.sendPacket(agent, msg.data, msg.fd !== undefined ? [msg.fd] : []);
     } catch {
       hangup();
     }
-    Atomics.store(flag, 0, 2); // sent: the main thread may release the fd
-    Atomics.notify(flag, 0);
+    noteAnswered(words);
+    Atomics.store(flag, W.REPLY, 2); // sent: the main thread may release the fd
+    Atomics.notify(flag, W.REPLY);
   }
 }

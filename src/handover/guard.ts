@@ -20,6 +20,7 @@
 import { createRequire } from 'node:module';
 import util from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { DEVICE_WORDS_BYTES } from '../uapi/device-words.js';
 import { INTERNAL_WORKER } from '../util/workers.js';
 import {
   GUARD_ENV, GUARD_KEY, HANDOVER_ENV, SUCCESSOR_PREFIX, decodeGuard, type Failure, type Guard, type GuardHandle,
@@ -81,6 +82,7 @@ function install(g: Guard): void {
   // In place, nobody else can tell it hangs: a thread that does not need the event loop.
   let watchdog: Worker | null = null;
   const flag = new Int32Array(new SharedArrayBuffer(12)); // [0] committed, [1] heartbeat, [2] up
+  const deviceWords = g.mode === 'exec' ? new SharedArrayBuffer(DEVICE_WORDS_BYTES) : undefined;
   const stopWatchdog = (): void => {
     Atomics.store(flag, 0, 1);
     Atomics.notify(flag, 0);
@@ -88,7 +90,7 @@ function install(g: Guard): void {
   if (g.mode === 'exec' && g.entry) {
     watchdog = new Worker(new URL('./watchdog.cjs', here), {
       ...INTERNAL_WORKER,
-      workerData: { flag: flag.buffer, ring, deadline: g.deadline, upBy: g.upBy, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
+      workerData: { flag: flag.buffer, ring, device: deviceWords, deadline: g.deadline, upBy: g.upBy, started, entry: g.entry, rollback: new URL('./rollback.cjs', here).pathname },
     });
     watchdog.unref();
     watchdog.on('error', () => {}); // a watchdog that cannot start leaves the exit path
@@ -106,6 +108,7 @@ function install(g: Guard): void {
     up() {
       Atomics.store(flag, 2, 1);
     },
+    deviceWords,
     note(why: string) {
       reason ??= why;
     },

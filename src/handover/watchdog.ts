@@ -4,13 +4,15 @@
  * deadline passes; at the deadline it brings the previous image back itself (rollback.cjs,
  * which execs from this thread: execve replaces the whole process, blocked main thread and
  * all). It reports how long the image's event loop had been silent, from the guard's
- * heartbeat. Before the image is up (flag 2, its device started) the deadline is `upBy`. A
+ * heartbeat, and where its control device stood (uapi/device-words.ts: no request had come, or one
+ * waited for the main thread, or the last was answered when). Before the image is up (flag 2, its device started) the deadline is `upBy`. A
  * commit (flag 0 set) ends it.
  */
 import { workerData } from 'node:worker_threads';
+import { describeDevice } from '../uapi/device-words.js';
 import type { Failure } from '../uapi/handover.js';
 
-const d = workerData as { flag: SharedArrayBuffer; ring: SharedArrayBuffer; deadline: number; upBy: number; started: number; entry: string; rollback: string };
+const d = workerData as { flag: SharedArrayBuffer; ring: SharedArrayBuffer; device?: SharedArrayBuffer; deadline: number; upBy: number; started: number; entry: string; rollback: string };
 const flag = new Int32Array(d.flag);
 for (;;) {
   const up = Atomics.load(flag, 2) === 1;
@@ -23,8 +25,10 @@ for (;;) {
     const len = Atomics.load(new Int32Array(d.ring, 0, 1), 0);
     const stderr = Buffer.from(new Uint8Array(d.ring, 4, len)).toString().split('\n').filter(Boolean);
     const loop = silent > 1000 ? `, its event loop blocked for the last ${(silent / 1000).toFixed(1)} s` : '';
+    // Up: whether an agent could reach it, and whether its main thread answered.
+    const device = up && d.device ? `; ${describeDevice(d.device)}` : '';
     const what = up ? 'did not finish its update by the deadline' : `was not up (its control device started) within ${((d.upBy - d.started) / 1000).toFixed(1)} s`;
-    const f: Failure = { reason: `the next version ${what} (hung${loop})`, status: null, stderr };
+    const f: Failure = { reason: `the next version ${what} (hung${loop}${device})`, status: null, stderr };
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     (require(d.rollback) as typeof import('./rollback.js')).rollbackInPlace(d.entry, f);
     break;

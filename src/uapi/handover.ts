@@ -252,6 +252,9 @@ export interface GuardHandle {
   readonly armed: boolean;
   /** The image is up: its control device serves (an agent can drive it to FINISH). */
   up(): void;
+  /** Exec mode: the shared words its control device's first thread uses (uapi/device-words.ts),
+   *  which the guard's watchdog reads to say where a hung image's device stood. */
+  readonly deviceWords?: SharedArrayBuffer;
   /** Why the image is about to give up, in its own words (luo's panic says it here). */
   note(reason: string): void;
   /** FINISH: the update is done; nothing is guarded any more (resolves once the guard's

@@ -16,6 +16,8 @@
  *   exit-after-restore          restores the server, then exits 3
  *   hang-after-boot-alive       restores, never starts its device
  *   hang-after-boot-blocked     restores, then blocks its event loop
+ *   hang-after-device-blocked   starts its device, then blocks its event loop: the agent's
+ *                               request is taken by the device's thread and never answered
  *   die-on-probation            serves (and echoes) for 400 ms after its device is up, exits 4
  * A next version that gets past boot() first scribbles over the preserved pattern and
  * allocates more preserved memory: the previous version must not see any of it.
@@ -124,6 +126,7 @@ luo.on('resumed', () => say({ event: 'resumed', pid: process.pid, checksum: chec
 if (!(next && fault === 'hang-after-boot-alive')) {
   startDevice(luo);
   if (next && fault === 'die-on-probation') setTimeout(() => process.exit(4), 400);
+  if (next && fault === 'hang-after-device-blocked') setImmediate(() => { for (;;) { /* a blocked event loop */ } });
 }
 say({ event: 'ready', pid: process.pid, port: (server.address() as net.AddressInfo).port, state: luo.stateName, checksum: intact, restored, number: luo.liveupdateNumber, lastUpdate: luo.lastUpdate, ...holdings() });
 // The highest fd an update would carry now (a test sizes an fd limit by it).
