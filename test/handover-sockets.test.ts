@@ -7,11 +7,16 @@ import net from 'node:net';
 import test from 'node:test';
 import { imagePath, tmpDir } from './helpers.js';
 
-test('a connection keeps its peer and its bytes, a listener accepts what arrived during the pause, UDP datagrams wait; TLS is refused', { timeout: 30_000 }, async () => {
+test('a connection keeps its peer and its bytes, a listener accepts what arrived during the pause, UDP datagrams wait; TLS is refused', { timeout: 30_000 }, async (t) => {
   const peer = net.createServer();
   await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
   const peerSide = new Promise<net.Socket>((r) => peer.once('connection', r));
   const child = spawn(process.execPath, [imagePath('sockets-probe')], { env: { ...process.env, PEER_PORT: String((peer.address() as net.AddressInfo).port), LUO_RUNDIR: tmpDir() }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A failed assertion must not leave the service running: the file would never exit.
+  t.after(() => {
+    child.kill('SIGKILL');
+    peer.close();
+  });
   let out = '';
   let err = '';
   child.stderr.on('data', (d) => (err += d));
@@ -42,8 +47,11 @@ test('a connection keeps its peer and its bytes, a listener accepts what arrived
   // While the service updates: bytes on the connection, a datagram, a new connection.
   ps.write('during-update');
   const u = dgram.createSocket('udp4');
+  t.after(() => u.close());
   let sentDatagrams = 0;
-  const sender = setInterval(() => u.send(`d${++sentDatagrams}`, g1.udpPort, '127.0.0.1'), 5).unref();
+  // 50 a second: the kernel's receive buffer holds a few hundred, so a pause of several
+  // seconds on a loaded machine still loses none (at 200 a second, one of 3.6 s lost some).
+  const sender = setInterval(() => u.send(`d${++sentDatagrams}`, g1.udpPort, '127.0.0.1'), 20).unref();
   const last1 = await gotLine(2);
   // Image 1 is exec'ing: a connection made now waits in the listener's backlog.
   const late = net.connect(g1.listenPort, '127.0.0.1');
@@ -67,7 +75,5 @@ test('a connection keeps its peer and its bytes, a listener accepts what arrived
   assert.equal(g2.udpPort, g1.udpPort);
   assert.equal(g2.listenPort, g1.listenPort);
   assert.equal(lateGot, 'hi from gen 2', 'a connection made during the pause waited in the backlog and was served');
-  u.close();
   ps.destroy();
-  peer.close();
 });
