@@ -7,9 +7,9 @@
  * arrive as messages and run on the main thread (dispatch.ts), one at a time, in the order the
  * worker saw them (an agent's session opens after the previous one's close has run); every
  * request gets a reply through a MessagePort (EIO if its handling failed), and a failure on one
- * message never stops the ones after it. A worker that exits unasked is said (a warning). When the agent hangs up,
- * the tokens it preserved are dropped (cancelled if prepared) and the global state stays as it
- * is (v3 §2.4). REBOOT sends its success reply right before execve; the exec then closes the
+ * message never stops the ones after it. A worker that exits unasked is said (a warning). When
+ * the agent hangs up, the tokens it preserved are dropped (cancelled if prepared) and the
+ * global state stays as it is (v3 §2.4). REBOOT sends its success reply right before execve; the exec then closes the
  * socket, and the next image's boot starts a new device on the same path. stop() ends the
  * worker, closes the socket and removes the path. Nothing a client sends can crash the service:
  * every failure becomes a negative errno in the reply, or closes that one connection.
@@ -21,9 +21,9 @@ import { INTERNAL_WORKER } from '../util/workers.js';
 import { fail } from '../errors.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
+import { DEVICE_WORDS_BYTES, W } from '../uapi/device-words.js';
 import { guardOf } from '../uapi/handover.js';
 import { dispatch, encodeReply, type Reply, type Session } from './dispatch.js';
-import { DEVICE_WORDS_BYTES, W } from '../uapi/device-words.js';
 
 export interface DeviceOptions {
   /** Extra uids and gids allowed to drive updates (root and the service's uid always are). */

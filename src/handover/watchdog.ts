@@ -4,9 +4,10 @@
  * deadline passes; at the deadline it brings the previous image back itself (rollback.cjs,
  * which execs from this thread: execve replaces the whole process, blocked main thread and
  * all). It reports how long the image's event loop had been silent, from the guard's
- * heartbeat, and where its control device stood (uapi/device-words.ts: no request had come, or one
- * waited for the main thread, or the last was answered when). Before the image is up (flag 2, its device started) the deadline is `upBy`. A
- * commit (flag 0 set) ends it.
+ * heartbeat, and where its control device stood (uapi/device-words.ts: its thread had not
+ * started, no request had come, one waited for the main thread, or the last was answered
+ * when). Before the image is up (flag 2, its device started) the deadline is `upBy`. A commit
+ * (flag 0 set) ends it.
  */
 import { workerData } from 'node:worker_threads';
 import { describeDevice } from '../uapi/device-words.js';

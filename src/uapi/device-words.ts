@@ -1,8 +1,9 @@
 /*
- * uapi/device-words: the control device's shared words, a SharedArrayBuffer read and written by the
- * main thread (server.ts), the device's I/O thread (worker.ts) and, in a next image exec'd in
- * place, the guard's watchdog thread, which says from them where a hung image's device stood.
- * Constants and a reader; no lifecycle (the buffer lives as long as the device's thread).
+ * uapi/device-words: the control device's shared words, a SharedArrayBuffer read and written
+ * by the main thread (device/server.ts), the device's I/O thread (device/worker.ts) and, in a
+ * next image exec'd in place, the guard's watchdog thread, which says from them where a hung
+ * image's device stood. Constants and a reader; no lifecycle (the buffer lives as long as the
+ * device's thread).
  */
 
 /** Int32 words. */
