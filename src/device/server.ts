@@ -21,7 +21,7 @@ import { INTERNAL_WORKER } from '../util/workers.js';
 import { fail } from '../errors.js';
 import type { Luo } from '../luo/luo.js';
 import * as sys from '../sys/index.js';
-import { DEVICE_WORDS_BYTES, W } from '../uapi/device-words.js';
+import { DEVICE_WORDS_BYTES, W, deviceWords } from '../uapi/device-words.js';
 import { guardOf } from '../uapi/handover.js';
 import { dispatch, encodeReply, type Reply, type Session } from './dispatch.js';
 
@@ -31,7 +31,7 @@ export interface DeviceOptions {
   allowGids?: number[];
 }
 
-interface Spare { worker: Worker; port: MessagePort; sab: SharedArrayBuffer }
+interface Spare { worker: Worker; port: MessagePort; flag: Int32Array }
 let spare: Spare | null = null;
 
 /** The guard's words for the first device of a guarded image (its watchdog reads them). */
@@ -49,7 +49,7 @@ function spawnWorker(init: { listenFd: number; allowUids: number[]; allowGids: n
     transferList: [port2],
   });
   worker.unref();
-  return { worker, port: port1, sab };
+  return { worker, port: port1, flag: deviceWords(sab).flag };
 }
 
 export class Device {
@@ -76,11 +76,10 @@ export class Device {
       w = spare;
       spare = null;
       w.port.postMessage(init);
-      const f = new Int32Array(w.sab);
-      Atomics.store(f, W.GIVEN, 1);
-      Atomics.notify(f, W.GIVEN);
+      Atomics.store(w.flag, W.GIVEN, 1);
+      Atomics.notify(w.flag, W.GIVEN);
     } else w = spawnWorker(init);
-    this.#flag = new Int32Array(w.sab);
+    this.#flag = w.flag;
     this.#port = w.port;
     this.#worker = w.worker;
     // In the order the I/O thread saw them: an agent's session opens after the previous one's
@@ -131,7 +130,7 @@ export class Device {
    */
   static awaitPrewarm(timeoutMs = 2000): boolean {
     if (!spare) return true;
-    const f = new Int32Array(spare.sab);
+    const f = spare.flag;
     const deadline = Date.now() + timeoutMs;
     while (Atomics.load(f, W.STARTED) === 0) {
       const left = deadline - Date.now();

@@ -29,18 +29,21 @@ const T_TAKEN = 0;
 const T_ANSWERED = 1;
 export const DEVICE_WORDS_BYTES = WORDS * 4 + 2 * 8;
 
-export function deviceWords(sab: SharedArrayBuffer): { flag: Int32Array; times: Float64Array } {
+/** The two views of the buffer: every reader and writer makes them here. */
+export interface DeviceWords { flag: Int32Array; times: Float64Array }
+
+export function deviceWords(sab: SharedArrayBuffer): DeviceWords {
   return { flag: new Int32Array(sab, 0, WORDS), times: new Float64Array(sab, WORDS * 4, 2) };
 }
 
 /** The I/O thread took a request (handed it to the main thread). */
-export function noteTaken(w: { flag: Int32Array; times: Float64Array }): void {
+export function noteTaken(w: DeviceWords): void {
   w.times[T_TAKEN] = Date.now();
   Atomics.add(w.flag, W.TAKEN, 1);
 }
 
 /** The I/O thread sent a reply. */
-export function noteAnswered(w: { flag: Int32Array; times: Float64Array }): void {
+export function noteAnswered(w: DeviceWords): void {
   w.times[T_ANSWERED] = Date.now();
   Atomics.add(w.flag, W.ANSWERED, 1);
 }
