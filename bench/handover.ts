@@ -11,9 +11,14 @@
  * two-core machine may count as the service's. An update in
  * which the probes themselves stood still (fewer than a quarter of their pings sent) is
  * reported and left out of the medians. For each update:
- *   service pause    the longest time after the signal in which no probe got an echo: the
- *                    last echo served by the old image (any probe) → the first served by the
- *                    new one (any probe); a silence that began before the signal counts from it
+ *   handover pause   the last echo served by the old image (any probe) → the first served by
+ *                    the new one (any probe): the silence that ends at the new image's first
+ *                    read (its time on the ready line, firstReadAt)
+ *   longest silence  the longest time after the signal in which no probe got an echo (a
+ *                    silence that began before the signal counts from it): the handover pause,
+ *                    or a longer stall elsewhere in the update (the old image's before its
+ *                    freeze, the new one's after; or of the probes' process or the whole
+ *                    machine); reported with how many updates it was elsewhere
  *   connection gap   each probe's own longest silence across the update (p50 and max): what a
  *                    connection adopted in a later batch sees
  * Both modes: 'exec' (in place, same pid) and 'successor' (the next image pre-started, the
@@ -223,7 +228,7 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     mem?.stop();
     if (ready.event !== 'ready') throw new Error(`update failed: ${JSON.stringify(ready)}`);
     await sleep(Math.max(400, n / 20));
-    const got = await probes.ask({ op: 'collect' });
+    const got = await probes.ask({ op: 'collect', firstReadAt: ready.firstReadAt ?? NaN });
     if (got.dropped) throw new Error(`the service closed ${String(got.dropped)} probe connection(s) in the update`);
     const pause = got.pause as number;
     const gaps = got.gaps as number[];
@@ -233,13 +238,23 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     // and left out of the medians.
     const probeStalled = pause > 5 && (got.pingsInPause as number) < pause / 8;
     if (probeStalled) console.error(`note: the probes stalled for ${pause.toFixed(1)} ms (${got.pingsInPause} pings sent): this update is left out of the medians`);
+    const handover = got.handover as number | null;
+    if (handover === null || !Number.isFinite(handover)) throw new Error(`no echo from the new image after its first read (firstReadAt ${String(ready.firstReadAt)})`);
+    const handoverStalled = handover > 5 && (got.pingsInHandover as number) < handover / 8;
+    if (handoverStalled && !probeStalled) console.error(`note: the probes stalled in the handover's ${handover.toFixed(1)} ms (${got.pingsInHandover} pings sent): this update is left out of the medians`);
+    // The longest silence elsewhere than the handover: where, from the handover's start.
+    const elsewhere = pause > handover + 0.05;
     // With LUO_TRACE, the pause on the same clock as the images' trace lines.
-    if (process.env.LUO_TRACE === '1') process.stderr.write(`luo-trace bench ${(got.atEpoch as number).toFixed(2)} pause-start (${got.pingsInPause} pings sent in it)\nluo-trace bench ${((got.atEpoch as number) + pause).toFixed(2)} pause-end\nluo-trace bench ${(got.t0Epoch as number).toFixed(2)} signal\n`);
+    if (process.env.LUO_TRACE === '1') {
+      process.stderr.write(`luo-trace bench ${(got.atEpoch as number).toFixed(2)} pause-start (${got.pingsInPause} pings sent in it)\nluo-trace bench ${((got.atEpoch as number) + pause).toFixed(2)} pause-end\nluo-trace bench ${(got.t0Epoch as number).toFixed(2)} signal\n`);
+      process.stderr.write(`luo-trace bench ${(got.handoverAtEpoch as number).toFixed(2)} handover-start (${got.pingsInHandover} pings sent in it)\nluo-trace bench ${((got.handoverAtEpoch as number) + handover).toFixed(2)} handover-end\n`);
+    }
     // Memory: one image's resident set before the update; the successor's when the pause
     // began (its sockets built, the arena mapped); the two processes' combined peak.
     const m = mem?.at(at) ?? null;
     results.push({
-      servicePauseMs: pause, gapP50Ms: pct(gaps, 0.5), gapMaxMs: Math.max(...gaps), pingsInPause: got.pingsInPause as number, probeStalled: probeStalled ? 1 : 0, restored: ready.restored, bootMs: ready.bootMs,
+      handoverPauseMs: handover, servicePauseMs: pause, elsewhere: elsewhere ? 1 : 0, elsewhereAtMs: elsewhere ? (got.atEpoch as number) - (got.handoverAtEpoch as number) : NaN,
+      gapP50Ms: pct(gaps, 0.5), gapMaxMs: Math.max(...gaps), pingsInPause: got.pingsInPause as number, pingsInHandover: got.pingsInHandover as number, probeStalled: probeStalled || handoverStalled ? 1 : 0, restored: ready.restored, bootMs: ready.bootMs,
       ...(m ? { oneImageMb: oneMb, successorAtFreezeMb: m.successorMb, bothPeakMb: m.bothPeakMb, bothSharedOnceMb: m.bothSharedOnceMb } : {}),
     });
   }
@@ -252,7 +267,9 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     return xs.length ? pct(xs, 0.5) : NaN;
   };
   const memory = mode === 'successor' ? { oneImageMb: med('oneImageMb'), successorAtFreezeMb: med('successorAtFreezeMb'), bothPeakMb: med('bothPeakMb'), bothSharedOnceMb: med('bothSharedOnceMb') } : {};
-  return { build: build.name, mode, connections: n, updates: UPDATES, servicePauseMs: med('servicePauseMs'), gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), probeStalls: results.filter((r) => r.probeStalled).length, ...memory, runs: results };
+  const kept = results.filter((r) => !r.probeStalled);
+  const elsewhereAt = kept.filter((r) => r.elsewhere).map((r) => `${r.elsewhereAtMs! >= 0 ? '+' : ''}${r.elsewhereAtMs!.toFixed(0)} ms`);
+  return { build: build.name, mode, connections: n, updates: UPDATES, handoverPauseMs: med('handoverPauseMs'), servicePauseMs: med('servicePauseMs'), elsewhere: elsewhereAt.length, elsewhereAt, gapP50Ms: med('gapP50Ms'), gapMaxMs: med('gapMaxMs'), execToReadyMs: med('bootMs'), probeStalls: results.filter((r) => r.probeStalled).length, ...memory, runs: results };
 }
 
 traceStalls('bench');
@@ -264,18 +281,31 @@ for (const mode of MODES) {
   for (const n of SIZES) for (const b of builds) {
     const r = await runSize(n, mode, b);
     rows.push(r);
-    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: service pause ${(r.servicePauseMs as number).toFixed(1)} ms (floor ${((r.servicePauseMs as number) - f) >= 0 ? '+' : ''}${((r.servicePauseMs as number) - f).toFixed(1)}), per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms${r.probeStalls ? ` (${String(r.probeStalls)} of ${UPDATES} updates left out: the probes stalled)` : ''}`);
+    const hp = r.handoverPauseMs as number;
+    const where = (r.elsewhereAt as string[]).length ? ` (elsewhere in ${(r.elsewhereAt as string[]).length}: at ${(r.elsewhereAt as string[]).join(', ')} from the handover)` : '';
+    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, ${n} connections: handover pause ${hp.toFixed(1)} ms (floor ${hp - f >= 0 ? '+' : ''}${(hp - f).toFixed(1)}), longest silence ${(r.servicePauseMs as number).toFixed(1)} ms${where}, per-connection gap p50 ${(r.gapP50Ms as number).toFixed(1)} / max ${(r.gapMaxMs as number).toFixed(1)} ms${r.probeStalls ? ` (${String(r.probeStalls)} of ${UPDATES} updates left out: the probes stalled)` : ''}`);
     if (mode === 'successor') {
       const one = r.oneImageMb as number;
       console.log(`  memory (resident): one image ${one.toFixed(0)} MiB; the successor at the freeze ${(r.successorAtFreezeMb as number).toFixed(0)} MiB; both at their peak ${(r.bothSharedOnceMb as number).toFixed(0)} MiB counting shared pages once (${((r.bothSharedOnceMb as number) / one).toFixed(2)}× one image), ${(r.bothPeakMb as number).toFixed(0)} MiB summed (${((r.bothPeakMb as number) / one).toFixed(2)}×)`);
     }
   }
 }
-console.log(`\n|${builds.length > 1 ? ' build |' : ''} mode | connections | service pause ms | vs floor | connection gap p50 ms | connection gap max ms |`);
-console.log(`|${builds.length > 1 ? '---|' : ''}---|---|---|---|---|---|`);
+console.log(`\n|${builds.length > 1 ? ' build |' : ''} mode | connections | handover pause ms | vs floor | longest silence ms | elsewhere | connection gap p50 ms | connection gap max ms |`);
+console.log(`|${builds.length > 1 ? '---|' : ''}---|---|---|---|---|---|---|---|`);
 for (const r of rows as Array<Record<string, number>>) {
-  const d = r.servicePauseMs! - f;
-  console.log(`|${builds.length > 1 ? ` ${String(r.build)} |` : ''} ${String(r.mode)} | ${r.connections} | ${r.servicePauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
+  const d = r.handoverPauseMs! - f;
+  console.log(`|${builds.length > 1 ? ` ${String(r.build)} |` : ''} ${String(r.mode)} | ${r.connections} | ${r.handoverPauseMs!.toFixed(1)} | ${d >= 0 ? '+' : ''}${d.toFixed(1)} | ${r.servicePauseMs!.toFixed(1)} | ${r.elsewhere} of ${r.updates - (r.probeStalls ?? 0)} | ${r.gapP50Ms!.toFixed(1)} | ${r.gapMaxMs!.toFixed(1)} |`);
+}
+// Issue 14's ratios, per build and mode: each size against one connection, one connection
+// against the floor.
+for (const b of builds) {
+  for (const mode of MODES) {
+    const of = (rows as Array<Record<string, number | string>>).filter((r) => r.build === b.name && r.mode === mode);
+    const one = of.find((r) => r.connections === 1);
+    if (!one) continue;
+    const ratios = of.filter((r) => r !== one).map((r) => `${r.connections}: handover ${((r.handoverPauseMs as number) / (one.handoverPauseMs as number)).toFixed(2)}×, longest silence ${((r.servicePauseMs as number) / (one.servicePauseMs as number)).toFixed(2)}×`);
+    console.log(`${builds.length > 1 ? `[${b.name}] ` : ''}${mode}, against 1 connection: ${ratios.join('; ') || '-'}; 1 connection against the floor ${((one.handoverPauseMs as number) / f).toFixed(2)}×`);
+  }
 }
 const date = new Date().toISOString().slice(0, 10);
 const out = arg('out', '') || path.join(here, '..', '..', 'bench', 'results', `handover-${date}.json`);

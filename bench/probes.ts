@@ -11,8 +11,11 @@
  *   {connect, port}      open one probe connection, answer {connected} after its first echo
  *   {start}              ping every probe every 2 ms from now on
  *   {update, pid}        note t0 and send SIGUSR2 to pid; answer {signalled}
- *   {collect}            answer {pause, atEpoch, gaps, pingsInPause, dropped} for the update
- *                        since t0 (dropped: probes the service closed, ever)
+ *   {collect, firstReadAt}
+ *                        answer {pause, atEpoch, handover, handoverAtEpoch, gaps, pingsInPause,
+ *                        pingsInHandover, dropped} for the update since t0 (firstReadAt: when
+ *                        the next image first read from a connection, epoch ms; dropped:
+ *                        probes the service closed, ever)
  *   {stop}               exit (the kernel closes the probes)
  * An error (a probe that cannot connect, a signal that cannot be sent) is answered as
  * {error, message}; the bench fails the run with it.
@@ -34,8 +37,10 @@ let pinger: NodeJS.Timeout | null = null;
 let dropped = 0;
 let t0 = 0;
 const send = (m: Record<string, unknown>): void => void process.send!(m);
+/** How far another process's clock (performance.timeOrigin + now) may be from this one's. */
+const CLOCK_SLACK_MS = 1;
 
-process.on('message', (m: { op: string; port?: number; pid?: number }) => {
+process.on('message', (m: { op: string; port?: number; pid?: number; firstReadAt?: number }) => {
   try {
     if (m.op === 'connect') {
       const sock = net.connect(m.port!, '127.0.0.1');
@@ -67,7 +72,7 @@ process.on('message', (m: { op: string; port?: number; pid?: number }) => {
       process.kill(m.pid!, 'SIGUSR2');
       send({ signalled: true });
     } else if (m.op === 'collect') {
-      send(collect());
+      send(collect(m.firstReadAt ?? NaN));
     } else if (m.op === 'stop') {
       if (pinger) clearInterval(pinger);
       process.exit(0);
@@ -78,15 +83,20 @@ process.on('message', (m: { op: string; port?: number; pid?: number }) => {
 });
 
 /**
- * The service pause: the longest stretch after the signal in which no probe got any echo (the
- * last byte the old image served to the first the new one served). A silence that began
- * before the signal counts from the signal on: the update cannot have caused what came
- * before it (this process, stalled 20-45 ms right before it sent the signal, was seen to count
- * that as the service's pause). Each probe's own longest silence is its connection gap. How
- * many pings were sent in the pause tells a stall of this process (none) from one of the
- * service.
+ * The service pause: the longest stretch after the signal in which no probe got any echo. A
+ * silence that began before the signal counts from the signal on: the update cannot have
+ * caused what came before it (this process, stalled 20-45 ms right before it sent the signal,
+ * was seen to count that as the service's pause). The handover pause: the silence that ends
+ * with the first echo the next image served (the last byte the old image served to the first
+ * the new one served), found from when the next image first read (`firstReadAt`, on its
+ * clock, which is this one's to well under a millisecond: that read's echo was written right
+ * before it was timed, and the old image's last echo came 8 ms or more before it). Often the same silence; where not, the
+ * longest was elsewhere (a stall of the old image before its freeze, of the new one after,
+ * of this process or of the whole machine). Each probe's own longest silence is its
+ * connection gap. How many pings were sent in a silence tells a stall of this process (none)
+ * from one of the service.
  */
-function collect(): Record<string, unknown> {
+function collect(firstReadAt: number): Record<string, unknown> {
   const all = probes.flatMap((p) => p.rx).sort((a, b) => a - b);
   let pause = 0;
   let at = 0;
@@ -105,7 +115,16 @@ function collect(): Record<string, unknown> {
     p.rx = p.rx.slice(-1);
     return best;
   });
-  const pingsInPause = pings.filter((x) => x > at && x < at + pause).length;
+  let handover = NaN;
+  let handoverAt = NaN;
+  const firstNew = Number.isFinite(firstReadAt) ? all.findIndex((t) => t >= firstReadAt - performance.timeOrigin - CLOCK_SLACK_MS) : -1;
+  if (firstNew > 0) {
+    handoverAt = Math.max(all[firstNew - 1]!, t0);
+    handover = all[firstNew]! - handoverAt;
+  }
+  const pingsIn = (from: number, ms: number): number => pings.filter((x) => x > from && x < from + ms).length;
+  const pingsInPause = pingsIn(at, pause);
+  const pingsInHandover = Number.isFinite(handover) ? pingsIn(handoverAt, handover) : 0;
   pings.length = 0;
-  return { pause, atEpoch: performance.timeOrigin + at, t0Epoch: performance.timeOrigin + t0, gaps, pingsInPause, dropped };
+  return { pause, atEpoch: performance.timeOrigin + at, handover, handoverAtEpoch: performance.timeOrigin + handoverAt, t0Epoch: performance.timeOrigin + t0, gaps, pingsInPause, pingsInHandover, dropped };
 }

@@ -24,8 +24,9 @@
  * at the restore: the 'ready' line says how many connections had been adopted before it,
  * rankOfPort).
  * The 'ready' line of an updated image says how many connections were adopted when the first
- * byte was read from one of them (adoptedAtFirstData), and the most adopted between two reads
- * while it restored (maxAdoptedBetweenReads).
+ * byte was read from one of them (adoptedAtFirstData) and when that was (firstReadAt, epoch
+ * ms: its echo written already), and the most adopted between two reads while it restored
+ * (maxAdoptedBetweenReads).
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -57,7 +58,13 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     : net.createServer((s) => {
       s.on('error', () => {});
       s.pipe(s);
-      if (adoptedAtFirstData < 0 && luo.state === State.UPDATED) s.once('data', () => void (adoptedAtFirstData < 0 && (adoptedAtFirstData = adopted)));
+      if (adoptedAtFirstData < 0 && luo.state === State.UPDATED) {
+        s.once('data', () => {
+          if (adoptedAtFirstData >= 0) return;
+          adoptedAtFirstData = adopted;
+          firstReadAt = performance.timeOrigin + performance.now(); // its echo is written already
+        });
+      }
       if (luo.state === State.UPDATED) {
         s.on('data', () => {
           // The most connections adopted between two reads (on any connection) while the
@@ -69,6 +76,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     });
   let adopted = 0;
   let adoptedAtFirstData = -1;
+  let firstReadAt = -1;
   let readAt = -1;
   let maxAdoptedBetweenReads = 0;
   const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(o) + '\n');
@@ -172,7 +180,7 @@ export async function runEcho(version: 'a' | 'b'): Promise<void> {
     const bootMs = Number(process.hrtime.bigint() - BigInt(process.env.ECHO_T_EXEC ?? String(t0))) / 1e6;
     const nt = performance.nodeTiming;
     const execToOrigin = Number(BigInt(Math.round((performance.timeOrigin - Number(process.env.ECHO_WALL_EXEC ?? performance.timeOrigin)) * 1e3))) / 1e3;
-    say({ event: 'ready', version, pid: process.pid, pending, restored, firstPorts, adoptedAtFirstData, maxAdoptedBetweenReads, rankOfPort, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
+    say({ event: 'ready', version, pid: process.pid, pending, restored, firstPorts, adoptedAtFirstData, firstReadAt, maxAdoptedBetweenReads, rankOfPort, ...carried, number: luo.liveupdateNumber, otherFds: otherFds(), bootMs, marks, node: { execToOrigin, bootstrapComplete: nt.bootstrapComplete, prev: process.env.ECHO_OLD_MARKS } });
   } else {
     say({ event: 'ready', version, pid: process.pid, pending, restored: 0, number: 0, otherFds: otherFds() });
   }
