@@ -48,7 +48,7 @@ export const ENV = {
   LUO_TRACE_MONO: 'with LUO_TRACE: end each line with " @<µs>" on the monotonic clock, the clock of a --cpu-prof profile (default off)',
   LUO_TRACE_LAG: 'with LUO_TRACE: a "LAG <ms>" line whenever the event loop stood still for more than 5 ms, and a "GC <kind> <ms>" line for each collection of 1 ms or more (default off)',
   LUO_TRACE_FAULTS: 'with LUO_TRACE: end each line with " mf=<n>", the minor page faults this process has taken so far (default off)',
-  LUO_SUCCESSOR_IDLE: 'a successor prepares in SCHED_IDLE, on CPU time the serving image does not want, and gets the normal class back right before the freeze, or when seen starving there, or after 10 s at the latest (default on; only where it can be given back: CAP_SYS_NICE, or RLIMIT_NICE allowing the nice value)',
+  LUO_SUCCESSOR_IDLE: 'a successor prepares in SCHED_IDLE, on CPU time the serving image does not want, and gets the normal class back right before the freeze, or when seen starving there, or after 10 s at the latest; and the old image\'s threads other than its main one wait in SCHED_IDLE from the handover to its outcome (default on; only where it can be given back: CAP_SYS_NICE, or RLIMIT_NICE allowing the nice value)',
   LUO_HANDOVER: 'set by luo itself on exec: the handover entry point (never set it by hand)',
 } as const;
 

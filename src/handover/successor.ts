@@ -22,7 +22,9 @@
  * (right before the freeze, or once seen starving in SCHED_IDLE, or 10 s after the start, or
  * a quarter into a wait for it, whichever comes first; EPERM kills it) → handover()
  * (synchronous: send, then block until "taken"; throws if the successor dies or does not
- * answer in time, and kills it, so the caller can cancel and keep serving) → retire() →
+ * answer in time, and kills it, so the caller can cancel and keep serving; with the idle
+ * option this image's threads other than its main one wait in SCHED_IDLE from the send until
+ * the outcome, committed or failed, or until handover() throws) → retire() →
  * awaitRelease() (blocks until the successor's FINISH closes the link, bounded) → the caller
  * exits. Before the handover, abort() kills the successor and closes the link; the successor
  * then exits with "the previous image cancelled the handover".
@@ -129,7 +131,8 @@ export interface SuccessorOptions {
   guard?: { url: string; deadline: number } | null;
   /** Start it in SCHED_IDLE until right before the freeze (restorePriority), where this
    *  process may give it its class back: it then prepares on CPU time the serving image does
-   *  not want. */
+   *  not want. And this image's other threads wait in SCHED_IDLE from the handover to its
+   *  outcome: it serves nothing then, and its successor serves. */
   idle?: boolean;
 }
 
@@ -178,6 +181,10 @@ export class Successor {
   #leftIdle: 'freeze' | 'starving' | 'time' | null = null;
   /** Its main thread at the last look, while in SCHED_IDLE (#starving). */
   #look: { at: number; cpuNs: number; runnable: boolean } | null = null;
+  /** This image's other threads may wait in SCHED_IDLE from the handover until its outcome
+   *  (the idle option, where they can be given their class back); and whether they do. */
+  #mayStandAside = false;
+  #standsAside = false;
 
   private constructor(pid: number, fd: number) {
     this.#pid = pid;
@@ -211,6 +218,7 @@ export class Successor {
     // threads it starts later inherit the class. Only where it can be given its class back:
     // it must never serve in SCHED_IDLE. (posix_spawn sets SCHED_OTHER, FIFO or RR only.)
     if (opts.idle && sys.mayLeaveIdle()) {
+      next.#mayStandAside = true;
       try {
         sys.setThreadsPolicy(pid, sys.SCHED_IDLE);
         next.#idle = true;
@@ -528,6 +536,7 @@ export class Successor {
       sys.sendPacket(this.#fd, json({ ...head, chunks: chunks.length }));
       chunks.forEach((c, i) => sys.sendPacket(this.#fd, json({ chunk: i }), c));
       trace(`handover: sent (${send.length} fds, ${chunks.length} chunks)`);
+      this.#standAside();
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const left = deadline - Date.now();
@@ -552,11 +561,41 @@ export class Successor {
         break;
       }
     } catch (e) {
+      this.#standBack();
       this.abort();
       if (e instanceof LuoError) throw e;
       throw fail('EIO', `handover to the successor failed: ${(e as Error).message}`);
     }
     this.#handedOver = true;
+  }
+
+  /**
+   * Right after the handover is sent: this image serves nothing until its outcome (its main
+   * thread blocks in poll), but its other threads may go on with what they had started (V8
+   * marking its heap on every helper thread was seen here taking both cores of a two-core
+   * machine for the successor's whole pause at 10 000 connections). They wait in SCHED_IDLE
+   * until #standBack, run at the outcome before anything else. Best effort: a thread that
+   * cannot be moved keeps its class.
+   */
+  #standAside(): void {
+    if (!this.#mayStandAside || this.#standsAside) return;
+    try {
+      if (sys.setThreadsPolicy(process.pid, sys.SCHED_IDLE, { except: process.pid }) > 0) {
+        this.#standsAside = true;
+        trace('handover: this image\'s other threads in SCHED_IDLE');
+      }
+    } catch { /* they keep their class */ }
+  }
+
+  /** This image's other threads back in the normal class (see #standAside). */
+  #standBack(): void {
+    if (!this.#standsAside) return;
+    this.#standsAside = false;
+    try {
+      sys.setThreadsPolicy(process.pid, sys.SCHED_OTHER, { except: process.pid });
+    } catch (e) {
+      process.emitWarning(`luo: this image's threads could not be given their scheduling class back after the handover: ${(e as Error).message}`);
+    }
   }
 
   /**
@@ -567,6 +606,14 @@ export class Successor {
    * This image's event loop does not run meanwhile: it serves nothing and accepts nothing.
    */
   awaitOutcome(deadline: number): Outcome {
+    try {
+      return this.#awaitOutcome(deadline);
+    } finally {
+      this.#standBack();
+    }
+  }
+
+  #awaitOutcome(deadline: number): Outcome {
     const failed = (code: 'ECHILD' | 'ETIMEDOUT' | 'ECANCELED', what: string): Outcome => {
       this.#drain();
       this.terminate();

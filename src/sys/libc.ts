@@ -360,15 +360,21 @@ export const SCHED_OTHER = 0;
 /**
  * Put every thread of process `pid` (this process, or one of this user's) in the scheduling
  * class `policy` (SCHED_IDLE, SCHED_OTHER), keeping each one's nice value; how many threads
- * were moved. Threads it starts later inherit the class of the thread that starts them.
- * SysError when none was moved (ESRCH: gone; EPERM: not permitted).
+ * were moved. `except`: a thread left as it is (e.g. this process's main one: its id is the
+ * pid). Threads it starts later inherit the class of the thread that starts them.
+ * SysError when none was moved (ESRCH: gone; EPERM: not permitted); 0 when there was none
+ * to move.
  */
-export function setThreadsPolicy(pid: number, policy: number): number {
+export function setThreadsPolicy(pid: number, policy: number, opts: { except?: number } = {}): number {
   let tids: number[];
   try {
     tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
   } catch {
     tids = [pid];
+  }
+  if (opts.except !== undefined) {
+    tids = tids.filter((t) => t !== opts.except);
+    if (tids.length === 0) return 0;
   }
   const param = new Int32Array([0]);
   let n = 0;
