@@ -1,7 +1,7 @@
 // From the handover to its outcome the previous image serves nothing (its main thread waits for
 // the successor's FINISH, or its failure), but its other threads could go on with what they had
-// started: V8 marking its heap on every helper thread took both cores of a two-core machine for
-// the successor's whole pause. They wait in SCHED_IDLE meanwhile, and get the normal class back
+// started: four of them (V8's helpers, most likely marking its heap) took both cores of a
+// two-core machine for the successor's whole pause. They wait in SCHED_IDLE meanwhile, and get the normal class back
 // at the outcome: before the previous image serves again when the successor fails.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

@@ -571,9 +571,10 @@ export class Successor {
 
   /**
    * Right after the handover is sent: this image serves nothing until its outcome (its main
-   * thread blocks in poll), but its other threads may go on with what they had started (V8
-   * marking its heap on every helper thread was seen here taking both cores of a two-core
-   * machine for the successor's whole pause at 10 000 connections). They wait in SCHED_IDLE
+   * thread blocks in poll), but its other threads may go on with what they had started (four
+   * of them, V8's helper threads by every sign, most likely marking its heap, were seen here
+   * taking both cores of a two-core machine for the successor's whole pause at 10 000
+   * connections). They wait in SCHED_IDLE
    * until #standBack, run at the outcome before anything else. Best effort: a thread that
    * cannot be moved keeps its class.
    */
