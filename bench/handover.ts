@@ -233,14 +233,15 @@ async function runSize(n: number, mode: 'exec' | 'successor', build: { name: str
     const pause = got.pause as number;
     const gaps = got.gaps as number[];
     const at = (got.atEpoch as number) - performance.timeOrigin;
-    // Fewer than a quarter of the pings due (one per 2 ms) went out in the pause: the probes'
+    // Fewer than a quarter of the pings due (one per 2 ms) went out in a silence: the probes'
     // own process stood still, so this update measured it, not the service. It is reported
     // and left out of the medians.
-    const probeStalled = pause > 5 && (got.pingsInPause as number) < pause / 8;
+    const stalled = (ms: number, pings: number): boolean => ms > 5 && pings < ms / 8;
+    const probeStalled = stalled(pause, got.pingsInPause as number);
     if (probeStalled) console.error(`note: the probes stalled for ${pause.toFixed(1)} ms (${got.pingsInPause} pings sent): this update is left out of the medians`);
     const handover = got.handover as number | null;
     if (handover === null || !Number.isFinite(handover)) throw new Error(`no echo from the new image after its first read (firstReadAt ${String(ready.firstReadAt)})`);
-    const handoverStalled = handover > 5 && (got.pingsInHandover as number) < handover / 8;
+    const handoverStalled = stalled(handover, got.pingsInHandover as number);
     if (handoverStalled && !probeStalled) console.error(`note: the probes stalled in the handover's ${handover.toFixed(1)} ms (${got.pingsInHandover} pings sent): this update is left out of the medians`);
     // The longest silence elsewhere than the handover: where, from the handover's start.
     const elsewhere = pause > handover + 0.05;

@@ -90,11 +90,11 @@ process.on('message', (m: { op: string; port?: number; pid?: number; firstReadAt
  * with the first echo the next image served (the last byte the old image served to the first
  * the new one served), found from when the next image first read (`firstReadAt`, on its
  * clock, which is this one's to well under a millisecond: that read's echo was written right
- * before it was timed, and the old image's last echo came 8 ms or more before it). Often the same silence; where not, the
- * longest was elsewhere (a stall of the old image before its freeze, of the new one after,
- * of this process or of the whole machine). Each probe's own longest silence is its
- * connection gap. How many pings were sent in a silence tells a stall of this process (none)
- * from one of the service.
+ * before it was timed, and the old image's last echo came 8 ms or more before it). Often
+ * the same silence; where not, the longest was elsewhere (a stall of the old image before
+ * its freeze, of the new one after, of this process or of the whole machine). Each probe's
+ * own longest silence is its connection gap. How many pings were sent in a silence tells a
+ * stall of this process (none) from one of the service.
  */
 function collect(firstReadAt: number): Record<string, unknown> {
   const all = probes.flatMap((p) => p.rx).sort((a, b) => a - b);

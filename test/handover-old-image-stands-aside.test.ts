@@ -1,8 +1,9 @@
 // From the handover to its outcome the previous image serves nothing (its main thread waits for
 // the successor's FINISH, or its failure), but its other threads could go on with what they had
 // started: four of them (V8's helpers, most likely marking its heap) took both cores of a
-// two-core machine for the successor's whole pause. They wait in SCHED_IDLE meanwhile, and get the normal class back
-// at the outcome: before the previous image serves again when the successor fails.
+// two-core machine for the successor's whole pause. They wait in SCHED_IDLE meanwhile, and get
+// the normal class back at the outcome: before the previous image serves again when the
+// successor fails.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import test from 'node:test';
@@ -28,7 +29,7 @@ function policies(pid: number): Map<number, number> {
 }
 
 /** The previous image, its successor restored and not yet finished, or failed. */
-async function handOver(svc: Service): Promise<{ old: number; port: number; clients: StreamClient[]; successor: number }> {
+async function handOver(svc: Service): Promise<{ old: number; clients: StreamClient[]; successor: number }> {
   const port = await svc.start();
   const clients = Array.from({ length: 5 }, (_, i) => new StreamClient(i, port));
   await Promise.all(clients.map((c) => c.connected()));
@@ -36,7 +37,7 @@ async function handOver(svc: Service): Promise<{ old: number; port: number; clie
   const before = svc.lines.length;
   process.kill(old, 'SIGUSR2');
   const restored = await svc.next((l) => svc.lines.indexOf(l) >= before && l.event === 'restored');
-  return { old, port, clients, successor: restored.pid as number };
+  return { old, clients, successor: restored.pid as number };
 }
 
 test('between the handover and the successor\'s FINISH, the previous image\'s threads other than its main one wait in SCHED_IDLE', { timeout: 60_000, skip }, async () => {

@@ -574,9 +574,8 @@ export class Successor {
    * thread blocks in poll), but its other threads may go on with what they had started (four
    * of them, V8's helper threads by every sign, most likely marking its heap, were seen here
    * taking both cores of a two-core machine for the successor's whole pause at 10 000
-   * connections). They wait in SCHED_IDLE
-   * until #standBack, run at the outcome before anything else. Best effort: a thread that
-   * cannot be moved keeps its class.
+   * connections). They wait in SCHED_IDLE until #standBack, which runs at the outcome before
+   * anything else. Best effort: a thread that cannot be moved keeps its class.
    */
   #standAside(): void {
     if (!this.#mayStandAside || this.#standsAside) return;
